@@ -1,0 +1,183 @@
+"""The building blocks of a DenseNet: stem, dense layer, dense block, transition.
+
+Every block is a function ``block(x, settings, ...) -> tensor`` that adds
+named Keras layers to a functional graph. Layer names are the contract with
+weight files, so they are fixed here (the README repeats this table):
+
+==========================  =================================================
+name                        layer
+==========================  =================================================
+``stem_pad``                ZeroPadding2D(3) before the 7x7/2 conv (symmetric)
+``stem_conv``               first convolution (7x7/2 or 3x3/1)
+``stem_bn``, ``stem_relu``  BN-ReLU after a 7x7/2 stem conv
+``stem_pool_pad``           ZeroPadding2D(1) before the 3x3/2 max pool
+``stem_pool``               3x3/2 max pool
+``block{b}_layer{l}_bn1``   BN before the 1x1 bottleneck conv (bottleneck only)
+``block{b}_layer{l}_conv1`` 1x1 bottleneck conv to ``4 * growth_rate``
+``block{b}_layer{l}_bn2``   BN before the 3x3 conv
+``block{b}_layer{l}_conv2`` 3x3 conv producing ``growth_rate`` maps
+``block{b}_layer{l}_drop``  dropout after conv2 (only if ``dropout_rate > 0``)
+``block{b}_layer{l}_concat`` concatenation of the layer input and its output
+``transition{t}_bn``        BN of transition ``t`` (between block t and t+1)
+``transition{t}_conv``      1x1 compression conv
+``transition{t}_pool``      2x2/2 average pool
+``final_bn``, ``final_relu`` BN-ReLU after the last dense block
+``avg_pool`` / ``max_pool`` global pooling
+``predictions``             the classifier (Dense)
+==========================  =================================================
+
+Blocks and layers are numbered from 1. ReLU layers follow their BN's name
+(``_bn1`` -> ``_relu1``).
+"""
+
+import dataclasses
+
+import keras
+from keras import layers
+
+BOTTLENECK_WIDTH = 4
+"""The 1x1 bottleneck conv produces ``BOTTLENECK_WIDTH * growth_rate`` maps."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSettings:
+    """Settings shared by every block of one network.
+
+    Attributes:
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+        bn_epsilon: BatchNormalization epsilon (1.001e-5 as keras.applications,
+            1e-5 as torchvision, 1.1e-5 as the original Keras DenseNet).
+        weight_decay: L2 coefficient applied as SGD weight decay: the kernel,
+            gamma and beta regularizers add ``weight_decay / 2 * ||w||^2`` so
+            that the gradient is ``weight_decay * w`` as in the paper.
+        dropout_rate: dropout after each 3x3 conv and each transition conv.
+    """
+
+    data_format: str = "channels_last"
+    bn_epsilon: float = 1.001e-5
+    weight_decay: float = 0.0
+    dropout_rate: float = 0.0
+
+    @property
+    def channel_axis(self):
+        return -1 if self.data_format == "channels_last" else 1
+
+    def regularizer(self):
+        if not self.weight_decay:
+            return None
+        return keras.regularizers.L2(self.weight_decay / 2)
+
+    def conv(self, filters, kernel_size, name, strides=1, padding="same"):
+        return layers.Conv2D(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            use_bias=False,
+            kernel_initializer="he_normal",
+            kernel_regularizer=self.regularizer(),
+            data_format=self.data_format,
+            name=name,
+        )
+
+    def batch_norm(self, name):
+        return layers.BatchNormalization(
+            axis=self.channel_axis,
+            epsilon=self.bn_epsilon,
+            gamma_regularizer=self.regularizer(),
+            beta_regularizer=self.regularizer(),
+            name=name,
+        )
+
+    def bn_relu(self, x, prefix, suffix=""):
+        """``{prefix}_bn{suffix}`` then ``{prefix}_relu{suffix}``."""
+        x = self.batch_norm(f"{prefix}_bn{suffix}")(x)
+        return layers.ReLU(name=f"{prefix}_relu{suffix}")(x)
+
+    def dropout(self, x, name):
+        if not self.dropout_rate:
+            return x
+        return layers.Dropout(self.dropout_rate, name=name)(x)
+
+
+def stem(x, settings, filters, subsample, padding="symmetric"):
+    """The first convolution (and pooling) of the network.
+
+    Args:
+        x: image tensor, ``(batch, H, W, C)`` or ``(batch, C, H, W)``.
+        settings: ``BlockSettings``.
+        filters: output channels of the stem conv.
+        subsample: ``True`` for the ImageNet stem (7x7/2 conv, BN-ReLU,
+            3x3/2 max pool: output is H/4 x W/4); ``False`` for the CIFAR
+            stem (one 3x3/1 conv, no BN: output is H x W).
+        padding: for the ImageNet stem, ``"symmetric"`` (ZeroPadding2D(3) +
+            valid conv, ZeroPadding2D(1) + valid pool, as torchvision and
+            keras.applications) or ``"same"`` (TensorFlow's asymmetric "same"
+            padding, as the original Keras DenseNet release).
+    """
+    if not subsample:
+        return settings.conv(filters, 3, "stem_conv")(x)
+    fmt = settings.data_format
+    if padding == "symmetric":
+        x = layers.ZeroPadding2D(3, data_format=fmt, name="stem_pad")(x)
+    x = settings.conv(filters, 7, "stem_conv", strides=2, padding=_valid_or_same(padding))(x)
+    x = settings.bn_relu(x, "stem")
+    if padding == "symmetric":
+        # After ReLU every value is >= 0, so zero padding equals -inf padding.
+        x = layers.ZeroPadding2D(1, data_format=fmt, name="stem_pool_pad")(x)
+    return layers.MaxPooling2D(
+        3, strides=2, padding=_valid_or_same(padding), data_format=fmt, name="stem_pool"
+    )(x)
+
+
+def _valid_or_same(stem_padding):
+    return "valid" if stem_padding == "symmetric" else "same"
+
+
+def dense_layer(x, settings, growth_rate, bottleneck, name):
+    """One composite layer H_l: [BN-ReLU-1x1 conv]-BN-ReLU-3x3 conv, concatenated.
+
+    Args:
+        x: ``(batch, H, W, C)`` feature maps (channels first: ``(batch, C, H, W)``).
+        settings: ``BlockSettings``.
+        growth_rate: channels added by this layer (k).
+        bottleneck: add the 1x1 conv to ``4 * k`` channels (DenseNet-B).
+        name: layer prefix, ``block{b}_layer{l}``.
+
+    Returns:
+        ``(batch, H, W, C + k)``: the input concatenated with the new maps.
+    """
+    y = x
+    if bottleneck:
+        y = settings.bn_relu(y, name, "1")
+        y = settings.conv(BOTTLENECK_WIDTH * growth_rate, 1, f"{name}_conv1")(y)
+    y = settings.bn_relu(y, name, "2")
+    y = settings.conv(growth_rate, 3, f"{name}_conv2")(y)
+    y = settings.dropout(y, f"{name}_drop")
+    return layers.Concatenate(axis=settings.channel_axis, name=f"{name}_concat")([x, y])
+
+
+def dense_block(x, settings, nb_layers, growth_rate, bottleneck, block_index):
+    """``nb_layers`` dense layers named ``block{block_index}_layer{1..n}``.
+
+    Returns ``(batch, H, W, C + nb_layers * growth_rate)``.
+    """
+    for layer_index in range(1, nb_layers + 1):
+        x = dense_layer(
+            x, settings, growth_rate, bottleneck, f"block{block_index}_layer{layer_index}"
+        )
+    return x
+
+
+def transition_block(x, settings, filters, transition_index):
+    """BN-ReLU-1x1 conv to ``filters`` channels, then 2x2/2 average pooling.
+
+    Returns ``(batch, H // 2, W // 2, filters)``.
+    """
+    name = f"transition{transition_index}"
+    x = settings.bn_relu(x, name)
+    x = settings.conv(filters, 1, f"{name}_conv")(x)
+    x = settings.dropout(x, f"{name}_drop")
+    return layers.AveragePooling2D(
+        2, strides=2, data_format=settings.data_format, name=f"{name}_pool"
+    )(x)

@@ -1,0 +1,33 @@
+"""The ``keras-densenet`` command: one subcommand per module.
+
+Each subcommand lives in its own module, which provides ``main(argv)``;
+``keras-densenet SUBCOMMAND --help`` shows its options.
+"""
+
+import importlib
+import os
+import sys
+
+COMMANDS = {
+    # subcommand: (module, one-line help)
+    "summary": ("keras_densenet.summary", "parameter counts of every preset"),
+}
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up logs quiet
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        lines = [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+        usage = "usage: keras-densenet {%s} ...\n\n%s" % (",".join(COMMANDS), "\n".join(lines))
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"keras-densenet: unknown command {argv[0]!r}\n\n{usage}", file=sys.stderr)
+            return 2
+        print(usage)
+        return 0
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
