@@ -1,0 +1,63 @@
+"""Presets reproduce the published parameter counts exactly (full-size models)."""
+
+import pytest
+
+from keras_densenet import (DenseNetCIFAR, DenseNetImageNet, DenseNetImageNet121,
+                            DenseNetImageNet161, DenseNetImageNet169, DenseNetImageNet201,
+                            DenseNetImageNet264)
+from keras_densenet.summary import trainable_parameters
+
+IMAGENET_COUNTS = [
+    # torchvision's published counts (1000 classes)
+    (DenseNetImageNet121, "densenet121", 7_978_856, 1024),
+    (DenseNetImageNet161, "densenet161", 28_681_000, 2208),
+    (DenseNetImageNet169, "densenet169", 14_149_480, 1664),
+    (DenseNetImageNet201, "densenet201", 20_013_928, 1920),
+    (DenseNetImageNet264, "densenet264", 33_337_704, 2688),
+]
+
+CIFAR_COUNTS = [
+    # Huang et al. 2017, Table 2, in millions, 10 classes
+    ("densenet40_k12", 1.0),
+    ("densenet100_k12", 7.0),
+    ("densenet100_k24", 27.2),
+    ("densenet_bc100_k12", 0.8),
+    ("densenet_bc250_k24", 15.3),
+    ("densenet_bc190_k40", 25.6),
+]
+
+
+@pytest.mark.parametrize("constructor, name, count, features", IMAGENET_COUNTS,
+                         ids=[c[1] for c in IMAGENET_COUNTS])
+def test_imagenet_parameter_counts(constructor, name, count, features):
+    model = constructor(input_shape=(224, 224, 3))
+    assert model.name == name
+    assert trainable_parameters(model) == count
+    assert model.output.shape == (None, 1000)
+    assert model.get_layer("final_bn").output.shape == (None, 7, 7, features)
+
+
+@pytest.mark.parametrize("preset, millions", CIFAR_COUNTS, ids=[c[0] for c in CIFAR_COUNTS])
+def test_cifar_parameter_counts_round_to_the_paper(preset, millions):
+    model = DenseNetCIFAR(preset)
+    assert round(trainable_parameters(model) / 1e6, 1) == millions
+    assert model.output.shape == (None, 10)
+
+
+def test_imagenet_preset_passes_builder_arguments_through():
+    model = DenseNetImageNet121(include_top=False, pooling="avg", input_shape=(3, 64, 64),
+                                data_format="channels_first", name="backbone")
+    assert model.name == "backbone"
+    assert model.output.shape == (None, 1024)
+
+
+def test_unknown_presets_are_rejected():
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        DenseNetImageNet("densenet122")
+    with pytest.raises(ValueError, match="preset must be one of"):
+        DenseNetCIFAR("densenet_bc100")
+
+
+def test_imagenet_weights_need_the_1000_class_top():
+    with pytest.raises(ValueError, match="needs classes=1000"):
+        DenseNetImageNet121(weights="imagenet", classes=10)
