@@ -11,6 +11,7 @@ import sys
 COMMANDS = {
     # subcommand: (module, one-line help)
     "summary": ("keras_densenet.summary", "parameter counts of every preset"),
+    "train": ("keras_densenet.train", "train a DenseNet (default: the embedded digits)"),
 }
 
 

@@ -1,0 +1,159 @@
+"""Datasets for training: the embedded digits, CIFAR, and image folders.
+
+Every loader returns a ``Splits`` of batched ``tf.data`` pipelines yielding
+``(images, labels)``: images ``(batch, size, size, 3)`` float32, normalized
+like ``preprocess_input(mode="torch")``, labels int32 class indices.
+"""
+
+import collections
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_densenet.preprocessing import TORCH_MEAN, TORCH_STD
+
+Splits = collections.namedtuple("Splits", "train test class_names image_shape")
+"""``train``/``test``: ``tf.data.Dataset``; ``class_names``: list of str;
+``image_shape``: ``(size, size, 3)``."""
+
+IMAGE_SIGNATURES = {
+    # magic bytes of the formats keras.utils.image_dataset_from_directory reads
+    b"\xff\xd8\xff": "jpeg",
+    b"\x89PNG": "png",
+    b"GIF8": "gif",
+    b"BM": "bmp",
+}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+TEST_FRACTION = 0.2
+
+
+def load(dataset, image_size, batch_size, augment=False, flip=True, seed=0):
+    """Load ``dataset`` (``"digits"``, ``"cifar10"``, ``"cifar100"`` or a folder path)."""
+    if dataset is None:
+        raise ValueError("No dataset given: pass --data digits|cifar10|cifar100|PATH "
+                         "(PATH: an image folder with one sub-folder per class).")
+    if dataset == "digits":
+        (x_train, y_train), (x_test, y_test), names = digits(image_size, seed)
+    elif dataset in ("cifar10", "cifar100"):
+        (x_train, y_train), (x_test, y_test), names = cifar(dataset, image_size)
+    elif os.path.isdir(dataset) or os.path.sep in dataset or os.path.exists(dataset):
+        return image_folder(dataset, image_size, batch_size, augment, flip, seed)
+    else:
+        raise ValueError(f"dataset must be 'digits', 'cifar10', 'cifar100' or an existing "
+                         f"image folder; got {dataset!r}.")
+    train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(
+        len(x_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    test = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(batch_size)
+    return _finish(train, test, names, image_size, augment, flip, seed)
+
+
+def digits(image_size=32, seed=0):
+    """scikit-learn's 1,797 8x8 digits as RGB ``image_size`` images in [0, 255].
+
+    Returns ``((x_train, y_train), (x_test, y_test), class_names)`` with a
+    stratified 80/20 split.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = bunch.images[..., None].astype("float32") * (255.0 / 16.0)
+    images = tf.image.resize(images, (image_size, image_size), method="bilinear").numpy()
+    images = np.repeat(images, 3, axis=-1)
+    labels = bunch.target.astype("int32")
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, labels, test_size=TEST_FRACTION, stratify=labels, random_state=seed)
+    return (x_train, y_train), (x_test, y_test), [str(d) for d in range(10)]
+
+
+def cifar(name, image_size=32):
+    """CIFAR-10 or CIFAR-100 through ``keras.datasets`` (downloads once, needs network)."""
+    module = keras.datasets.cifar10 if name == "cifar10" else keras.datasets.cifar100
+    try:
+        (x_train, y_train), (x_test, y_test) = module.load_data()
+    except Exception as error:  # the download's own errors vary by cause
+        raise RuntimeError(f"Could not load {name} through keras.datasets ({error}); it is "
+                           "downloaded on first use, so this needs network access.") from error
+    resize = (lambda x: x) if image_size == 32 else (
+        lambda x: tf.image.resize(x, (image_size, image_size)).numpy())
+    names = [str(i) for i in range(10 if name == "cifar10" else 100)]
+    return ((resize(x_train.astype("float32")), y_train[:, 0].astype("int32")),
+            (resize(x_test.astype("float32")), y_test[:, 0].astype("int32")), names)
+
+
+def image_folder(path, image_size, batch_size, augment=False, flip=True, seed=0):
+    """An image folder with one sub-folder per class, split 80/20 into train and test.
+
+    Grayscale and RGBA images are converted to RGB. Raises ``ValueError`` for a
+    missing or empty folder, a single class, or a file that is not an image.
+    """
+    check_image_folder(path)
+    train, test = keras.utils.image_dataset_from_directory(
+        path, validation_split=TEST_FRACTION, subset="both", seed=seed,
+        image_size=(image_size, image_size), batch_size=batch_size, color_mode="rgb",
+        label_mode="int")
+    names = train.class_names
+    return _finish(train, test, names, image_size, augment, flip, seed)
+
+
+def check_image_folder(path):
+    """Fail early, naming the problem, on a folder that cannot be trained on."""
+    if not os.path.isdir(path):
+        raise ValueError(f"Image folder {path!r} does not exist or is not a directory.")
+    classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    counts = {}
+    for name in classes:
+        files = [f for f in os.listdir(os.path.join(path, name))
+                 if f.lower().endswith(IMAGE_EXTENSIONS)]
+        for file in files:
+            _check_image_file(os.path.join(path, name, file))
+        counts[name] = len(files)
+    with_images = [name for name, n in counts.items() if n]
+    if not with_images:
+        raise ValueError(
+            f"Image folder {path!r} holds no images: expected one sub-folder per class with "
+            f"{'/'.join(IMAGE_EXTENSIONS)} files (found sub-folders: {classes or 'none'}).")
+    if len(with_images) < 2:
+        raise ValueError(f"Image folder {path!r} has a single class ({with_images[0]!r}); "
+                         "classification needs at least two class sub-folders.")
+    return counts
+
+
+def _check_image_file(file):
+    with open(file, "rb") as handle:
+        head = handle.read(8)
+    if not any(head.startswith(magic) for magic in IMAGE_SIGNATURES):
+        raise ValueError(f"{file!r} is not a readable image (not JPEG, PNG, GIF or BMP "
+                         "data); remove it or fix it.")
+
+
+def torch_normalize(images):
+    """``preprocess_input(mode="torch")`` in TensorFlow ops, for ``tf.data`` pipelines."""
+    mean = tf.constant([255.0 * m for m in TORCH_MEAN])
+    std = tf.constant([255.0 * s for s in TORCH_STD])
+    return (tf.cast(images, "float32") - mean) / std
+
+
+def _finish(train, test, names, image_size, augment, flip, seed):
+    if augment:
+        pad = max(1, image_size // 8)  # the paper's 4 pixels at 32x32
+        train = train.map(lambda x, y: (_pad_crop_flip(x, pad, flip, seed), y),
+                          num_parallel_calls=tf.data.AUTOTUNE)
+    train = train.map(lambda x, y: (torch_normalize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    test = test.map(lambda x, y: (torch_normalize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return Splits(train.prefetch(tf.data.AUTOTUNE), test.prefetch(tf.data.AUTOTUNE),
+                  list(names), (image_size, image_size, 3))
+
+
+def _pad_crop_flip(images, pad, flip, seed):
+    """Per image: zero-pad by ``pad`` pixels, randomly crop back, randomly flip left-right."""
+    crop_shape = tf.shape(images)[1:]
+
+    def one(image):
+        padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+        return tf.image.random_crop(padded, crop_shape)
+
+    cropped = tf.map_fn(one, images, fn_output_signature=tf.TensorSpec(images.shape[1:], images.dtype))
+    return tf.image.random_flip_left_right(cropped) if flip else cropped

@@ -1,0 +1,126 @@
+"""Training: artifacts, resuming after an interruption, recipes, distribution."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+from keras_densenet import train as train_lib
+from keras_densenet.recipes import RECIPES
+
+TINY = RECIPES["digits"].replace(
+    model=dict(depth=10, growth_rate=4, bottleneck=True, reduction=0.5),
+    image_size=16, epochs=2, batch_size=128)
+
+
+def _log_epochs(run_dir):
+    with open(os.path.join(run_dir, "log.csv")) as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+def test_training_writes_model_log_curves_and_metrics(tmp_path):
+    run = str(tmp_path / "run")
+    metrics = train_lib.train(TINY, run, verbose=0)
+    assert set(metrics) == {"test_loss", "test_accuracy"}
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert sorted(os.listdir(run)) == ["config.json", "curves.png", "log.csv",
+                                       "metrics.json", "model.keras"]
+    assert _log_epochs(run) == [0, 1]
+    model = keras.models.load_model(os.path.join(run, "model.keras"))
+    assert model.output.shape == (None, 10)
+    with open(os.path.join(run, "metrics.json")) as handle:
+        assert json.load(handle) == metrics
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+
+def test_resume_finishes_an_interrupted_run(tmp_path):
+    run = str(tmp_path / "run")
+    recipe = TINY.replace(epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        train_lib.train(recipe, run, verbose=0, callbacks=[_Interrupt()])
+    assert os.listdir(os.path.join(run, "backup")) and not os.path.exists(
+        os.path.join(run, "model.keras"))
+    train_lib.train(recipe, run, resume=True, verbose=0)
+    assert _log_epochs(run) == [0, 1, 2]  # the interrupted epoch is not repeated
+    model = keras.models.load_model(os.path.join(run, "model.keras"))
+    steps = -(-int(0.8 * 1797) // recipe.batch_size)
+    assert int(model.optimizer.iterations) == 3 * steps  # optimizer state carried over
+    assert not os.path.exists(os.path.join(run, "backup"))
+
+
+def test_existing_runs_are_never_overwritten(tmp_path):
+    run = str(tmp_path / "run")
+    train_lib.train(TINY.replace(epochs=1), run, verbose=0)
+    with pytest.raises(ValueError, match="already holds a run: pass --resume"):
+        train_lib.train(TINY, run, verbose=0)
+    with pytest.raises(ValueError, match="has already finished"):
+        train_lib.train(TINY.replace(epochs=1), run, resume=True, verbose=0)
+    other_architecture = TINY.replace(epochs=1, model={**TINY.model, "growth_rate": 6})
+    with pytest.raises(ValueError, match="differs in \\['model'\\]"):
+        train_lib.train(other_architecture, run, resume=True, verbose=0)
+    with pytest.raises(ValueError, match="holds no run to resume"):
+        train_lib.train(TINY, str(tmp_path / "empty"), resume=True, verbose=0)
+
+
+def test_step_schedule_divides_by_ten_at_the_milestones():
+    schedule = train_lib.step_schedule(RECIPES["cifar"], steps_per_epoch=10)
+    assert float(schedule(0)) == pytest.approx(0.1)
+    assert float(schedule(1499)) == pytest.approx(0.1)
+    assert float(schedule(1501)) == pytest.approx(0.01)  # after epoch 150 of 300
+    assert float(schedule(2251)) == pytest.approx(0.001)  # after epoch 225
+    imagenet = train_lib.step_schedule(RECIPES["imagenet"], steps_per_epoch=1)
+    assert [float(imagenet(s)) for s in (29, 31, 61)] == pytest.approx([0.1, 0.01, 0.001])
+
+
+def test_paper_recipes():
+    cifar = RECIPES["cifar"]
+    assert (cifar.epochs, cifar.batch_size, cifar.learning_rate, cifar.momentum,
+            cifar.nesterov, cifar.model["weight_decay"]) == (300, 64, 0.1, 0.9, True, 1e-4)
+    assert cifar.augment and cifar.flip and cifar.lr_milestones == (0.5, 0.75)
+    assert (RECIPES["imagenet"].epochs, RECIPES["imagenet"].batch_size) == (90, 256)
+    with pytest.raises(ValueError, match="Unknown recipe fields \\['lr'\\]"):
+        cifar.replace(lr=0.2)
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    code = train_lib.main(["--data", str(tmp_path / "missing"), "--output",
+                           str(tmp_path / "run"), "--quiet"])
+    assert code == 2
+    assert "does not exist or is not a directory" in capsys.readouterr().out
+    assert train_lib.main(["--recipe", "imagenet", "--output", str(tmp_path / "r2")]) == 2
+    assert "No dataset given" in capsys.readouterr().out
+
+
+def test_distribute_is_validated():
+    with pytest.raises(ValueError, match="distribute must be one of"):
+        train_lib.distribution_strategy("horovod")
+
+
+MIRRORED_SCRIPT = """
+import sys, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from keras_densenet import train
+sys.exit(train.main(["--distribute", "mirrored", "--output", sys.argv[1], "--epochs", "1",
+                     "--batch-size", "32", "--image-size", "16", "--depth", "10",
+                     "--growth-rate", "4", "--quiet"]))
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    run = str(tmp_path / "run")
+    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, run], capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "tf.distribute mirrored: 2 replicas, global batch 64" in result.stdout
+    assert "test accuracy" in result.stdout
+    assert os.path.exists(os.path.join(run, "model.keras"))
