@@ -11,6 +11,7 @@ import sys
 COMMANDS = {
     # subcommand: (module, one-line help)
     "summary": ("keras_densenet.summary", "parameter counts of every preset"),
+    "port": ("keras_densenet.port", "convert published weights to Keras 3 .weights.h5"),
     "train": ("keras_densenet.train", "train a DenseNet (default: the embedded digits)"),
 }
 

@@ -20,11 +20,6 @@ def DenseNetImageNet(architecture, include_top=True, weights=None, input_tensor=
         raise ValueError(
             f"architecture must be one of {sorted(IMAGENET_ARCHITECTURES)}; got {architecture!r}."
         )
-    if weights == "imagenet" and include_top and classes != 1000:
-        raise ValueError(
-            f'weights="imagenet" with include_top=True needs classes=1000; got classes={classes}. '
-            "Use include_top=False and add your own classifier."
-        )
     layers_per_block, growth_rate, nb_filter = IMAGENET_ARCHITECTURES[architecture]
     return DenseNet(
         nb_dense_block=len(layers_per_block),

@@ -1,0 +1,107 @@
+"""Reference implementations of the two DenseNets whose code cannot be installed here.
+
+They exist so that ported weights can be checked against the implementation
+they were published with (``keras-densenet port`` and the tests):
+
+* ``original_keras_densenet``: the original Keras (2) DenseNet of the v3.0
+  weight release, rebuilt in ``tf_keras`` with auto-named layers, BN epsilon
+  1.1e-5 and 'same' stem padding, so it writes and reads the release's h5 layout.
+* ``torch_densenet``: torchvision's DenseNet (module names, epsilon 1e-5,
+  symmetric stem); ``torchvision.models`` is used instead when it is installed.
+
+keras.applications needs no copy: ``tf_keras.applications`` is the real thing.
+"""
+
+from keras_densenet.architectures import IMAGENET_ARCHITECTURES
+
+
+def original_keras_densenet(architecture, include_top=True, input_shape=(224, 224, 3),
+                            classes=1000):
+    """The original Keras DenseNet-BC ImageNet model, in ``tf_keras`` (logits out)."""
+    import tf_keras
+    from tf_keras import layers
+
+    blocks, growth_rate, nb_filter = IMAGENET_ARCHITECTURES[architecture]
+
+    def bn_relu(x):
+        x = layers.BatchNormalization(axis=-1, epsilon=1.1e-5)(x)
+        return layers.Activation("relu")(x)
+
+    inputs = layers.Input(input_shape)
+    x = layers.Conv2D(nb_filter, 7, strides=2, padding="same", use_bias=False)(inputs)
+    x = layers.MaxPooling2D(3, strides=2, padding="same")(bn_relu(x))
+    for index, count in enumerate(blocks):
+        for _ in range(count):
+            y = layers.Conv2D(4 * growth_rate, 1, use_bias=False)(bn_relu(x))
+            y = layers.Conv2D(growth_rate, 3, padding="same", use_bias=False)(bn_relu(y))
+            x = layers.concatenate([x, y], axis=-1)
+            nb_filter += growth_rate
+        if index < len(blocks) - 1:
+            nb_filter = int(nb_filter * 0.5)
+            x = layers.Conv2D(nb_filter, 1, use_bias=False)(bn_relu(x))
+            x = layers.AveragePooling2D(2, strides=2)(x)
+    x = bn_relu(x)
+    if include_top:
+        x = layers.GlobalAveragePooling2D()(x)
+        x = layers.Dense(classes)(x)
+    return tf_keras.Model(inputs, x)
+
+
+def torch_densenet(architecture, classes=1000):
+    """torchvision's DenseNet for ``architecture`` (torchvision's own when installed)."""
+    try:
+        import torchvision
+
+        return getattr(torchvision.models, architecture)(weights=None, num_classes=classes)
+    except (ImportError, AttributeError, RuntimeError):
+        return _torch_densenet(*IMAGENET_ARCHITECTURES[architecture], classes=classes)
+
+
+def _torch_densenet(blocks, growth_rate, nb_filter, classes):
+    import collections
+
+    import torch
+    from torch import nn
+
+    class DenseLayer(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.norm1 = nn.BatchNorm2d(channels)
+            self.relu1 = nn.ReLU()
+            self.conv1 = nn.Conv2d(channels, 4 * growth_rate, 1, bias=False)
+            self.norm2 = nn.BatchNorm2d(4 * growth_rate)
+            self.relu2 = nn.ReLU()
+            self.conv2 = nn.Conv2d(4 * growth_rate, growth_rate, 3, padding=1, bias=False)
+
+        def forward(self, x):
+            y = self.conv1(self.relu1(self.norm1(x)))
+            return torch.cat([x, self.conv2(self.relu2(self.norm2(y)))], 1)
+
+    class DenseNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            modules = [("conv0", nn.Conv2d(3, nb_filter, 7, 2, 3, bias=False)),
+                       ("norm0", nn.BatchNorm2d(nb_filter)), ("relu0", nn.ReLU()),
+                       ("pool0", nn.MaxPool2d(3, 2, 1))]
+            channels = nb_filter
+            for index, count in enumerate(blocks, start=1):
+                layers = []
+                for i in range(count):
+                    layers.append((f"denselayer{i + 1}", DenseLayer(channels)))
+                    channels += growth_rate
+                modules.append((f"denseblock{index}", nn.Sequential(collections.OrderedDict(layers))))
+                if index < len(blocks):
+                    modules.append((f"transition{index}", nn.Sequential(collections.OrderedDict([
+                        ("norm", nn.BatchNorm2d(channels)), ("relu", nn.ReLU()),
+                        ("conv", nn.Conv2d(channels, channels // 2, 1, bias=False)),
+                        ("pool", nn.AvgPool2d(2, 2))]))))
+                    channels //= 2
+            modules.append(("norm5", nn.BatchNorm2d(channels)))
+            self.features = nn.Sequential(collections.OrderedDict(modules))
+            self.classifier = nn.Linear(channels, classes)
+
+        def forward(self, x):
+            x = torch.relu(self.features(x))
+            return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    return DenseNet()
