@@ -11,6 +11,8 @@ import sys
 COMMANDS = {
     # subcommand: (module, one-line help)
     "summary": ("keras_densenet.summary", "parameter counts of every preset"),
+    "classify": ("keras_densenet.classify", "top-5 ImageNet classes of images"),
+    "export": ("keras_densenet.export", "export a .keras model: SavedModel, ONNX, TFLite"),
     "port": ("keras_densenet.port", "convert published weights to Keras 3 .weights.h5"),
     "train": ("keras_densenet.train", "train a DenseNet (default: the embedded digits)"),
 }

@@ -200,10 +200,17 @@ def assign(model, table, source="the weights file"):
 def download(entry, cache_dir=None):
     """Fetch a manifest entry with ``keras.utils.get_file`` (cached, hash-checked); its path."""
     full_hash = entry["hash_algorithm"] in ("md5", "sha256")
-    path = keras.utils.get_file(
-        entry["file_name"], entry["url"], cache_subdir="densenet", cache_dir=cache_dir,
-        file_hash=entry["hash"] if full_hash else None,
-        hash_algorithm=entry["hash_algorithm"] if full_hash else "auto")
+    try:
+        path = keras.utils.get_file(
+            entry["file_name"], entry["url"], cache_subdir="densenet", cache_dir=cache_dir,
+            file_hash=entry["hash"] if full_hash else None,
+            hash_algorithm=entry["hash_algorithm"] if full_hash else "auto")
+    except ValueError:  # hash mismatch: get_file's message says so
+        raise
+    except Exception as error:  # get_file raises a bare Exception for network failures
+        raise OSError(
+            f"Could not download {entry['file_name']} from {entry['url']} ({error}). "
+            "Download it where the network allows and pass weights=PATH.") from error
     if entry["hash_algorithm"] == "sha256_prefix":
         digest = _sha256(path)
         if not digest.startswith(entry["hash"]):

@@ -1,0 +1,109 @@
+"""Export DenseNets for serving: TensorFlow SavedModel, ONNX and TFLite (LiteRT).
+
+All three go through Keras' own ``model.export``. Options shared by all:
+
+* ``preprocessing``: bake ``preprocess_input(mode=...)`` into the exported
+  graph, so that it takes raw ``uint8`` RGB images (``(batch, H, W, 3)``, or
+  ``(batch, 3, H, W)`` for channels_first models) instead of normalized floats;
+* ``fuse``: fold BatchNormalizations into convolutions first
+  (``keras_densenet.fusion``), an inference-only speed-up with equal outputs.
+
+The serving input is named ``images`` (``INPUT_NAME``).
+"""
+
+import argparse
+import os
+
+import keras
+
+from keras_densenet.fusion import fold_batch_norms
+from keras_densenet.preprocessing import MODES, preprocess_input
+
+FORMATS = {"saved_model": "tf_saved_model", "onnx": "onnx", "tflite": "litert"}
+TENSORFLOW_ONLY = ("saved_model", "tflite")
+INPUT_NAME = "images"
+
+
+def serving_model(model, preprocessing=None, fuse=False):
+    """The model to export: optionally fused, optionally taking raw uint8 images.
+
+    Args:
+        model: a functional DenseNet with a fixed or variable input size.
+        preprocessing: ``None`` (inputs already preprocessed, float32) or a
+            ``preprocess_input`` mode, ``"torch"`` or ``"caffe_bgr"``.
+        fuse: fold BN layers into convs (``fusion.fold_batch_norms``).
+    """
+    if preprocessing is not None and preprocessing not in MODES:
+        raise ValueError(f"preprocessing must be None or one of {MODES}; got {preprocessing!r}.")
+    if fuse:
+        model = fold_batch_norms(model)
+    if preprocessing is None:
+        return model
+    data_format = _data_format(model)
+    raw = keras.Input(model.input.shape[1:], dtype="uint8", name=INPUT_NAME)
+    normalized = keras.layers.Lambda(
+        lambda x: preprocess_input(x, mode=preprocessing, data_format=data_format),
+        name=f"preprocess_{preprocessing}")(raw)
+    return keras.Model(raw, model(normalized), name=model.name)
+
+
+def export(model, path, format="saved_model", preprocessing=None, fuse=False, verbose=False):
+    """Export ``model`` to ``path`` in ``format`` (``"saved_model"``, ``"onnx"``, ``"tflite"``).
+
+    Returns the path written. SavedModel and TFLite need the TensorFlow
+    backend; ONNX works from TensorFlow, JAX and PyTorch.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {tuple(FORMATS)}; got {format!r}.")
+    backend = keras.backend.backend()
+    if format in TENSORFLOW_ONLY and backend != "tensorflow":
+        raise ValueError(
+            f"Exporting to {format} needs the TensorFlow backend (this is {backend!r}). "
+            "Use format='onnx' here, or model.export(..., format='torch') on PyTorch; "
+            "or re-load the .keras model with KERAS_BACKEND=tensorflow and export there.")
+    exported = serving_model(model, preprocessing, fuse)
+    dtype = "uint8" if preprocessing else "float32"
+    signature = [keras.InputSpec(shape=(None, *exported.input.shape[1:]), dtype=dtype,
+                                 name=INPUT_NAME)]
+    exported.export(path, format=FORMATS[format], verbose=verbose, input_signature=signature)
+    return path
+
+
+def _data_format(model):
+    for layer in model.layers:
+        if hasattr(layer, "data_format"):
+            return layer.data_format
+    return keras.config.image_data_format()
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="keras-densenet export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="a .keras model file")
+    parser.add_argument("output", help="SavedModel folder, .onnx or .tflite file")
+    parser.add_argument("--format", choices=tuple(FORMATS), default="saved_model")
+    parser.add_argument("--preprocessing", choices=MODES,
+                        help="bake preprocess_input into the graph: the export takes uint8 images")
+    parser.add_argument("--fuse", action="store_true", help="fold BN layers into convs")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if not os.path.exists(args.model):
+        print(f"keras-densenet export: error: no such model file {args.model!r}")
+        return 2
+    try:
+        model = keras.models.load_model(args.model)
+        export(model, args.output, args.format, args.preprocessing, args.fuse)
+    except ValueError as error:
+        print(f"keras-densenet export: error: {error}")
+        return 2
+    print(f"wrote {args.output} ({args.format}, input {INPUT_NAME!r}"
+          f"{', uint8 with ' + args.preprocessing + ' preprocessing' if args.preprocessing else ''}"
+          f"{', BN folded' if args.fuse else ''})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

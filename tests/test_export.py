@@ -1,0 +1,108 @@
+"""Exports reloaded in their own runtimes, BN folding, and the export CLI."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_densenet import DenseNet, preprocess_input
+from keras_densenet import export as export_lib
+from keras_densenet.fusion import fold_batch_norms, foldable_pairs
+
+SMALL = dict(nb_dense_block=4, nb_layers_per_block=[1, 2, 1, 1], growth_rate=4, nb_filter=8,
+             bottleneck=True, reduction=0.5, subsample_initial_block=True, classes=5)
+
+
+def _model(data_format="channels_last"):
+    shape = (64, 64, 3) if data_format == "channels_last" else (3, 64, 64)
+    model = DenseNet(**SMALL, input_shape=shape, data_format=data_format)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape))
+            layer.beta.assign(rng.normal(0, 0.2, layer.beta.shape))
+            layer.moving_mean.assign(rng.normal(0, 0.5, layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, layer.moving_variance.shape))
+    return model
+
+
+def _raw_images(data_format="channels_last"):
+    images = np.random.default_rng(1).integers(0, 256, (3, 64, 64, 3), dtype="uint8")
+    return images if data_format == "channels_last" else images.transpose(0, 3, 1, 2)
+
+
+def _expected(model, raw, data_format="channels_last", mode="torch"):
+    return model.predict(preprocess_input(raw, mode=mode, data_format=data_format), verbose=0)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_folding_removes_the_bns_after_convs_and_keeps_outputs(data_format):
+    model = _model(data_format)
+    pairs = foldable_pairs(model)
+    # the stem BN and the bn2 of each of the 5 dense layers
+    assert pairs == {"stem_bn": "stem_conv", **{
+        f"block{b}_layer{l}_bn2": f"block{b}_layer{l}_conv1"
+        for b, n in enumerate(SMALL["nb_layers_per_block"], 1) for l in range(1, n + 1)}}
+    fused = fold_batch_norms(model)
+    names = {layer.name for layer in fused.layers}
+    assert not names & set(pairs) and fused.get_layer("stem_conv").use_bias
+    x = preprocess_input(_raw_images(data_format), data_format=data_format)
+    np.testing.assert_allclose(fused.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["torch", "caffe_bgr"])
+def test_saved_model_takes_raw_uint8_under_a_named_input(tmp_path, mode):
+    import tensorflow as tf
+
+    model = _model()
+    path = export_lib.export(model, str(tmp_path / "sm"), "saved_model", preprocessing=mode,
+                             fuse=True)
+    serving = tf.saved_model.load(path).signatures["serving_default"]
+    assert list(serving.structured_input_signature[1]) == ["images"]
+    (output,) = serving(images=tf.constant(_raw_images())).values()
+    assert np.max(np.abs(output.numpy() - _expected(model, _raw_images(), mode=mode))) <= 1e-4
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_onnx_export_matches_keras_in_onnxruntime(tmp_path, data_format):
+    ort = pytest.importorskip("onnxruntime")
+    model = _model(data_format)
+    path = export_lib.export(model, str(tmp_path / "m.onnx"), "onnx", preprocessing="torch")
+    session = ort.InferenceSession(path)
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    (output,) = session.run(None, {"images": _raw_images(data_format)})
+    expected = _expected(model, _raw_images(data_format), data_format)
+    assert np.max(np.abs(output - expected)) <= 1e-4
+
+
+def test_tflite_export_matches_keras_in_the_interpreter(tmp_path):
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    model = _model()
+    path = export_lib.export(model, str(tmp_path / "m.tflite"), "tflite", fuse=True)
+    interpreter = litert.Interpreter(path)
+    x = preprocess_input(_raw_images())
+    (input_detail,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(input_detail["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(input_detail["index"], x)
+    interpreter.invoke()
+    output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    assert np.max(np.abs(output - model.predict(x, verbose=0))) <= 1e-4
+
+
+def test_export_arguments_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="format must be one of"):
+        export_lib.export(_model(), str(tmp_path / "x"), "coreml")
+    with pytest.raises(ValueError, match="preprocessing must be None or one of"):
+        export_lib.export(_model(), str(tmp_path / "x"), "onnx", preprocessing="tf")
+
+
+def test_export_cli(tmp_path, capsys):
+    model_path = str(tmp_path / "m.keras")
+    _model().save(model_path)
+    out = str(tmp_path / "m.onnx")
+    assert export_lib.main([model_path, out, "--format", "onnx", "--fuse",
+                            "--preprocessing", "torch"]) == 0
+    assert "uint8 with torch preprocessing, BN folded" in capsys.readouterr().out
+    assert export_lib.main([str(tmp_path / "none.keras"), out]) == 2
+    assert "no such model file" in capsys.readouterr().out
