@@ -96,8 +96,9 @@ def _legacy_h5_layers(path):
 
 def _keras_applications_name(name):
     """keras.applications layer name -> ours (``conv3_block2_1_conv`` -> ``block2_layer2_conv1``)."""
-    fixed = {"conv1/conv": "stem_conv", "conv1/bn": "stem_bn", "bn": "final_bn",
-             "predictions": "predictions"}
+    fixed = {"conv1/conv": "stem_conv", "conv1/bn": "stem_bn",  # Keras 2 names
+             "conv1_conv": "stem_conv", "conv1_bn": "stem_bn",  # Keras 3 names
+             "bn": "final_bn", "predictions": "predictions"}
     if name in fixed:
         return fixed[name]
     match = re.fullmatch(r"conv(\d+)_block(\d+)_(\d)_(conv|bn)", name)
