@@ -51,12 +51,15 @@ class BlockSettings:
             gamma and beta regularizers add ``weight_decay / 2 * ||w||^2`` so
             that the gradient is ``weight_decay * w`` as in the paper.
         dropout_rate: dropout after each 3x3 conv and each transition conv.
+        memory_efficient: recompute each dense layer's concat-BN-ReLU-conv in
+            the backward pass (``keras_densenet.memory_efficient``).
     """
 
     data_format: str = "channels_last"
     bn_epsilon: float = 1.001e-5
     weight_decay: float = 0.0
     dropout_rate: float = 0.0
+    memory_efficient: bool = False
 
     @property
     def channel_axis(self):
@@ -162,11 +165,40 @@ def dense_block(x, settings, nb_layers, growth_rate, bottleneck, block_index):
 
     Returns ``(batch, H, W, C + nb_layers * growth_rate)``.
     """
+    if settings.memory_efficient:
+        return _memory_efficient_dense_block(
+            x, settings, nb_layers, growth_rate, bottleneck, block_index)
     for layer_index in range(1, nb_layers + 1):
         x = dense_layer(
             x, settings, growth_rate, bottleneck, f"block{block_index}_layer{layer_index}"
         )
     return x
+
+
+def _memory_efficient_dense_block(x, settings, nb_layers, growth_rate, bottleneck, block_index):
+    """The dense block with each concat-BN-ReLU-conv recomputed in the backward pass.
+
+    The layers keep their names; the concat-BN-ReLU-conv of layer ``l`` lives in
+    ``block{b}_layer{l}_recomputed`` (a ``RecomputedConcatConv``), and the block
+    ends with one concatenation, ``block{b}_concat``.
+    """
+    from keras_densenet.memory_efficient import RecomputedConcatConv
+
+    features = [x]
+    for layer_index in range(1, nb_layers + 1):
+        name = f"block{block_index}_layer{layer_index}"
+        filters, kernel_size, suffix = ((BOTTLENECK_WIDTH * growth_rate, 1, "1") if bottleneck
+                                        else (growth_rate, 3, "2"))
+        y = RecomputedConcatConv(
+            filters, kernel_size, name, suffix, data_format=settings.data_format,
+            bn_epsilon=settings.bn_epsilon, weight_decay=settings.weight_decay,
+            name=f"{name}_recomputed")(features)
+        if bottleneck:
+            y = settings.bn_relu(y, name, "2")
+            y = settings.conv(growth_rate, 3, f"{name}_conv2")(y)
+        features.append(settings.dropout(y, f"{name}_drop"))
+    return layers.Concatenate(axis=settings.channel_axis,
+                              name=f"block{block_index}_concat")(features)
 
 
 def transition_block(x, settings, filters, transition_index):

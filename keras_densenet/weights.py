@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from keras_densenet import weight_formats
+from keras_densenet.memory_efficient import weighted_layers
 
 SOURCES = ("keras_applications", "torchvision", "original_keras")
 SOURCE_FORMATS = {"keras_applications": "keras_applications", "torchvision": "torch",
@@ -164,8 +165,7 @@ def load(model, plan):
         _check_keras3_file(model, path)
         model.load_weights(path)
         return
-    weighted = [layer for layer in model.layers if layer.weights]
-    table = weight_formats.read(path, plan.file_format, [layer.name for layer in weighted])
+    table = weight_formats.read(path, plan.file_format, list(weighted_layers(model)))
     assign(model, table, source=f"{path!r} ({weight_formats.FORMATS[plan.file_format].description})")
 
 
@@ -175,7 +175,7 @@ def assign(model, table, source="the weights file"):
     Only the classifier (``predictions``) may be missing from the model
     (include_top=False); any other difference raises ``ValueError``.
     """
-    weighted = [layer for layer in model.layers if layer.weights]
+    weighted = list(weighted_layers(model).values())
     problems = []
     for layer in weighted:
         expected = [tuple(w.shape) for w in layer.get_weights()]
