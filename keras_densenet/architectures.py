@@ -23,6 +23,10 @@ CIFAR_PRESETS = {
     "densenet_bc100_k12": dict(depth=100, growth_rate=12, bottleneck=True, reduction=0.5),  # 0.8M
     "densenet_bc250_k24": dict(depth=250, growth_rate=24, bottleneck=True, reduction=0.5),  # 15.3M
     "densenet_bc190_k40": dict(depth=190, growth_rate=40, bottleneck=True, reduction=0.5),  # 25.6M
+    # Wide-DenseNet-BC (the authors' README): shallow and wide, faster per parameter on GPUs.
+    "wide_densenet_bc40_k36": dict(depth=40, growth_rate=36, bottleneck=True, reduction=0.5),
+    "wide_densenet_bc40_k48": dict(depth=40, growth_rate=48, bottleneck=True, reduction=0.5),
+    "wide_densenet_bc40_k60": dict(depth=40, growth_rate=60, bottleneck=True, reduction=0.5),
 }
 """Keyword arguments of ``DenseNet`` for the paper's CIFAR networks (3 blocks, 3x3 stem)."""
 

@@ -150,14 +150,19 @@ def dense_layer(x, settings, growth_rate, bottleneck, name):
     Returns:
         ``(batch, H, W, C + k)``: the input concatenated with the new maps.
     """
+    y = new_feature_maps(x, settings, growth_rate, bottleneck, name)
+    return layers.Concatenate(axis=settings.channel_axis, name=f"{name}_concat")([x, y])
+
+
+def new_feature_maps(x, settings, growth_rate, bottleneck, name):
+    """The ``(batch, H, W, growth_rate)`` maps a dense layer adds (before concatenation)."""
     y = x
     if bottleneck:
         y = settings.bn_relu(y, name, "1")
         y = settings.conv(BOTTLENECK_WIDTH * growth_rate, 1, f"{name}_conv1")(y)
     y = settings.bn_relu(y, name, "2")
     y = settings.conv(growth_rate, 3, f"{name}_conv2")(y)
-    y = settings.dropout(y, f"{name}_drop")
-    return layers.Concatenate(axis=settings.channel_axis, name=f"{name}_concat")([x, y])
+    return settings.dropout(y, f"{name}_drop")
 
 
 def dense_block(x, settings, nb_layers, growth_rate, bottleneck, block_index):

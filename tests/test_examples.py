@@ -50,6 +50,12 @@ def test_export_savedmodel(tmp_path, monkeypatch, capsys):
     assert "serving input 'images'" in capsys.readouterr().out
 
 
+def test_segmentation_reports_mean_iou(monkeypatch, capsys):
+    run_example("segmentation.py", "--images", "16", "--size", "32", "--epochs", "1",
+                "--growth-rate", "4", "--layers", "1", monkeypatch=monkeypatch)
+    assert "mean IoU on 16 held-out images" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("name", sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py")))
 def test_every_example_is_tested(name):
     tested = {"transfer_learning.py", "train_cifar.py", "export_savedmodel.py",

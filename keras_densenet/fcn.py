@@ -1,0 +1,215 @@
+"""Fully convolutional DenseNets for semantic segmentation (FC-DenseNet, "Tiramisu").
+
+Jegou, Drozdzal, Vazquez, Romero, Bengio, "The One Hundred Layers Tiramisu:
+Fully Convolutional DenseNets for Semantic Segmentation" (CVPRW 2017).
+
+Down path: a 3x3 conv, then ``nb_dense_block`` dense blocks (BN-ReLU-3x3 conv,
+dropout), each followed by a transition down (BN-ReLU-1x1 conv, dropout, 2x2
+max pool); the block outputs are kept as skip connections. A bottleneck dense
+block follows. Up path: a transition up (``upsampling_type``) of only the new
+feature maps of the previous block, concatenated with the skip connection,
+then a dense block. A 1x1 conv and a per-pixel softmax give ``(H, W, classes)``.
+
+Layer names: ``stem_conv``; ``down{i}_layer{l}_*`` and ``down{i}_transition_*``;
+``bottleneck_layer{l}_*``; ``up{i}_transition_*`` and ``up{i}_layer{l}_*``;
+``segmentation_conv``, ``segmentation``.
+"""
+
+import keras
+from keras import layers
+
+from keras_densenet import blocks
+from keras_densenet.model import DATA_FORMATS, _check_choice, _check_positive_int, _check_range
+
+UPSAMPLING_TYPES = ("deconv", "upsampling", "subpixel")
+
+
+def DenseNetFCN(input_shape, nb_dense_block=5, growth_rate=16, nb_layers_per_block=4,
+                reduction=0.0, dropout_rate=0.2, weight_decay=1e-4, init_conv_filters=48,
+                include_top=True, classes=1, activation="softmax", upsampling_type="deconv",
+                data_format=None, bn_epsilon=1.001e-5, name="fc_densenet"):
+    """Build an FC-DenseNet.
+
+    Args:
+        input_shape: ``(H, W, C)`` (or ``(C, H, W)``); H and W divisible by
+            ``2 ** nb_dense_block`` (or ``None``).
+        nb_dense_block: dense blocks on the down path (and on the up path).
+        growth_rate: k. Default 16.
+        nb_layers_per_block: an int for every block; a list of
+            ``nb_dense_block + 1`` (down blocks and the bottleneck, mirrored on
+            the up path); or a list of ``2 * nb_dense_block + 1`` (all blocks).
+        reduction: transitions down keep ``(1 - reduction)`` of the channels. In [0, 1).
+        dropout_rate: after each conv of the dense layers and transitions down.
+        weight_decay: as in ``DenseNet``.
+        init_conv_filters: channels of the first 3x3 conv. Default 48.
+        include_top: end with the 1x1 conv to ``classes`` and the activation;
+            without it the model outputs the last up block's feature maps.
+        classes: classes per pixel.
+        activation: ``"softmax"``, ``"sigmoid"`` or ``None`` (logits), per pixel.
+        upsampling_type: ``"deconv"`` (3x3/2 transposed conv), ``"upsampling"``
+            (nearest-neighbour x2 then 3x3 conv) or ``"subpixel"`` (3x3 conv to 4x
+            channels then pixel shuffle).
+        data_format: default ``keras.config.image_data_format()``.
+        bn_epsilon: BatchNormalization epsilon.
+        name: model name.
+
+    Returns:
+        A ``keras.Model``: ``(batch, H, W, C)`` -> ``(batch, H, W, classes)``.
+    """
+    data_format = data_format or keras.config.image_data_format()
+    _check_choice("data_format", data_format, DATA_FORMATS)
+    _check_choice("upsampling_type", upsampling_type, UPSAMPLING_TYPES)
+    _check_choice("activation", activation, ("softmax", "sigmoid", None))
+    nb_dense_block = _check_positive_int("nb_dense_block", nb_dense_block)
+    growth_rate = _check_positive_int("growth_rate", growth_rate)
+    classes = _check_positive_int("classes", classes)
+    init_conv_filters = _check_positive_int("init_conv_filters", init_conv_filters)
+    _check_range("reduction", reduction, "[0, 1)", 0.0 <= reduction < 1.0)
+    _check_range("dropout_rate", dropout_rate, "[0, 1)", 0.0 <= dropout_rate < 1.0)
+    counts = _layers_per_block(nb_layers_per_block, nb_dense_block)
+    _check_input_shape(input_shape, data_format, 2**nb_dense_block)
+
+    settings = blocks.BlockSettings(data_format=data_format, bn_epsilon=bn_epsilon,
+                                    weight_decay=weight_decay, dropout_rate=dropout_rate)
+    inputs = layers.Input(shape=tuple(input_shape), name="image")
+    x = settings.conv(init_conv_filters, 3, "stem_conv")(inputs)
+    skips = []
+    for index in range(nb_dense_block):
+        x, _ = _dense_block(x, settings, counts[index], growth_rate, f"down{index + 1}")
+        skips.append(x)
+        x = _transition_down(x, settings, int(x.shape[settings.channel_axis] * (1 - reduction)),
+                             f"down{index + 1}_transition")
+    _, new = _dense_block(x, settings, counts[nb_dense_block], growth_rate, "bottleneck")
+    for index in range(nb_dense_block):
+        prefix = f"up{index + 1}"
+        x = _transition_up(new, settings, new.shape[settings.channel_axis], upsampling_type,
+                           f"{prefix}_transition")
+        x = layers.Concatenate(axis=settings.channel_axis, name=f"{prefix}_skip_concat")(
+            [x, skips[-1 - index]])
+        x, new = _dense_block(x, settings, counts[nb_dense_block + 1 + index], growth_rate,
+                              prefix)
+    if include_top:
+        x = layers.Conv2D(classes, 1, kernel_initializer="he_normal",
+                          kernel_regularizer=settings.regularizer(), data_format=data_format,
+                          name="segmentation_conv")(x)
+        if activation == "softmax":
+            x = layers.Softmax(axis=settings.channel_axis, name="segmentation")(x)
+        elif activation == "sigmoid":
+            x = layers.Activation("sigmoid", name="segmentation")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def FCDenseNet56(input_shape, classes, **kwargs):
+    """FC-DenseNet56: 4 layers per block, k=12 (the paper's 1.5M parameters)."""
+    return DenseNetFCN(input_shape, growth_rate=12, nb_layers_per_block=4, classes=classes,
+                       name=kwargs.pop("name", "fc_densenet56"), **kwargs)
+
+
+def FCDenseNet67(input_shape, classes, **kwargs):
+    """FC-DenseNet67: 5 layers per block, k=16 (the paper's 3.5M parameters)."""
+    return DenseNetFCN(input_shape, growth_rate=16, nb_layers_per_block=5, classes=classes,
+                       name=kwargs.pop("name", "fc_densenet67"), **kwargs)
+
+
+def FCDenseNet103(input_shape, classes, **kwargs):
+    """FC-DenseNet103: 4-5-7-10-12-15-12-10-7-5-4 layers, k=16 (the paper's 9.4M parameters)."""
+    return DenseNetFCN(input_shape, growth_rate=16, nb_layers_per_block=[4, 5, 7, 10, 12, 15],
+                       classes=classes, name=kwargs.pop("name", "fc_densenet103"), **kwargs)
+
+
+def _layers_per_block(nb_layers_per_block, nb_dense_block):
+    """Layers of all ``2 * nb_dense_block + 1`` blocks: down, bottleneck, up."""
+    total = 2 * nb_dense_block + 1
+    if isinstance(nb_layers_per_block, (list, tuple)):
+        counts = [_check_positive_int("nb_layers_per_block", n) for n in nb_layers_per_block]
+        if len(counts) == nb_dense_block + 1:
+            return counts + counts[-2::-1]
+        if len(counts) == total:
+            return counts
+        raise ValueError(
+            f"nb_layers_per_block has {len(counts)} entries; with nb_dense_block="
+            f"{nb_dense_block} give {nb_dense_block + 1} (down blocks and bottleneck, mirrored "
+            f"on the up path) or {total} (every block).")
+    return [_check_positive_int("nb_layers_per_block", nb_layers_per_block)] * total
+
+
+def _check_input_shape(input_shape, data_format, divisor):
+    if input_shape is None or len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (H, W, C) or (C, H, W); got {input_shape!r}.")
+    spatial = input_shape[:2] if data_format == "channels_last" else input_shape[1:]
+    for size in spatial:
+        if size is not None and size % divisor:
+            raise ValueError(
+                f"input_shape {tuple(input_shape)}: height and width must be divisible by "
+                f"2**nb_dense_block = {divisor} so that the up path meets the skip "
+                f"connections; got {size}. Pad or crop the images (e.g. to "
+                f"{(size // divisor + 1) * divisor}).")
+
+
+def _dense_block(x, settings, nb_layers, growth_rate, name):
+    """``(input + new maps, new maps only)`` of a dense block without bottleneck."""
+    new = []
+    for index in range(1, nb_layers + 1):
+        prefix = f"{name}_layer{index}"
+        y = blocks.new_feature_maps(x, settings, growth_rate, False, prefix)
+        new.append(y)
+        x = layers.Concatenate(axis=settings.channel_axis, name=f"{prefix}_concat")([x, y])
+    if len(new) == 1:
+        return x, new[0]
+    return x, layers.Concatenate(axis=settings.channel_axis, name=f"{name}_new_maps")(new)
+
+
+def _transition_down(x, settings, filters, name):
+    x = settings.bn_relu(x, name)
+    x = settings.conv(filters, 1, f"{name}_conv")(x)
+    x = settings.dropout(x, f"{name}_drop")
+    return layers.MaxPooling2D(2, strides=2, data_format=settings.data_format,
+                               name=f"{name}_pool")(x)
+
+
+def _transition_up(x, settings, filters, upsampling_type, name):
+    fmt = settings.data_format
+    if upsampling_type == "deconv":
+        return layers.Conv2DTranspose(
+            filters, 3, strides=2, padding="same", kernel_initializer="he_normal",
+            kernel_regularizer=settings.regularizer(), data_format=fmt, name=f"{name}_deconv")(x)
+    if upsampling_type == "upsampling":
+        x = layers.UpSampling2D(2, data_format=fmt, name=f"{name}_upsample")(x)
+        return layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_normal",
+                             kernel_regularizer=settings.regularizer(), data_format=fmt,
+                             name=f"{name}_conv")(x)
+    x = layers.Conv2D(4 * filters, 3, padding="same", kernel_initializer="he_normal",
+                      kernel_regularizer=settings.regularizer(), data_format=fmt,
+                      name=f"{name}_conv")(x)
+    return PixelShuffle(2, data_format=fmt, name=f"{name}_pixel_shuffle")(x)
+
+
+@keras.saving.register_keras_serializable(package="keras_densenet")
+class PixelShuffle(layers.Layer):
+    """Sub-pixel upscaling: ``(H, W, r*r*C)`` -> ``(r*H, r*W, C)`` (depth to space)."""
+
+    def __init__(self, scale=2, data_format="channels_last", **kwargs):
+        super().__init__(**kwargs)
+        self.scale, self.data_format = scale, data_format
+
+    def call(self, x):
+        ops, r = keras.ops, self.scale
+        if self.data_format == "channels_first":
+            x = ops.transpose(x, (0, 2, 3, 1))
+        _, height, width, channels = ops.shape(x)
+        x = ops.reshape(x, (-1, height, width, r, r, channels // (r * r)))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        x = ops.reshape(x, (-1, height * r, width * r, channels // (r * r)))
+        if self.data_format == "channels_first":
+            x = ops.transpose(x, (0, 3, 1, 2))
+        return x
+
+    def compute_output_shape(self, shape):
+        r = self.scale
+        scaled = lambda size: None if size is None else size * r  # noqa: E731
+        if self.data_format == "channels_first":
+            return (shape[0], shape[1] // (r * r), scaled(shape[2]), scaled(shape[3]))
+        return (shape[0], scaled(shape[1]), scaled(shape[2]), shape[3] // (r * r))
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "data_format": self.data_format}
