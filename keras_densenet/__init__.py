@@ -9,6 +9,7 @@ from keras_densenet.features import DenseNetBackbone, pyramid_outputs
 from keras_densenet.model import DenseNet
 from keras_densenet.preprocessing import decode_predictions, preprocess_input
 from keras_densenet.presets import (
+    DenseNetBlur121d,
     DenseNetCIFAR,
     DenseNetImageNet,
     DenseNetImageNet121,
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DenseNet",
     "DenseNetBackbone",
+    "DenseNetBlur121d",
     "DenseNetFCN",
     "FCDenseNet56",
     "FCDenseNet67",

@@ -11,7 +11,9 @@ name                        layer
 ``stem_conv``               first convolution (7x7/2 or 3x3/1)
 ``stem_bn``, ``stem_relu``  BN-ReLU after a 7x7/2 stem conv
 ``stem_pool_pad``           ZeroPadding2D(1) before the 3x3/2 max pool
-``stem_pool``               3x3/2 max pool
+``stem_pool``               3x3/2 max pool (3x3/1 with ``anti_alias``)
+``stem_conv{1,2,3}``, ``stem_bn{1,2,3}``  the deep stem's convs and BNs
+``stem_blur``               blur pool, stride 2 (``anti_alias``)
 ``block{b}_layer{l}_bn1``   BN before the 1x1 bottleneck conv (bottleneck only)
 ``block{b}_layer{l}_conv1`` 1x1 bottleneck conv to ``4 * growth_rate``
 ``block{b}_layer{l}_bn2``   BN before the 3x3 conv
@@ -103,13 +105,14 @@ class BlockSettings:
         return layers.Dropout(self.dropout_rate, name=name)(x)
 
 
-def stem(x, settings, filters, subsample, padding="symmetric"):
+def stem(x, settings, filters, subsample, padding="symmetric", stem_type="standard",
+         anti_alias=False):
     """The first convolution (and pooling) of the network.
 
     Args:
         x: image tensor, ``(batch, H, W, C)`` or ``(batch, C, H, W)``.
         settings: ``BlockSettings``.
-        filters: output channels of the stem conv.
+        filters: output channels of the stem.
         subsample: ``True`` for the ImageNet stem (7x7/2 conv, BN-ReLU,
             3x3/2 max pool: output is H/4 x W/4); ``False`` for the CIFAR
             stem (one 3x3/1 conv, no BN: output is H x W).
@@ -117,20 +120,72 @@ def stem(x, settings, filters, subsample, padding="symmetric"):
             valid conv, ZeroPadding2D(1) + valid pool, as torchvision and
             keras.applications) or ``"same"`` (TensorFlow's asymmetric "same"
             padding, as the original Keras DenseNet release).
+        stem_type: ``"standard"`` (one 7x7/2 conv) or ``"deep"`` (timm's
+            ``densenet*d``: 3x3/2 conv to ``filters/2``, 3x3 conv to ``filters/2``,
+            3x3 conv to ``filters``, each followed by BN-ReLU: ``stem_conv1..3``).
+        anti_alias: replace the 3x3/2 max pool by a 3x3/1 max pool and a 3x3
+            binomial blur with stride 2 (``stem_blur``), as timm's ``densenetblur121d``.
     """
     if not subsample:
         return settings.conv(filters, 3, "stem_conv")(x)
     fmt = settings.data_format
-    if padding == "symmetric":
-        x = layers.ZeroPadding2D(3, data_format=fmt, name="stem_pad")(x)
-    x = settings.conv(filters, 7, "stem_conv", strides=2, padding=_valid_or_same(padding))(x)
-    x = settings.bn_relu(x, "stem")
+    if stem_type == "deep":
+        x = layers.ZeroPadding2D(1, data_format=fmt, name="stem_pad")(x)
+        x = settings.conv(filters // 2, 3, "stem_conv1", strides=2, padding="valid")(x)
+        x = settings.bn_relu(x, "stem", "1")
+        x = settings.conv(filters // 2, 3, "stem_conv2")(x)
+        x = settings.bn_relu(x, "stem", "2")
+        x = settings.conv(filters, 3, "stem_conv3")(x)
+        x = settings.bn_relu(x, "stem", "3")
+    else:
+        if padding == "symmetric":
+            x = layers.ZeroPadding2D(3, data_format=fmt, name="stem_pad")(x)
+        x = settings.conv(filters, 7, "stem_conv", strides=2, padding=_valid_or_same(padding))(x)
+        x = settings.bn_relu(x, "stem")
     if padding == "symmetric":
         # After ReLU every value is >= 0, so zero padding equals -inf padding.
         x = layers.ZeroPadding2D(1, data_format=fmt, name="stem_pool_pad")(x)
-    return layers.MaxPooling2D(
-        3, strides=2, padding=_valid_or_same(padding), data_format=fmt, name="stem_pool"
-    )(x)
+    pool_padding = _valid_or_same(padding)
+    if anti_alias:
+        x = layers.MaxPooling2D(3, strides=1, padding=pool_padding, data_format=fmt,
+                                name="stem_pool")(x)
+        return BlurPool2D(data_format=fmt, name="stem_blur")(x)
+    return layers.MaxPooling2D(3, strides=2, padding=pool_padding, data_format=fmt,
+                               name="stem_pool")(x)
+
+
+@keras.saving.register_keras_serializable(package="keras_densenet")
+class BlurPool2D(layers.Layer):
+    """Anti-aliased downsampling (Zhang 2019): 3x3 binomial blur, stride 2, reflect padding.
+
+    ``(batch, H, W, C)`` -> ``(batch, ceil(H/2), ceil(W/2), C)``; no weights.
+    """
+
+    def __init__(self, data_format="channels_last", **kwargs):
+        super().__init__(**kwargs)
+        self.data_format = data_format
+
+    def call(self, x):
+        ops = keras.ops
+        channel_axis = -1 if self.data_format == "channels_last" else 1
+        channels = x.shape[channel_axis]
+        taps = ops.convert_to_tensor([1.0, 2.0, 1.0], dtype=x.dtype)
+        kernel = ops.outer(taps, taps) / 16.0
+        kernel = ops.tile(ops.reshape(kernel, (3, 3, 1, 1)), (1, 1, channels, 1))
+        spatial = [[1, 1], [1, 1]]
+        pad = [[0, 0], *spatial, [0, 0]] if channel_axis == -1 else [[0, 0], [0, 0], *spatial]
+        x = ops.pad(x, pad, mode="reflect")
+        return ops.depthwise_conv(x, kernel, strides=2, padding="valid",
+                                  data_format=self.data_format)
+
+    def compute_output_shape(self, shape):
+        half = lambda size: None if size is None else (size + 1) // 2  # noqa: E731
+        if self.data_format == "channels_last":
+            return (shape[0], half(shape[1]), half(shape[2]), shape[3])
+        return (shape[0], shape[1], half(shape[2]), half(shape[3]))
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format}
 
 
 def _valid_or_same(stem_padding):

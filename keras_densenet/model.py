@@ -20,6 +20,7 @@ DATA_FORMATS = ("channels_last", "channels_first")
 POOLINGS = (None, "avg", "max")
 ACTIVATIONS = ("softmax", "sigmoid", None)
 STEM_PADDINGS = ("symmetric", "same")
+STEM_TYPES = ("standard", "deep")
 DEFAULT_BN_EPSILON = 1.001e-5
 
 
@@ -46,6 +47,8 @@ def DenseNet(
     stem_padding="symmetric",
     weights_source=None,
     memory_efficient=False,
+    stem_type="standard",
+    anti_alias=False,
     name=None,
 ):
     """Build a DenseNet or DenseNet-BC as a functional ``keras.Model``.
@@ -94,6 +97,10 @@ def DenseNet(
             during back-propagation instead of storing it, so that training
             memory grows linearly with depth (``keras_densenet.memory_efficient``);
             same weights, same outputs and gradients, some extra compute.
+        stem_type: with ``subsample_initial_block``, ``"standard"`` (7x7/2 conv)
+            or ``"deep"`` (three 3x3 convs, as timm's ``densenet*d``).
+        anti_alias: with ``subsample_initial_block``, blur-pool the stem
+            (anti-aliased downsampling, timm's ``densenetblur121d``).
         name: model name; default describes the architecture.
 
     Returns:
@@ -106,6 +113,7 @@ def DenseNet(
     _check_choice("pooling", pooling, POOLINGS)
     _check_choice("activation", activation, ACTIVATIONS)
     _check_choice("stem_padding", stem_padding, STEM_PADDINGS)
+    _check_choice("stem_type", stem_type, STEM_TYPES)
     nb_dense_block = _check_positive_int("nb_dense_block", nb_dense_block)
     growth_rate = _check_positive_int("growth_rate", growth_rate)
     classes = _check_positive_int("classes", classes)
@@ -114,7 +122,7 @@ def DenseNet(
     _check_range("dropout_rate", dropout_rate, "[0, 1)", 0.0 <= dropout_rate < 1.0)
     _check_range("weight_decay", weight_decay, ">= 0", weight_decay >= 0.0)
     layers_per_block = resolve_layers_per_block(depth, nb_dense_block, nb_layers_per_block, bottleneck)
-    architecture = imagenet_architecture_name(
+    architecture = None if (stem_type != "standard" or anti_alias) else imagenet_architecture_name(
         layers_per_block, growth_rate, nb_filter, bottleneck, reduction, subsample_initial_block
     )
 
@@ -144,7 +152,8 @@ def DenseNet(
         memory_efficient=memory_efficient,
     )
 
-    x = blocks.stem(img_input, settings, nb_filter, subsample_initial_block, stem_padding)
+    x = blocks.stem(img_input, settings, nb_filter, subsample_initial_block, stem_padding,
+                    stem_type, anti_alias)
     channels = nb_filter
     for block_index, nb_layers in enumerate(layers_per_block, start=1):
         x = blocks.dense_block(x, settings, nb_layers, growth_rate, bottleneck, block_index)

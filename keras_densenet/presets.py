@@ -65,6 +65,12 @@ def DenseNetImageNet264(**kwargs):
     return DenseNetImageNet("densenet264", **kwargs)
 
 
+def DenseNetBlur121d(**kwargs):
+    """timm's ``densenetblur121d``: DenseNet-121 with the deep 3x3 stem and a blur-pooled stem."""
+    return DenseNetImageNet("densenet121", stem_type="deep", anti_alias=True,
+                            name=kwargs.pop("name", "densenetblur121d"), **kwargs)
+
+
 def DenseNetCIFAR(preset, input_shape=(32, 32, 3), classes=10, **kwargs):
     """One of the paper's CIFAR networks, by name from ``CIFAR_PRESETS``.
 

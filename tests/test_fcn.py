@@ -1,10 +1,10 @@
-"""DenseNetFCN, feature pyramids and the CIFAR variants."""
+"""DenseNetFCN and feature pyramids."""
 
 import keras
 import numpy as np
 import pytest
 
-from keras_densenet import DenseNet, DenseNetCIFAR, DenseNetImageNet121
+from keras_densenet import DenseNet, DenseNetImageNet121
 from keras_densenet.features import DenseNetBackbone, pyramid_outputs
 from keras_densenet.fcn import DenseNetFCN, FCDenseNet56, FCDenseNet67, FCDenseNet103
 from keras_densenet.summary import trainable_parameters
@@ -91,10 +91,3 @@ def test_pyramid_of_loaded_and_memory_efficient_models(tmp_path):
         (None, 32, 32, 16), (None, 16, 16, 16), (None, 8, 8, 16)]
     with pytest.raises(ValueError, match="levels \\['P5'\\] are not among"):
         DenseNetBackbone(model, levels=("P5",))
-
-
-@pytest.mark.parametrize("preset, millions", [("wide_densenet_bc40_k36", 1.5),
-                                              ("wide_densenet_bc40_k48", 2.7),
-                                              ("wide_densenet_bc40_k60", 4.3)])
-def test_wide_densenet_presets(preset, millions):
-    assert round(trainable_parameters(DenseNetCIFAR(preset)) / 1e6, 1) == millions
