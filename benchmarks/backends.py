@@ -1,0 +1,80 @@
+"""DenseNet121 (224px) on each Keras backend: inference images/s and training step time.
+
+    python benchmarks/backends.py            # batch 32 and 1 inference, batch 16 training
+    python benchmarks/backends.py --quick    # smaller batches
+
+Each backend runs in its own process (Keras fixes the backend at import) with
+the same random weights; the table gives ratios against TensorFlow. Writes
+benchmarks/results/backends.csv.
+"""
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+
+WORKER = r"""
+import json, os, statistics, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras, numpy as np
+from keras_densenet import DenseNetImageNet121
+infer_batches, train_batch, repeats = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+keras.utils.set_random_seed(0)
+model = DenseNetImageNet121(input_shape=(224, 224, 3))
+result = {}
+def median_time(step):
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter(); step(); times.append(time.perf_counter() - start)
+    return statistics.median(times)
+for batch in infer_batches:
+    x = np.random.default_rng(0).normal(size=(batch, 224, 224, 3)).astype("float32")
+    result[f"infer_b{batch}_img_s"] = round(batch / median_time(lambda: model.predict_on_batch(x)), 2)
+model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "sparse_categorical_crossentropy")
+x = np.random.default_rng(0).normal(size=(train_batch, 224, 224, 3)).astype("float32")
+y = np.arange(train_batch) % 1000
+result[f"train_b{train_batch}_step_s"] = round(median_time(lambda: model.train_on_batch(x, y)), 3)
+print(json.dumps(result))
+"""
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    infer, train, repeats = ([1, 4], 4, 2) if args.quick else ([1, 32], 16, 3)
+    rows = []
+    for backend in ("tensorflow", "jax", "torch"):
+        result = subprocess.run([sys.executable, "-c", WORKER, json.dumps(infer), str(train),
+                                 str(repeats)], capture_output=True, text=True,
+                                env={**os.environ, "KERAS_BACKEND": backend})
+        if result.returncode:
+            print(f"{backend}: failed\n{result.stderr[-1500:]}")
+            continue
+        rows.append(dict(backend=backend, **json.loads(result.stdout.strip().splitlines()[-1])))
+        print(rows[-1], flush=True)
+    reference = rows[0]
+    keys = [k for k in reference if k != "backend"]
+    print(f"\n{'backend':<12}" + "".join(f"{k:>22}" for k in keys))
+    for row in rows:
+        cells = []
+        for key in keys:
+            ratio = (row[key] / reference[key] if "img_s" in key else reference[key] / row[key])
+            cells.append(f"{row[key]} ({ratio:.2f}x)")
+        print(f"{row['backend']:<12}" + "".join(f"{c:>22}" for c in cells))
+    print("(ratios: speed relative to TensorFlow, higher is faster)")
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "backends.csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
