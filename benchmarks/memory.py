@@ -1,0 +1,140 @@
+"""Training memory and step time: memory_efficient vs plain vs keras.applications.
+
+    python benchmarks/memory.py           # DenseNet121 b16 224px; DenseNet-BC k=12 depths 100/190/250, 32px b64
+    python benchmarks/memory.py --quick   # smaller: to check that it runs
+
+Each configuration trains in a fresh process (so that peak RSS is its own):
+one warm-up step (tracing), then timed steps on random data. "training MB" is
+the peak RSS minus the RSS after the model was built and compiled. Prints a
+table with ratios against keras.applications.DenseNet121, fits memory against
+depth (linear vs quadratic), and writes benchmarks/results/memory.csv and
+memory.png.
+"""
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+
+WORKER = r"""
+import json, os, resource, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras, numpy as np
+kind, depth, size, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+from keras_densenet import DenseNet, DenseNetImageNet121
+if kind == "keras.applications":
+    model = keras.applications.DenseNet121(weights=None, input_shape=(size, size, 3))
+elif depth == 121:
+    model = DenseNetImageNet121(input_shape=(size, size, 3), memory_efficient=kind == "efficient")
+else:
+    model = DenseNet(depth=depth, growth_rate=12, bottleneck=True, reduction=0.5,
+                     input_shape=(size, size, 3), classes=10, memory_efficient=kind == "efficient")
+classes = model.output.shape[-1]
+model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "sparse_categorical_crossentropy")
+x = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
+y = np.arange(batch) % classes
+def rss_mb():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+built = rss_mb()
+model.train_on_batch(x, y)  # warm-up: tracing
+start = time.perf_counter()
+for _ in range(steps):
+    model.train_on_batch(x, y)
+step = (time.perf_counter() - start) / steps
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(dict(peak_mb=round(peak), training_mb=round(peak - built), step_s=round(step, 3))))
+"""
+
+
+def measure(kind, depth, size, batch, steps):
+    result = subprocess.run([sys.executable, "-c", WORKER, kind, str(depth), str(size),
+                             str(batch), str(steps)], capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"{kind} depth {depth} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def fit_quality(depths, values):
+    """R^2 of a linear and of a quadratic least-squares fit of ``values`` against ``depths``."""
+    import numpy as np
+
+    depths, values = np.asarray(depths, float), np.asarray(values, float)
+    scores = []
+    for degree in (1, 2):
+        coefficients = np.polyfit(depths, values, degree)
+        residual = values - np.polyval(coefficients, depths)
+        scores.append(1 - residual.var() / values.var() if values.var() else 1.0)
+    return scores
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--batch", type=int, help="DenseNet121 batch (default 16)")
+    parser.add_argument("--size", type=int, help="DenseNet121 image size (default 224)")
+    args = parser.parse_args()
+    size, batch = (args.size or (112 if args.quick else 224)), (args.batch or (8 if args.quick else 16))
+    depths = (40, 64, 100) if args.quick else (100, 190, 250)
+    steps = 2 if args.quick else 3
+
+    rows = []
+    for kind in ("keras.applications", "plain", "efficient"):
+        rows.append(dict(model=f"DenseNet121 {kind}", kind=kind, depth=121,
+                         **measure(kind, 121, size, batch, steps)))
+        print(rows[-1], flush=True)
+    for depth in depths:
+        for kind in ("plain", "efficient"):
+            rows.append(dict(model=f"DenseNet-BC-{depth} k=12 {kind}", kind=kind, depth=depth,
+                             **measure(kind, depth, 32, 64, steps)))
+            print(rows[-1], flush=True)
+
+    reference = rows[0]
+    print(f"\nDenseNet121, batch {batch}, {size}px; DenseNet-BC (k=12), batch 64, 32px")
+    print(f"{'model':<36}{'peak MB':>9}{'train MB':>10}{'step s':>8}{'peak/ref':>10}"
+          f"{'train/ref':>10}{'time/ref':>10}")
+    for row in rows:
+        ratios = ("", "", "")
+        if row["depth"] == 121:
+            ratios = tuple(f"{row[k] / reference[k]:.2f}x" for k in ("peak_mb", "training_mb", "step_s"))
+        print(f"{row['model']:<36}{row['peak_mb']:>9}{row['training_mb']:>10}{row['step_s']:>8}"
+              f"{ratios[0]:>10}{ratios[1]:>10}{ratios[2]:>10}")
+    for kind in ("plain", "efficient"):
+        series = [r for r in rows if r["kind"] == kind and r["depth"] != 121]
+        linear, quadratic = fit_quality([r["depth"] for r in series],
+                                        [r["training_mb"] for r in series])
+        print(f"training memory vs depth, {kind}: R^2 linear {linear:.3f}, quadratic {quadratic:.3f}")
+
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "memory.csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no memory.png")
+        return
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for kind in ("plain", "efficient"):
+        series = [r for r in rows if r["kind"] == kind and r["depth"] != 121]
+        axis.plot([r["depth"] for r in series], [r["training_mb"] for r in series], "o-",
+                  label=f"memory_efficient={kind == 'efficient'}")
+    axis.set_xlabel("depth (DenseNet-BC, k=12, batch 64, 32px)")
+    axis.set_ylabel("training memory (MB over the built model)")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(os.path.join(RESULTS, "memory.png"), dpi=100)
+
+
+if __name__ == "__main__":
+    main()
