@@ -9,13 +9,13 @@ benchmarks/results/backends.csv.
 """
 
 import argparse
-import csv
 import json
 import os
 import subprocess
 import sys
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
+from common import write_csv
+
 
 WORKER = r"""
 import json, os, statistics, sys, time
@@ -69,11 +69,7 @@ def main():
             cells.append(f"{row[key]} ({ratio:.2f}x)")
         print(f"{row['backend']:<12}" + "".join(f"{c:>22}" for c in cells))
     print("(ratios: speed relative to TensorFlow, higher is faster)")
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "backends.csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv("backends.csv", rows)
 
 
 if __name__ == "__main__":

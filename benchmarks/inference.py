@@ -11,7 +11,6 @@ Writes benchmarks/results/inference.csv.
 """
 
 import argparse
-import csv
 import os
 import statistics
 import tempfile
@@ -22,12 +21,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from common import write_csv  # noqa: E402
 from keras_densenet import DenseNetImageNet121  # noqa: E402
 from keras_densenet.export import export, serving_model  # noqa: E402
 from keras_densenet.weight_formats import _keras_applications_name  # noqa: E402
 from keras_densenet.weights import assign  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
 def timed(predict, images, repeats):
@@ -110,11 +109,7 @@ def main():
                 print(f"batch {batch:>3}  {name:<38} {speed:8.2f} img/s  "
                       f"{speed / baseline:5.2f}x  max|diff| {rows[-1]['max_abs_diff']:.1e}",
                       flush=True)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "inference.csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv("inference.csv", rows)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,13 @@ memory.png.
 """
 
 import argparse
-import csv
 import json
 import os
 import subprocess
 import sys
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
+from common import RESULTS, write_csv
+
 
 WORKER = r"""
 import json, os, resource, sys, time
@@ -110,11 +110,7 @@ def main():
                                         [r["training_mb"] for r in series])
         print(f"training memory vs depth, {kind}: R^2 linear {linear:.3f}, quadratic {quadratic:.3f}")
 
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "memory.csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv("memory.csv", rows)
     try:
         import matplotlib
 
