@@ -16,6 +16,7 @@ from keras_densenet.presets import (
     DenseNetImageNet161,
     DenseNetImageNet169,
     DenseNetImageNet201,
+    DenseNetImageNet232,
     DenseNetImageNet264,
 )
 
@@ -36,6 +37,7 @@ __all__ = [
     "DenseNetImageNet161",
     "DenseNetImageNet169",
     "DenseNetImageNet201",
+    "DenseNetImageNet232",
     "DenseNetImageNet264",
     "decode_predictions",
     "preprocess_input",

@@ -11,6 +11,8 @@ IMAGENET_ARCHITECTURES = {
     "densenet169": ((6, 12, 32, 32), 32, 64),
     "densenet201": ((6, 12, 48, 32), 32, 64),
     "densenet264": ((6, 12, 64, 48), 32, 64),
+    # the technical report (Pleiss et al. 2017; authors' README: 21.2% top-1 error)
+    "densenet232": ((6, 12, 48, 48), 48, 96),
 }
 """ImageNet DenseNet-BC: bottleneck, reduction 0.5, 7x7/2 + max-pool stem."""
 

@@ -65,6 +65,11 @@ def DenseNetImageNet264(**kwargs):
     return DenseNetImageNet("densenet264", **kwargs)
 
 
+def DenseNetImageNet232(**kwargs):
+    """DenseNet-232 (k=48) of the memory-efficient technical report (no weights published here)."""
+    return DenseNetImageNet("densenet232", **kwargs)
+
+
 def DenseNetBlur121d(**kwargs):
     """timm's ``densenetblur121d``: DenseNet-121 with the deep 3x3 stem and a blur-pooled stem."""
     return DenseNetImageNet("densenet121", stem_type="deep", anti_alias=True,

@@ -4,7 +4,7 @@ import pytest
 
 from keras_densenet import (DenseNetCIFAR, DenseNetImageNet, DenseNetImageNet121,
                             DenseNetImageNet161, DenseNetImageNet169, DenseNetImageNet201,
-                            DenseNetImageNet264)
+                            DenseNetImageNet232, DenseNetImageNet264)
 from keras_densenet.summary import trainable_parameters
 
 IMAGENET_COUNTS = [
@@ -14,6 +14,8 @@ IMAGENET_COUNTS = [
     (DenseNetImageNet169, "densenet169", 14_149_480, 1664),
     (DenseNetImageNet201, "densenet201", 20_013_928, 1920),
     (DenseNetImageNet264, "densenet264", 33_337_704, 2688),
+    # the technical report's DenseNet-232 (k=48): 214 MB of float32 weights in its release
+    (DenseNetImageNet232, "densenet232", 55_570_984, 3648),
 ]
 
 CIFAR_COUNTS = [
