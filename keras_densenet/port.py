@@ -14,6 +14,7 @@ preprocessing, so ``DenseNetImageNet121(weights=PATH)`` builds the right model.
 import argparse
 import os
 
+import keras
 import numpy as np
 
 from keras_densenet import weight_formats
@@ -55,7 +56,7 @@ def max_difference_from_source(model, source, architecture, include_top, data_fo
     images = images.astype("float32")
     reference = _reference_outputs(file_format, source, architecture, include_top, images)
     ours_input = images if data_format == "channels_last" else images.transpose(0, 3, 1, 2)
-    ours = np.asarray(model.predict(ours_input, verbose=0))
+    ours = keras.ops.convert_to_numpy(model(ours_input, training=False))
     if ours.ndim == 4 and data_format == "channels_first":
         ours = ours.transpose(0, 2, 3, 1)
     return float(np.max(np.abs(ours - reference)))
@@ -71,13 +72,13 @@ def _reference_outputs(file_format, source, architecture, include_top, images):
         reference = constructor(weights=None, include_top=include_top,
                                 input_shape=images.shape[1:], classifier_activation=None)
         reference.load_weights(source)
-        return reference.predict(images, verbose=0)
+        return reference(images, training=False).numpy()
     if file_format == "original_keras":
         from keras_densenet.references import original_keras_densenet
 
         reference = original_keras_densenet(architecture, include_top, images.shape[1:])
         reference.load_weights(source)
-        return reference.predict(images, verbose=0)
+        return reference(images, training=False).numpy()
     import torch
 
     from keras_densenet.references import torch_densenet

@@ -38,13 +38,9 @@ def detect(path):
     with open(path, "rb") as handle:
         head = handle.read(16)
     if head.startswith(HDF5_SIGNATURE):
-        import h5py
-
-        with h5py.File(path, "r") as h5:
-            root = h5["model_weights"] if "model_weights" in h5 else h5
-            if "layer_names" not in root.attrs:
-                return "keras3"
-            names = [_text(n) for n in root.attrs["layer_names"]]
+        names = _h5_layer_names(path)
+        if names is None:
+            return "keras3"
         if any(KERAS_APPLICATIONS_LAYER.match(n) for n in names):
             return "keras_applications"
         return "original_keras"
@@ -64,21 +60,63 @@ def read(path, file_format, weighted_layer_names):
 
     ``weighted_layer_names`` (our model's weighted layers, in topological order)
     is needed for the original Keras release, whose layers are matched by order.
+    Raises ``ValueError`` when the file cannot be parsed (truncated, corrupt).
     """
-    if file_format == "keras_applications":
-        return _rename(_legacy_h5_layers(path), _keras_applications_name)
-    if file_format == "original_keras":
-        layers = [arrays for arrays in _legacy_h5_layers(path).values() if arrays]
-        if len(layers) != len(weighted_layer_names):
-            return {f"layer {i + 1}": arrays for i, arrays in enumerate(layers)}
-        return dict(zip(weighted_layer_names, layers))
-    if file_format == "torch":
-        return torch_state_dict_to_table(_load_torch(path))
-    if file_format == "safetensors":
-        from safetensors.numpy import load_file
+    readers = {"keras_applications": _read_keras_applications,
+               "original_keras": _read_original_keras, "torch": _read_torch,
+               "safetensors": _read_safetensors}
+    try:
+        return readers[file_format](path, weighted_layer_names)
+    except ImportError:
+        raise
+    except Exception as error:  # h5py, torch and safetensors each raise their own types
+        raise ValueError(
+            f"{path!r} could not be read as {FORMATS[file_format].description}: the file is "
+            f"truncated or corrupt ({type(error).__name__}: {error}).") from error
 
-        return torch_state_dict_to_table(load_file(path))
-    raise ValueError(f"No reader for format {file_format!r}.")
+
+def _read_keras_applications(path, weighted_layer_names):
+    return _rename(_legacy_h5_layers(path), _keras_applications_name)
+
+
+def _read_original_keras(path, weighted_layer_names):
+    """Auto-named layers, paired with ours in topological order.
+
+    A file with one layer more than the model, a Dense last, is a file with
+    the classifier for a model without; layers beyond ours keep a
+    ``file layer N`` name so that the loader reports them.
+    """
+    layers = [arrays for arrays in _legacy_h5_layers(path).values() if arrays]
+    names = list(weighted_layer_names)
+    if len(layers) == len(names) + 1 and len(layers[-1]) == 2 and layers[-1][0].ndim == 2:
+        names.append("predictions")
+    names += [f"file layer {index + 1}" for index in range(len(names), len(layers))]
+    return dict(zip(names, layers))
+
+
+def _read_torch(path, weighted_layer_names):
+    return torch_state_dict_to_table(_load_torch(path))
+
+
+def _read_safetensors(path, weighted_layer_names):
+    from safetensors.numpy import load_file
+
+    return torch_state_dict_to_table(load_file(path))
+
+
+def _h5_layer_names(path):
+    """The ``layer_names`` of a Keras 2 h5 file, or ``None`` for a Keras 3 one."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            root = _keras2_root(h5)
+            if "layer_names" not in root.attrs:
+                return None
+            return [_text(name) for name in root.attrs["layer_names"]]
+    except OSError as error:
+        raise ValueError(f"{path!r} is an HDF5 file that cannot be opened: it is truncated "
+                         f"or corrupt ({error}).") from error
 
 
 def _legacy_h5_layers(path):
@@ -87,11 +125,16 @@ def _legacy_h5_layers(path):
 
     layers = {}
     with h5py.File(path, "r") as h5:
-        root = h5["model_weights"] if "model_weights" in h5 else h5
+        root = _keras2_root(h5)
         for name in (_text(n) for n in root.attrs["layer_names"]):
             group = root[name]
             layers[name] = [np.asarray(group[_text(w)]) for w in group.attrs["weight_names"]]
     return layers
+
+
+def _keras2_root(h5):
+    """The group holding the layers: full-model files nest them under ``model_weights``."""
+    return h5["model_weights"] if "model_weights" in h5 else h5
 
 
 def _keras_applications_name(name):

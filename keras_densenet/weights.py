@@ -165,7 +165,10 @@ def load(model, plan):
         _check_keras3_file(model, path)
         model.load_weights(path)
         return
-    table = weight_formats.read(path, plan.file_format, list(weighted_layers(model)))
+    try:
+        table = weight_formats.read(path, plan.file_format, list(weighted_layers(model)))
+    except ValueError as error:
+        raise ValueError(f"{error} Model {model.name!r} expects {_describe(model)}.") from error
     assign(model, table, source=f"{path!r} ({weight_formats.FORMATS[plan.file_format].description})")
 
 
@@ -188,8 +191,7 @@ def assign(model, table, source="the weights file"):
     if problems or extra:
         raise ValueError(
             f"The weights in {source} do not fit model {model.name!r}: the model has "
-            f"{len(weighted)} weighted layers ({_count(l.get_weights() for l in weighted)} "
-            f"values), the file {len(table)} ({_count(table.values())} values). "
+            f"{_describe(model)}, the file {len(table)} ({_count(table.values())} values). "
             + ("First mismatches: " + "; ".join(problems[:3]) + ". " if problems else "")
             + (f"Layers the model lacks: {', '.join(extra[:5])}. " if extra else "")
             + "Build the architecture the file was made for.")
@@ -198,7 +200,16 @@ def assign(model, table, source="the weights file"):
 
 
 def download(entry, cache_dir=None):
-    """Fetch a manifest entry with ``keras.utils.get_file`` (cached, hash-checked); its path."""
+    """Fetch a manifest entry with ``keras.utils.get_file`` (cached, hash-checked); its path.
+
+    The file is cached as ``CACHE_DIR/densenet/FILE_NAME``; ``cache_dir``
+    defaults to Keras' own (``~/.keras``) and is created if missing (get_file
+    would otherwise fall back to ``/tmp/.keras``). An ``md5``/``sha256`` entry is
+    checked by get_file; a ``sha256_prefix`` entry (torchvision publishes only
+    the first 8 hex digits, in the file name) is checked here after the download.
+    """
+    if cache_dir is not None:
+        os.makedirs(cache_dir, exist_ok=True)
     full_hash = entry["hash_algorithm"] in ("md5", "sha256")
     try:
         path = keras.utils.get_file(
@@ -254,6 +265,12 @@ def _check_keras3_file(model, path):
             f"values), the file {len(found)} ({sum(int(np.prod(s)) for s in found.values())}). "
             f"First differences: {', '.join(differing[:3])}. Build the architecture the file "
             "was saved from.")
+
+
+def _describe(model):
+    """``"N weighted layers (V values)"`` of ``model``."""
+    weighted = weighted_layers(model).values()
+    return f"{len(weighted)} weighted layers ({_count(l.get_weights() for l in weighted)} values)"
 
 
 def _count(arrays_lists):

@@ -1,162 +1,146 @@
 """Loading the three published weight families, checked against their implementations.
 
-The reference files are made here with random weights (and random BN
-statistics) in each family's own format: tf_keras writes the Keras 2 h5 files,
-torch and safetensors the state dicts.
+The reference files are made offline with random weights and BN statistics in
+each family's own format (see ``weight_references``). Image sizes are odd and
+even: 'same' and symmetric stem padding agree on odd sizes only.
 """
 
 import functools
+import hashlib
 import http.server
+import shutil
+import sys
 import threading
 
 import numpy as np
 import pytest
 
-from keras_densenet import DenseNet, DenseNetImageNet, DenseNetImageNet121, port, weights
-from keras_densenet.references import original_keras_densenet, torch_densenet
+from keras_densenet import DenseNet, DenseNetImageNet, DenseNetImageNet121, weight_formats, weights
+from keras_densenet.references import original_keras_densenet
 
 torch = pytest.importorskip("torch")
 tf_keras = pytest.importorskip("tf_keras")
 
-SIZE = 65  # odd: 'same' and symmetric stem padding then agree only if handled right
+from weight_references import (  # noqa: E402  (needs torch and tf_keras)
+    images, keras_applications_model, random_torch_densenet, randomize_tf_keras, torch_features,
+    torch_logits)
+
+ODD, EVEN = 65, 64
+TOLERANCE = 1e-4
 
 
-def _randomize_tf_keras(model, seed=0):
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        values = layer.get_weights()
-        if not values:
-            continue
-        if isinstance(layer, tf_keras.layers.BatchNormalization):
-            gamma, beta, mean, var = (v.shape for v in values)
-            values = [rng.uniform(0.5, 1.5, gamma), rng.normal(0, 0.1, beta),
-                      rng.normal(0, 0.1, mean), rng.uniform(0.5, 1.5, var)]
-        else:
-            values = [rng.normal(0, np.sqrt(2.0 / np.prod(v.shape[:-1])), v.shape) for v in values]
-        layer.set_weights(values)
-
-
-def _randomize_torch(module, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in module.state_dict().items():
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            elif name.endswith("running_mean"):
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1)
-    return module.eval()
-
-
-def _images(size=SIZE, n=2):
-    return np.random.default_rng(1).normal(size=(n, size, size, 3)).astype("float32")
-
-
-@pytest.fixture(scope="module")
-def keras_applications_file(tmp_path_factory):
-    reference = tf_keras.applications.DenseNet121(weights=None, input_shape=(SIZE, SIZE, 3),
-                                                  classifier_activation=None)
-    _randomize_tf_keras(reference)
-    path = str(tmp_path_factory.mktemp("ka") / "densenet121_weights_tf_dim_ordering_tf_kernels.h5")
-    reference.save_weights(path)
-    return path, reference.predict(_images(), verbose=0)
-
-
-@pytest.fixture(scope="module")
-def original_keras_file(tmp_path_factory):
-    reference = original_keras_densenet("densenet121", input_shape=(SIZE + 1, SIZE + 1, 3))
-    _randomize_tf_keras(reference)
-    path = str(tmp_path_factory.mktemp("orig") / "DenseNet-BC-121-32.h5")
-    reference.save_weights(path)
-    return path, reference.predict(_images(SIZE + 1), verbose=0)  # even size: 'same' matters
-
-
-@pytest.fixture(scope="module")
-def torch_reference(tmp_path_factory):
-    reference = _randomize_torch(torch_densenet("densenet121"))
-    path = str(tmp_path_factory.mktemp("torch") / "densenet121-a639ec97.pth")
-    torch.save(reference.state_dict(), path)
-    with torch.no_grad():
-        logits = reference(torch.from_numpy(_images().transpose(0, 3, 1, 2).copy())).numpy()
-    return path, reference, logits
-
-
-def _ours(path, data_format="channels_last", size=SIZE, **kwargs):
+def _ours(path, data_format="channels_last", size=ODD, **kwargs):
     shape = (size, size, 3) if data_format == "channels_last" else (3, size, size)
     return DenseNetImageNet121(weights=path, activation=None, input_shape=shape,
                                data_format=data_format, **kwargs)
 
 
-def _predict(model, images, data_format):
-    if data_format == "channels_first":
-        images = images.transpose(0, 3, 1, 2)
-    return model.predict(images, verbose=0)
+def _max_difference(model, x, expected):
+    """Largest |model(x) - expected|; ``x`` and ``expected`` channels_last."""
+    channels_first = model.get_layer("stem_conv").data_format == "channels_first"
+    outputs = np.asarray(model(x.transpose(0, 3, 1, 2) if channels_first else x, training=False))
+    if channels_first and outputs.ndim == 4:
+        outputs = outputs.transpose(0, 2, 3, 1)
+    return float(np.max(np.abs(outputs - expected)))
 
 
-@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-def test_keras_applications_h5_reproduces_tf_keras(keras_applications_file, data_format):
+@pytest.fixture(scope="module")
+def keras_applications_file(tmp_path_factory):
+    """A keras.applications DenseNet121 h5 and tf_keras' logits at sizes ODD and EVEN."""
+    reference = randomize_tf_keras(keras_applications_model("densenet121", ODD))
+    path = str(tmp_path_factory.mktemp("ka") / "densenet121_weights_tf_dim_ordering_tf_kernels.h5")
+    reference.save_weights(path)
+    even = keras_applications_model("densenet121", EVEN)
+    even.load_weights(path)
+    return path, {ODD: reference(images(ODD), training=False).numpy(),
+                  EVEN: even(images(EVEN), training=False).numpy()}
+
+
+@pytest.fixture(scope="module")
+def original_keras_file(tmp_path_factory):
+    """An original-release DenseNet-BC-121 h5 and its model (even size: 'same' stem matters)."""
+    reference = randomize_tf_keras(original_keras_densenet("densenet121",
+                                                           input_shape=(EVEN, EVEN, 3)))
+    path = str(tmp_path_factory.mktemp("orig") / "DenseNet-BC-121-32.h5")
+    reference.save_weights(path)
+    return path, reference
+
+
+@pytest.fixture(scope="module")
+def torch_reference(tmp_path_factory):
+    """A torchvision-layout DenseNet121 ``.pth`` and its module."""
+    reference = random_torch_densenet("densenet121")
+    path = str(tmp_path_factory.mktemp("torch") / "densenet121-a639ec97.pth")
+    torch.save(reference.state_dict(), path)
+    return path, reference
+
+
+@pytest.mark.parametrize("data_format, size", [("channels_last", ODD), ("channels_first", EVEN)])
+def test_keras_applications_h5_reproduces_tf_keras(keras_applications_file, data_format, size):
     path, expected = keras_applications_file
-    model = _ours(path, data_format)
+    model = _ours(path, data_format, size)
     assert model.get_layer("stem_bn").epsilon == pytest.approx(1.001e-5)
-    assert np.max(np.abs(_predict(model, _images(), data_format) - expected)) <= 1e-4
+    assert _max_difference(model, images(size), expected[size]) <= TOLERANCE
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_original_keras_release_reproduces_its_model(original_keras_file, data_format):
-    path, expected = original_keras_file
-    model = _ours(path, data_format, size=SIZE + 1)
+    path, reference = original_keras_file
+    model = _ours(path, data_format, EVEN)
     assert model.get_layer("stem_bn").epsilon == pytest.approx(1.1e-5)
     assert "stem_pad" not in [layer.name for layer in model.layers]  # 'same' stem
-    assert np.max(np.abs(_predict(model, _images(SIZE + 1), data_format) - expected)) <= 1e-4
+    expected = reference(images(EVEN), training=False).numpy()
+    assert _max_difference(model, images(EVEN), expected) <= TOLERANCE
 
 
-@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-def test_torch_state_dict_reproduces_torch(torch_reference, data_format):
-    path, _, expected = torch_reference
-    model = _ours(path, data_format)
+@pytest.mark.parametrize("data_format, size", [("channels_last", EVEN), ("channels_first", ODD)])
+def test_torch_state_dict_reproduces_torch(torch_reference, data_format, size):
+    path, reference = torch_reference
+    model = _ours(path, data_format, size)
     assert model.get_layer("stem_bn").epsilon == pytest.approx(1e-5)
-    assert np.max(np.abs(_predict(model, _images(), data_format) - expected)) <= 1e-4
+    assert _max_difference(model, images(size), torch_logits(reference, images(size))) <= TOLERANCE
 
 
 def test_old_torchvision_keys_and_safetensors(torch_reference, tmp_path):
     from safetensors.numpy import save_file
 
-    _, reference, expected = torch_reference
+    _, reference = torch_reference
     state = reference.state_dict()
-    old_style = {k.replace("norm1", "norm.1").replace("conv2", "conv.2"): v
-                 for k, v in state.items()}
+    old_style = {key.replace("norm1", "norm.1").replace("conv2", "conv.2"): value
+                 for key, value in state.items()}
+    assert "features.denseblock1.denselayer1.norm.1.weight" in old_style
     old_path = str(tmp_path / "old.pth")
     torch.save(old_style, old_path)
     safe_path = str(tmp_path / "densenet121.tv_in1k.safetensors")
-    save_file({k: v.numpy() for k, v in state.items()}, safe_path)
+    save_file({key: value.numpy() for key, value in state.items()}, safe_path)
+    expected = torch_logits(reference, images(ODD))
     for path in (old_path, safe_path):
-        assert np.max(np.abs(_ours(path).predict(_images(), verbose=0) - expected)) <= 1e-4
+        assert _max_difference(_ours(path), images(ODD), expected) <= TOLERANCE
 
 
-def test_top_less_model_takes_the_features_of_a_file_with_top(torch_reference):
-    path, reference, _ = torch_reference
-    model = _ours(path, include_top=False)
-    with torch.no_grad():
-        features = torch.relu(reference.features(
-            torch.from_numpy(_images().transpose(0, 3, 1, 2).copy()))).numpy()
-    np.testing.assert_allclose(model.predict(_images(), verbose=0),
-                               features.transpose(0, 2, 3, 1), atol=1e-4)
+def test_top_less_model_takes_the_features_of_a_file_with_top(torch_reference,
+                                                              original_keras_file):
+    torch_path, torch_module = torch_reference
+    model = _ours(torch_path, include_top=False)
+    assert _max_difference(model, images(ODD), torch_features(torch_module, images(ODD))) <= TOLERANCE
+    original_path, original = original_keras_file
+    features = tf_keras.Model(original.input, original.layers[-3].output)  # final ReLU
+    model = _ours(original_path, "channels_first", EVEN, include_top=False)
+    expected = features(images(EVEN), training=False).numpy()
+    assert _max_difference(model, images(EVEN), expected) <= TOLERANCE
 
 
 @pytest.mark.parametrize("architecture", ["densenet161", "densenet169", "densenet201"])
 def test_every_torchvision_architecture_maps_onto_ours(architecture):
-    state = torch_densenet(architecture).state_dict()
-    table = weights.weight_formats.torch_state_dict_to_table(state)
-    model = DenseNetImageNet(architecture, input_shape=(32, 32, 3))
-    weights.assign(model, table)  # raises unless every layer matches
+    table = weight_formats.torch_state_dict_to_table(random_torch_densenet(architecture).state_dict())
+    weights.assign(DenseNetImageNet(architecture, input_shape=(32, 32, 3)), table)  # all or nothing
 
 
 @pytest.mark.parametrize("architecture", ["densenet169", "densenet201"])
 def test_every_keras_applications_architecture_maps_onto_ours(architecture, tmp_path):
-    name = "DenseNet" + architecture[len("densenet"):]
-    reference = getattr(tf_keras.applications, name)(weights=None, input_shape=(32, 32, 3))
     path = str(tmp_path / "ka.h5")
-    reference.save_weights(path)
-    DenseNetImageNet(architecture, weights=path, input_shape=(32, 32, 3))
+    keras_applications_model(architecture, 32, include_top=False).save_weights(path)
+    DenseNetImageNet(architecture, weights=path, include_top=False, input_shape=(32, 32, 3))
 
 
 @pytest.mark.parametrize("architecture", ["densenet161", "densenet169"])
@@ -167,43 +151,41 @@ def test_every_original_release_architecture_maps_onto_ours(architecture, tmp_pa
     DenseNetImageNet(architecture, weights=path, include_top=False, input_shape=(32, 32, 3))
 
 
-def test_port_writes_a_self_describing_keras3_file(original_keras_file, tmp_path, capsys):
-    path, expected = original_keras_file
-    out = str(tmp_path / "d121.weights.h5")
-    assert port.main([path, "--arch", "densenet121", "--out", out]) == 0
-    printed = capsys.readouterr().out
-    assert "bn_epsilon=1.1e-05, stem_padding='same', preprocessing='caffe_bgr'" in printed
-    difference = float(printed.split("source implementation| = ")[1].split()[0])
-    assert difference <= 1e-4
-    assert weights.read_metadata(out) == dict(bn_epsilon=1.1e-5, stem_padding="same",
-                                              preprocessing="caffe_bgr")
-    reloaded = _ours(out, "channels_first", size=SIZE + 1)  # epsilon and padding from the file
-    assert np.max(np.abs(_predict(reloaded, _images(SIZE + 1), "channels_first") - expected)) <= 1e-4
-
-
-def test_port_errors(tmp_path, capsys):
-    assert port.main([str(tmp_path / "missing.pth"), "--arch", "densenet121", "--out",
-                      str(tmp_path / "x.weights.h5")]) == 2
-    assert "no such file" in capsys.readouterr().out
-    junk = tmp_path / "junk.bin"
-    junk.write_bytes(b"0123456789abcdef" * 4)
-    assert port.main([str(junk), "--arch", "densenet121", "--out",
-                      str(tmp_path / "x.weights.h5")]) == 2
-    assert "is not a weights file this package reads" in capsys.readouterr().out
-
-
-def test_weights_for_another_architecture_are_refused(keras_applications_file):
+def test_weights_for_another_architecture_are_refused(keras_applications_file, original_keras_file):
     path, _ = keras_applications_file
-    with pytest.raises(ValueError, match="do not fit model 'densenet169'.*block3_layer25"):
-        DenseNetImageNet("densenet169", weights=path, input_shape=(SIZE, SIZE, 3))
+    with pytest.raises(ValueError, match=r"do not fit model 'densenet169': the model has 338 "
+                                         r"weighted layers.*the file 242.*block3_layer25"):
+        DenseNetImageNet("densenet169", weights=path, input_shape=(ODD, ODD, 3))
+    path, _ = original_keras_file  # matched by order: the first layer of another shape is named
+    with pytest.raises(ValueError, match=r"do not fit model 'densenet161'.*stem_conv: model has "
+                                         r"\[\(7, 7, 3, 96\)\], file has \[\(7, 7, 3, 64\)\]"):
+        DenseNetImageNet("densenet161", weights=path, input_shape=(ODD, ODD, 3))
 
 
-def test_truncated_file_is_refused(torch_reference, tmp_path):
-    path, _, _ = torch_reference
-    truncated = tmp_path / "truncated.pth"
-    truncated.write_bytes(open(path, "rb").read()[:100_000])
-    with pytest.raises(Exception, match="(?i)zip|archive|central directory|truncat|failed"):
-        _ours(str(truncated))
+def test_file_missing_layers_is_refused(torch_reference, tmp_path):
+    _, reference = torch_reference
+    state = {key: value for key, value in reference.state_dict().items()
+             if "denseblock4.denselayer16" not in key}
+    path = str(tmp_path / "short.pth")
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"the model has 242 weighted layers.*the file 238.*"
+                                         r"block4_layer16_bn1: missing from the file"):
+        _ours(path)
+
+
+def test_truncated_files_are_refused(torch_reference, keras_applications_file, tmp_path):
+    for (path, *_), name in ((torch_reference, "cut.pth"), (keras_applications_file, "cut.h5")):
+        truncated = tmp_path / name
+        truncated.write_bytes(open(path, "rb").read()[:100_000])
+        with pytest.raises(ValueError, match="truncated or corrupt"):
+            _ours(str(truncated))
+
+
+def test_torch_file_without_torch_names_the_extra(torch_reference, monkeypatch):
+    path, _ = torch_reference
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match=r"pip install 'keras-densenet\[torch\]'.*port"):
+        weight_formats.read(path, "torch", [])
 
 
 def test_keras3_file_for_another_model_is_refused(tmp_path):
@@ -239,6 +221,13 @@ def test_manifest_covers_every_published_file():
         assert {(arch, "original_keras", True), (arch, "original_keras", False)} <= published
     for arch in ("densenet121", "densenet161", "densenet169", "densenet201"):
         assert (arch, "torchvision", True) in published
+    for entry in entries:
+        assert entry["url"].endswith("/" + entry["file_name"])
+        assert len(entry["hash"]) == {"md5": 32, "sha256_prefix": 8}[entry["hash_algorithm"]]
+        if entry["hash_algorithm"] == "sha256_prefix":
+            assert entry["file_name"].endswith(f"-{entry['hash']}.pth")
+    assert weights.find_entry("densenet121", True, "keras_applications")["hash"] == (
+        "9d60b8095a5708f2dcce2bca79d332c7")
     assert weights.find_entry("densenet161", include_top=False)["source"] == "original_keras"
     assert weights.find_entry("densenet201", False, "torchvision")["include_top"] is True
 
@@ -281,24 +270,31 @@ def server(tmp_path):
 
 def test_imagenet_download_checks_the_hash_and_caches(server, tmp_path, monkeypatch,
                                                       keras_applications_file):
-    import hashlib
-    import shutil
-
     folder, running = server
     path, expected = keras_applications_file
     shutil.copy(path, folder / "d121.h5")
-    md5 = hashlib.md5(open(path, "rb").read()).hexdigest()
     entry = dict(architecture="densenet121", source="keras_applications", include_top=True,
-                 url=running.url + "d121.h5", file_name="d121.h5", hash_algorithm="md5", hash=md5)
+                 url=running.url + "d121.h5", file_name="d121.h5", hash_algorithm="md5",
+                 hash=hashlib.md5(open(path, "rb").read()).hexdigest())
     monkeypatch.setattr(weights, "manifest", lambda: [entry])
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-    download = functools.partial(weights.download, cache_dir=str(tmp_path / "cache"))
-    monkeypatch.setattr(weights, "download", download)
-    model = DenseNetImageNet121(weights="imagenet", activation=None, input_shape=(SIZE, SIZE, 3))
-    assert np.max(np.abs(model.predict(_images(), verbose=0) - expected)) <= 1e-4
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(weights, "download", functools.partial(weights.download, cache_dir=str(cache)))
+    model = _ours("imagenet")
+    assert _max_difference(model, images(ODD), expected[ODD]) <= TOLERANCE
     assert running.requests == 1
-    DenseNetImageNet121(weights="imagenet", input_shape=(SIZE, SIZE, 3))
+    assert (cache / "densenet" / "d121.h5").is_file()
+    _ours("imagenet", include_top=False)  # a top-less model takes the file with top
     assert running.requests == 1  # served from the cache
+
+
+def test_download_checks_a_sha256_prefix(server, tmp_path):
+    folder, running = server
+    content = b"a stand-in for a torchvision file"
+    (folder / "w.pth").write_bytes(content)
+    entry = dict(url=running.url + "w.pth", file_name="w.pth", hash_algorithm="sha256_prefix",
+                 hash=hashlib.sha256(content).hexdigest()[:8])
+    path = weights.download(entry, cache_dir=str(tmp_path / "ok"))
+    assert open(path, "rb").read() == content
 
 
 def test_download_refuses_a_wrong_hash(server, tmp_path):
@@ -308,7 +304,7 @@ def test_download_refuses_a_wrong_hash(server, tmp_path):
                      hash="0" * 32)
     with pytest.raises(ValueError, match="(?i)hash"):
         weights.download(md5_entry, cache_dir=str(tmp_path / "c1"))
-    prefix_entry = dict(url=running.url + "w.pth", file_name="w.pth",
-                        hash_algorithm="sha256_prefix", hash="a639ec97")
+    prefix_entry = dict(md5_entry, hash_algorithm="sha256_prefix", hash="a639ec97")
     with pytest.raises(ValueError, match="does not start with a639ec97"):
         weights.download(prefix_entry, cache_dir=str(tmp_path / "c2"))
+    assert not (tmp_path / "c2" / "densenet" / "w.pth").exists()  # not left in the cache
