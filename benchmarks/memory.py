@@ -6,8 +6,8 @@
 Each configuration trains in a fresh process (so that peak RSS is its own):
 one warm-up step (tracing), then timed steps on random data. "training MB" is
 the peak RSS minus the RSS after the model was built and compiled. Prints a
-table with ratios against keras.applications.DenseNet121, fits memory against
-depth (linear vs quadratic), and writes benchmarks/results/memory.csv and
+table with ratios against keras.applications.DenseNet121, the memory added
+per unit of depth (constant if growth is linear), and writes benchmarks/results/memory.csv and
 memory.png.
 """
 
@@ -59,17 +59,10 @@ def measure(kind, depth, size, batch, steps):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def fit_quality(depths, values):
-    """R^2 of a linear and of a quadratic least-squares fit of ``values`` against ``depths``."""
-    import numpy as np
-
-    depths, values = np.asarray(depths, float), np.asarray(values, float)
-    scores = []
-    for degree in (1, 2):
-        coefficients = np.polyfit(depths, values, degree)
-        residual = values - np.polyval(coefficients, depths)
-        scores.append(1 - residual.var() / values.var() if values.var() else 1.0)
-    return scores
+def growth_per_layer(depths, values):
+    """MB added per unit of depth between consecutive depths: constant when growth is linear."""
+    pairs = list(zip(depths, values))
+    return [round((v1 - v0) / (d1 - d0), 1) for (d0, v0), (d1, v1) in zip(pairs, pairs[1:])]
 
 
 def main():
@@ -106,9 +99,9 @@ def main():
               f"{ratios[0]:>10}{ratios[1]:>10}{ratios[2]:>10}")
     for kind in ("plain", "efficient"):
         series = [r for r in rows if r["kind"] == kind and r["depth"] != 121]
-        linear, quadratic = fit_quality([r["depth"] for r in series],
-                                        [r["training_mb"] for r in series])
-        print(f"training memory vs depth, {kind}: R^2 linear {linear:.3f}, quadratic {quadratic:.3f}")
+        slopes = growth_per_layer([r["depth"] for r in series], [r["training_mb"] for r in series])
+        print(f"training memory added per unit of depth, {kind}: {slopes} MB "
+              "(constant: linear growth; rising: super-linear)")
 
     write_csv("memory.csv", rows)
     try:
