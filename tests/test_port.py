@@ -15,7 +15,8 @@ from keras_densenet.references import original_keras_densenet
 torch = pytest.importorskip("torch")
 tf_keras = pytest.importorskip("tf_keras")
 
-from weight_references import images, random_torch_densenet, randomize_tf_keras  # noqa: E402
+from weight_references import (  # noqa: E402  (needs torch and tf_keras)
+    images, keras_applications_model, random_torch_densenet, randomize_tf_keras)
 
 TOLERANCE = 1e-4
 
@@ -55,6 +56,16 @@ def test_port_command_of_a_torch_feature_extractor_channels_first(tmp_path, caps
     assert _reported_difference(printed) <= TOLERANCE
     model = DenseNetImageNet121(weights=out, include_top=False, input_shape=(64, 64, 3))
     assert model.get_layer("stem_bn").epsilon == pytest.approx(1e-5)
+
+
+def test_port_of_keras_applications_checks_against_tf_keras(tmp_path, capsys):
+    source = str(tmp_path / "densenet121_weights_tf_dim_ordering_tf_kernels.h5")
+    randomize_tf_keras(keras_applications_model("densenet121", 64)).save_weights(source)
+    assert port.main([source, "--arch", "densenet121", "--out",
+                      str(tmp_path / "ka.weights.h5")]) == 0
+    printed = capsys.readouterr().out
+    assert "bn_epsilon=1.001e-05, stem_padding='symmetric', preprocessing='torch'" in printed
+    assert _reported_difference(printed) <= TOLERANCE
 
 
 def test_port_errors(tmp_path, capsys):
