@@ -11,6 +11,7 @@ model (BN epsilon, stem padding, preprocessing).
 import collections
 import re
 import struct
+import zipfile
 
 import numpy as np
 
@@ -44,7 +45,9 @@ def detect(path):
         if any(KERAS_APPLICATIONS_LAYER.match(n) for n in names):
             return "keras_applications"
         return "original_keras"
-    if head.startswith(b"PK\x03\x04") or head[:2] == b"\x80\x02":
+    if head.startswith(b"PK\x03\x04"):
+        return _zip_format(path)
+    if head[:2] == b"\x80\x02":  # torch.save's legacy (pre-1.6) pickle format
         return "torch"
     if len(head) >= 9:
         (header_size,) = struct.unpack("<Q", head[:8])
@@ -53,6 +56,21 @@ def detect(path):
     raise ValueError(
         f"{path!r} is not a weights file this package reads: expected a Keras h5 "
         "(.h5/.weights.h5), a PyTorch state dict (.pth) or a .safetensors file.")
+
+
+def _zip_format(path):
+    """``"torch"`` for a zip written by ``torch.save``; ``ValueError`` for any other zip."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile as error:
+        raise ValueError(f"{path!r} is a zip archive that cannot be opened: it is truncated "
+                         f"or corrupt ({error}).") from error
+    if any(name.endswith("/data.pkl") for name in names):
+        return "torch"
+    raise ValueError(
+        f"{path!r} is a zip archive but not a PyTorch state dict (no data.pkl); for a "
+        ".keras model file, use keras.saving.load_model or pass a .weights.h5 file.")
 
 
 def read(path, file_format, weighted_layer_names):

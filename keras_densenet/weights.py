@@ -90,6 +90,9 @@ def resolve(weights, *, architecture, include_top, classes, source=None):
         source: with ``"imagenet"``, one of ``SOURCES`` (default: the first
             source publishing the architecture).
     """
+    if source is not None and weights != "imagenet":
+        raise ValueError(f'weights_source applies only to weights="imagenet"; got '
+                         f"weights={weights!r} with weights_source={source!r}.")
     if weights is None:
         return None
     if weights == "imagenet":

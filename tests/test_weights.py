@@ -181,6 +181,13 @@ def test_truncated_files_are_refused(torch_reference, keras_applications_file, t
             _ours(str(truncated))
 
 
+def test_keras_model_archive_is_not_taken_for_a_torch_file(tmp_path):
+    path = str(tmp_path / "small.keras")
+    DenseNet(depth=10, growth_rate=4, bottleneck=True, input_shape=(32, 32, 3)).save(path)
+    with pytest.raises(ValueError, match="zip archive but not a PyTorch state dict"):
+        _ours(path)
+
+
 def test_torch_file_without_torch_names_the_extra(torch_reference, monkeypatch):
     path, _ = torch_reference
     monkeypatch.setitem(sys.modules, "torch", None)
@@ -210,6 +217,8 @@ def test_imagenet_argument_errors():
         DenseNetImageNet121(weights="imagenet", weights_source="timm")
     with pytest.raises(ValueError, match="'imagenet', or the path of an existing weights file"):
         DenseNetImageNet121(weights="imagenet21k")
+    with pytest.raises(ValueError, match='weights_source applies only to weights="imagenet"'):
+        DenseNetImageNet121(weights=None, weights_source="torchvision")
 
 
 def test_manifest_covers_every_published_file():
