@@ -20,6 +20,8 @@ layouts by layer name (``transfer_weights``).
 import keras
 from keras import ops
 
+from keras_densenet.blocks import BlockSettings
+
 
 @keras.saving.register_keras_serializable(package="keras_densenet")
 class RecomputedConcatConv(keras.layers.Layer):
@@ -44,8 +46,6 @@ class RecomputedConcatConv(keras.layers.Layer):
     def __init__(self, filters, kernel_size, prefix, suffix, data_format="channels_last",
                  bn_epsilon=1.001e-5, weight_decay=0.0, **kwargs):
         super().__init__(**kwargs)
-        from keras_densenet.blocks import BlockSettings
-
         self.filters, self.kernel_size = filters, kernel_size
         self.prefix, self.suffix = prefix, suffix
         self.data_format, self.bn_epsilon, self.weight_decay = data_format, bn_epsilon, weight_decay

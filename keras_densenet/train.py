@@ -11,6 +11,7 @@ saved after every epoch, removed once the run completes), ``log.csv``,
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -47,7 +48,7 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
     config = dict(recipe=dataclasses.asdict(recipe), class_names=splits.class_names)
     _prepare_run_dir(output_dir, config, resume)
 
-    with strategy.scope() if strategy else _no_scope():
+    with strategy.scope() if strategy else contextlib.nullcontext():
         model = DenseNet(**recipe.model, input_shape=splits.image_shape,
                          classes=len(splits.class_names))
         steps_per_epoch = int(splits.train.cardinality())
@@ -153,14 +154,6 @@ def _atomic_save(model, path):
     temporary = path[: -len(".keras")] + ".tmp.keras"
     model.save(temporary)
     os.replace(temporary, path)
-
-
-class _no_scope:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def build_parser():
