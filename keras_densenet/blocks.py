@@ -37,6 +37,8 @@ import dataclasses
 import keras
 from keras import layers
 
+from keras_densenet.memory_efficient import recomputed_bn_relu_conv
+
 BOTTLENECK_WIDTH = 4
 """The 1x1 bottleneck conv produces ``BOTTLENECK_WIDTH * growth_rate`` maps."""
 
@@ -72,8 +74,9 @@ class BlockSettings:
             return None
         return keras.regularizers.L2(self.weight_decay / 2)
 
-    def conv(self, filters, kernel_size, name, strides=1, padding="same"):
-        return layers.Conv2D(
+    def conv(self, filters, kernel_size, name, strides=1, padding="same",
+             layer_class=layers.Conv2D):
+        return layer_class(
             filters,
             kernel_size,
             strides=strides,
@@ -85,8 +88,8 @@ class BlockSettings:
             name=name,
         )
 
-    def batch_norm(self, name):
-        return layers.BatchNormalization(
+    def batch_norm(self, name, layer_class=layers.BatchNormalization):
+        return layer_class(
             axis=self.channel_axis,
             epsilon=self.bn_epsilon,
             gamma_regularizer=self.regularizer(),
@@ -238,24 +241,21 @@ def dense_block(x, settings, nb_layers, growth_rate, bottleneck, block_index):
 def _memory_efficient_dense_block(x, settings, nb_layers, growth_rate, bottleneck, block_index):
     """The dense block with each concat-BN-ReLU-conv recomputed in the backward pass.
 
-    The layers keep their names; the concat-BN-ReLU-conv of layer ``l`` lives in
-    ``block{b}_layer{l}_recomputed`` (a ``RecomputedConcatConv``), and the block
-    ends with one concatenation, ``block{b}_concat``.
+    Same weighted layers and names as the plain block; the first BN-ReLU-conv of
+    each layer (``_bn1``/``_conv1``, or ``_bn2``/``_conv2`` without bottleneck)
+    reads the list of earlier feature maps (``memory_efficient.recomputed_bn_relu_conv``),
+    and the block ends with one concatenation, ``block{b}_concat``.
     """
-    from keras_densenet.memory_efficient import RecomputedConcatConv
-
     features = [x]
     for layer_index in range(1, nb_layers + 1):
         name = f"block{block_index}_layer{layer_index}"
-        filters, kernel_size, suffix = ((BOTTLENECK_WIDTH * growth_rate, 1, "1") if bottleneck
-                                        else (growth_rate, 3, "2"))
-        y = RecomputedConcatConv(
-            filters, kernel_size, name, suffix, data_format=settings.data_format,
-            bn_epsilon=settings.bn_epsilon, weight_decay=settings.weight_decay,
-            name=f"{name}_recomputed")(features)
         if bottleneck:
+            y = recomputed_bn_relu_conv(features, settings, BOTTLENECK_WIDTH * growth_rate, 1,
+                                        name, "1")
             y = settings.bn_relu(y, name, "2")
             y = settings.conv(growth_rate, 3, f"{name}_conv2")(y)
+        else:
+            y = recomputed_bn_relu_conv(features, settings, growth_rate, 3, name, "2")
         features.append(settings.dropout(y, f"{name}_drop"))
     return layers.Concatenate(axis=settings.channel_axis,
                               name=f"block{block_index}_concat")(features)

@@ -5,7 +5,6 @@ Networks" (CVPR 2017). CIFAR-style nets (3 blocks, 3x3 stem) and ImageNet-style
 nets (4 blocks, 7x7/2 stem + max pool) differ only in their arguments.
 """
 
-import inspect
 import numbers
 
 import keras
@@ -14,7 +13,6 @@ from keras import layers
 from keras_densenet import blocks
 from keras_densenet import weights as weights_lib
 from keras_densenet.architectures import imagenet_architecture_name
-from keras_densenet.memory_efficient import transfer_weights
 
 DATA_FORMATS = ("channels_last", "channels_first")
 POOLINGS = (None, "avg", "max")
@@ -96,7 +94,9 @@ def DenseNet(
         memory_efficient: recompute each dense layer's concat-BN-ReLU-conv
             during back-propagation instead of storing it, so that training
             memory grows linearly with depth (``keras_densenet.memory_efficient``);
-            same weights, same outputs and gradients, some extra compute.
+            same layer names and weights (weight files and ``.keras`` files load
+            whatever the flag), same outputs and gradients, some extra compute.
+            Default False.
         stem_type: with ``subsample_initial_block``, ``"standard"`` (7x7/2 conv)
             or ``"deep"`` (three 3x3 convs, as timm's ``densenet*d``).
         anti_alias: with ``subsample_initial_block``, blur-pool the stem
@@ -180,33 +180,8 @@ def DenseNet(
     model = keras.Model(inputs, x, name=name or _default_name(
         architecture, layers_per_block, growth_rate, bottleneck, reduction))
     if plan is not None:
-        _load_weights(model, plan, memory_efficient, locals())
-    return model
-
-
-def _load_weights(model, plan, memory_efficient, arguments):
-    """Load ``plan`` into ``model``.
-
-    A Keras 3 weights file records the layer layout it was saved from, and the
-    memory-efficient layout differs from the plain one; a file from the other
-    layout is read into a twin model of that layout, then moved over by layer name.
-    ``arguments``: the builder's resolved arguments (its ``locals()``).
-    """
-    try:
         weights_lib.load(model, plan)
-        return
-    except ValueError:
-        if plan.file_format != "keras3":
-            raise
-    twin_arguments = {key: arguments[key] for key in inspect.signature(DenseNet).parameters}
-    twin_arguments.update(memory_efficient=not memory_efficient, weights=None,
-                          input_tensor=None, input_shape=tuple(model.input.shape[1:]), name=None)
-    twin = DenseNet(**twin_arguments)
-    try:
-        weights_lib.load(twin, plan)
-    except ValueError:
-        weights_lib.load(model, plan)  # raises the error about this model's own layout
-    transfer_weights(twin, model)
+    return model
 
 
 def resolve_layers_per_block(depth, nb_dense_block, nb_layers_per_block, bottleneck):
