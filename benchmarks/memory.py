@@ -1,14 +1,14 @@
 """Training memory and step time: memory_efficient vs plain vs keras.applications.
 
-    python benchmarks/memory.py           # DenseNet121 b16 224px; DenseNet-BC k=12 depths 100/190/250, 32px b64
+    python benchmarks/memory.py           # DenseNet121 b16 224px; DenseNet-BC k=12 depths 40/100/190/250, 32px b64
     python benchmarks/memory.py --quick   # smaller: to check that it runs
 
 Each configuration trains in a fresh process (so that peak RSS is its own):
 one warm-up step (tracing), then timed steps on random data. "training MB" is
 the peak RSS minus the RSS after the model was built and compiled. Prints a
-table with ratios against keras.applications.DenseNet121, the memory added
-per unit of depth (constant if growth is linear), and writes benchmarks/results/memory.csv and
-memory.png.
+table with ratios against keras.applications.DenseNet121 and least-squares fits
+of training memory against depth (linear and quadratic: how much of the memory
+the depth^2 term explains), and writes benchmarks/results/memory.csv and memory.png.
 """
 
 import argparse
@@ -16,6 +16,8 @@ import json
 import os
 import subprocess
 import sys
+
+import numpy as np
 
 from common import RESULTS, write_csv
 
@@ -59,10 +61,19 @@ def measure(kind, depth, size, batch, steps):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def growth_per_layer(depths, values):
-    """MB added per unit of depth between consecutive depths: constant when growth is linear."""
-    pairs = list(zip(depths, values))
-    return [round((v1 - v0) / (d1 - d0), 1) for (d0, v0), (d1, v1) in zip(pairs, pairs[1:])]
+def depth_fits(depths, values):
+    """Fits of memory against depth: ``(linear_r2, quadratic_coefficients, quadratic_share)``.
+
+    ``linear_r2``: R^2 of the least-squares line (1.0: growth is exactly linear);
+    ``quadratic_coefficients``: of ``a*L^2 + b*L + c``; ``quadratic_share``: the
+    ``a*L^2`` term's share of the fitted memory at the largest depth.
+    """
+    depths, values = np.asarray(depths, dtype=float), np.asarray(values, dtype=float)
+    residuals = values - np.polyval(np.polyfit(depths, values, 1), depths)
+    linear_r2 = 1.0 - (residuals**2).sum() / ((values - values.mean()) ** 2).sum()
+    quadratic = np.polyfit(depths, values, 2)
+    share = quadratic[0] * depths[-1] ** 2 / np.polyval(quadratic, depths[-1])
+    return linear_r2, quadratic, share
 
 
 def main():
@@ -73,7 +84,7 @@ def main():
     parser.add_argument("--size", type=int, help="DenseNet121 image size (default 224)")
     args = parser.parse_args()
     size, batch = (args.size or (112 if args.quick else 224)), (args.batch or (8 if args.quick else 16))
-    depths = (40, 64, 100) if args.quick else (100, 190, 250)
+    depths = (16, 40, 64, 100) if args.quick else (40, 100, 190, 250)
     steps = 2 if args.quick else 3
 
     rows = []
@@ -97,13 +108,19 @@ def main():
             ratios = tuple(f"{row[k] / reference[k]:.2f}x" for k in ("peak_mb", "training_mb", "step_s"))
         print(f"{row['model']:<36}{row['peak_mb']:>9}{row['training_mb']:>10}{row['step_s']:>8}"
               f"{ratios[0]:>10}{ratios[1]:>10}{ratios[2]:>10}")
+    fits = {}
     for kind in ("plain", "efficient"):
         series = [r for r in rows if r["kind"] == kind and r["depth"] != 121]
-        slopes = growth_per_layer([r["depth"] for r in series], [r["training_mb"] for r in series])
-        print(f"training memory added per unit of depth, {kind}: {slopes} MB "
-              "(constant: linear growth; rising: super-linear)")
+        fits[kind] = depth_fits([r["depth"] for r in series], [r["training_mb"] for r in series])
+        linear_r2, (a, b, c), share = fits[kind]
+        print(f"training MB vs depth L, {kind}: linear fit R^2 = {linear_r2:.4f}; quadratic fit "
+              f"{a:.4f} L^2 + {b:.2f} L + {c:.0f}, L^2 term = {share:.0%} of it at L={depths[-1]}")
 
     write_csv("memory.csv", rows)
+    write_csv("memory_depth_fit.csv", [
+        dict(kind=kind, linear_r2=round(linear_r2, 4), quadratic_a=a, quadratic_b=b,
+             quadratic_c=c, quadratic_share_at_max_depth=round(share, 3))
+        for kind, (linear_r2, (a, b, c), share) in fits.items()])
     try:
         import matplotlib
 
@@ -115,8 +132,11 @@ def main():
     figure, axis = plt.subplots(figsize=(6, 4))
     for kind in ("plain", "efficient"):
         series = [r for r in rows if r["kind"] == kind and r["depth"] != 121]
-        axis.plot([r["depth"] for r in series], [r["training_mb"] for r in series], "o-",
-                  label=f"memory_efficient={kind == 'efficient'}")
+        line, = axis.plot([r["depth"] for r in series], [r["training_mb"] for r in series], "o",
+                          label=f"memory_efficient={kind == 'efficient'}")
+        curve = np.linspace(depths[0], depths[-1], 50)
+        axis.plot(curve, np.polyval(fits[kind][1], curve), "--", color=line.get_color(),
+                  label=f"quadratic fit (L^2 term {fits[kind][2]:.0%} at L={depths[-1]})")
     axis.set_xlabel("depth (DenseNet-BC, k=12, batch 64, 32px)")
     axis.set_ylabel("training memory (MB over the built model)")
     axis.grid(alpha=0.3)
