@@ -23,10 +23,11 @@ def foldable_pairs(model):
     """``{bn_layer_name: conv_layer_name}`` for every BN fed directly by a bias-less conv."""
     pairs = {}
     for layer in model.layers:
-        if not isinstance(layer, keras.layers.BatchNormalization):
+        # Exact classes: the memory_efficient subclasses read lists of maps and are not folded.
+        if type(layer) is not keras.layers.BatchNormalization:
             continue
         source = layer.input._keras_history.operation
-        if (isinstance(source, keras.layers.Conv2D) and not source.use_bias
+        if (type(source) is keras.layers.Conv2D and not source.use_bias
                 and len(source._outbound_nodes) == 1):
             pairs[layer.name] = source.name
     return pairs
