@@ -37,7 +37,7 @@ import dataclasses
 import keras
 from keras import layers
 
-from keras_densenet.memory_efficient import recomputed_bn_relu_conv
+from keras_densenet.memory_efficient import FeatureMoments, recomputed_bn_relu_conv
 
 BOTTLENECK_WIDTH = 4
 """The 1x1 bottleneck conv produces ``BOTTLENECK_WIDTH * growth_rate`` maps."""
@@ -243,19 +243,23 @@ def _memory_efficient_dense_block(x, settings, nb_layers, growth_rate, bottlenec
 
     Same weighted layers and names as the plain block; the first BN-ReLU-conv of
     each layer (``_bn1``/``_conv1``, or ``_bn2``/``_conv2`` without bottleneck)
-    reads the list of earlier feature maps (``memory_efficient.recomputed_bn_relu_conv``),
-    and the block ends with one concatenation, ``block{b}_concat``.
+    reads the list of earlier feature maps and their moments
+    (``block{b}_moments{i}``: of layer ``i``'s output, 0: the block input; see
+    ``memory_efficient``), and the block ends with one concatenation, ``block{b}_concat``.
     """
-    features = [x]
+    features, statistics = [x], []
     for layer_index in range(1, nb_layers + 1):
+        statistics.append(FeatureMoments(
+            settings.channel_axis, name=f"block{block_index}_moments{layer_index - 1}",
+        )(features[-1]))
         name = f"block{block_index}_layer{layer_index}"
         if bottleneck:
-            y = recomputed_bn_relu_conv(features, settings, BOTTLENECK_WIDTH * growth_rate, 1,
-                                        name, "1")
+            y = recomputed_bn_relu_conv(features, statistics, settings,
+                                        BOTTLENECK_WIDTH * growth_rate, 1, name, "1")
             y = settings.bn_relu(y, name, "2")
             y = settings.conv(growth_rate, 3, f"{name}_conv2")(y)
         else:
-            y = recomputed_bn_relu_conv(features, settings, growth_rate, 3, name, "2")
+            y = recomputed_bn_relu_conv(features, statistics, settings, growth_rate, 3, name, "2")
         features.append(settings.dropout(y, f"{name}_drop"))
     return layers.Concatenate(axis=settings.channel_axis,
                               name=f"block{block_index}_concat")(features)

@@ -3,34 +3,41 @@
 In a plain DenseNet every dense layer stores, for the backward pass, the
 concatenation of all earlier feature maps and its BN and ReLU outputs: tensors
 whose size grows with the layer index, so training memory grows quadratically
-with depth. Here each dense layer's concat -> BN -> ReLU -> conv is split into
-two layers that keep the plain model's names and weights:
+with depth. Here each dense layer's concat -> BN -> ReLU -> conv is done by two
+layers that keep the plain model's names, classes and weights:
 
-- ``block{b}_layer{l}_bn1``: a ``BatchNormalization`` (the variables of a
-  ``BatchNormalization``) that turns the list of earlier feature maps into the
-  per-channel affine ``(scale, offset)`` of BN on their concatenation, and
-  updates the moving statistics, once per training step.
-- ``block{b}_layer{l}_conv1``: a ``Conv2D`` (the kernel of a
-  ``Conv2D``) computing ``conv(relu(concat(features) * scale + offset))``.
+- ``block{b}_layer{l}_bn1``: a ``BatchNormalization`` (the variables of
+  ``keras.layers.BatchNormalization``) that turns the moments of the earlier
+  feature maps into the per-channel affine ``(scale, offset)`` of BN on their
+  concatenation, and updates the moving statistics, once per training step.
+- ``block{b}_layer{l}_conv1``: a ``Conv2D`` (the kernel of ``keras.layers.Conv2D``)
+  computing ``conv(relu(concat(features) * scale + offset))`` inside
+  ``keras.remat`` (``tf.recompute_grad``, ``jax.checkpoint``,
+  ``torch.utils.checkpoint``): the backward pass keeps only its inputs (each
+  feature map once per block, two ``(C,)`` vectors) and its output, and
+  recomputes the concatenation and the BN-ReLU output.
 
-Both computations run inside ``keras.remat`` (``tf.recompute_grad``,
-``jax.checkpoint``, ``torch.utils.checkpoint``): the backward pass keeps only
-their inputs (each feature map once per block, two ``(C,)`` vectors) and
-outputs, and recomputes the concatenation and the BN-ReLU output. Gradients are
-those of the plain layers. Because the weighted layers are the plain model's
-layers, with the same names and variables, weight files (``save_weights``,
-``.keras``) move between the two layouts unchanged.
+The moments of a concatenation are the concatenated per-channel moments of its
+parts, so each feature map's moments are computed once (``FeatureMoments``)
+and shared by every later layer: each map has one consumer per later layer,
+as in the plain model, and the moments cost O(depth), not O(depth^2).
+Gradients are those of the plain layers. Without bottleneck the recomputed
+conv is the 3x3 ``_conv2`` after ``_bn2``. Because the weighted layers have the
+plain model's names and classes, weight files (``save_weights``, ``weights=``)
+move between the two layouts unchanged, and ``.keras`` files load either way.
 """
 
 import keras
 from keras import ops
 
 
-def recomputed_bn_relu_conv(features, settings, filters, kernel_size, prefix, suffix):
+def recomputed_bn_relu_conv(features, statistics, settings, filters, kernel_size, prefix,
+                            suffix):
     """concat -> BN -> ReLU -> conv over ``features``, recomputed in the backward pass.
 
     Args:
         features: list of ``(batch, H, W, C_i)`` maps (channels first: ``(batch, C_i, H, W)``).
+        statistics: their ``FeatureMoments``, one ``(2, C_i)`` tensor per map.
         settings: ``blocks.BlockSettings`` (regularizers, epsilon, data format).
         filters: output channels of the conv.
         kernel_size: 1 (the bottleneck conv) or 3 (a conv without bottleneck).
@@ -40,43 +47,76 @@ def recomputed_bn_relu_conv(features, settings, filters, kernel_size, prefix, su
         ``(batch, H, W, filters)``.
     """
     scale, offset = settings.batch_norm(
-        f"{prefix}_bn{suffix}", layer_class=BatchNormalization)(features)
+        f"{prefix}_bn{suffix}", layer_class=BatchNormalization)(statistics)
     conv = settings.conv(filters, kernel_size, f"{prefix}_conv{suffix}",
                          layer_class=Conv2D)
     return conv(features, scale, offset)
 
 
-def _concatenated_shape(shapes, axis):
-    shape = list(shapes[0])
-    shape[axis] = sum(s[axis] for s in shapes)
-    return tuple(shape)
+@keras.saving.register_keras_serializable(package="keras_densenet")
+class FeatureMoments(keras.layers.Layer):
+    """Per-channel batch mean and variance of one feature map, computed once per map.
+
+    The moments of a concatenation are the concatenated moments of its parts,
+    so every later ``BatchNormalization`` reuses them instead of reducing (and
+    differentiating) the concatenation again.
+
+    Args:
+        axis: the channel axis, -1 (channels last) or 1 (channels first).
+
+    Call: ``(batch, H, W, C)`` (or channels first) -> float32 ``(2, C)``: ``[mean, variance]``.
+    """
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = axis
+
+    def call(self, x):
+        return keras.remat(self._moments)(x)
+
+    def _moments(self, x):
+        axes = [i for i in range(len(x.shape)) if i != self.axis % len(x.shape)]
+        return ops.stack(ops.moments(ops.cast(x, "float32"), axes=axes))
+
+    def compute_output_spec(self, x):
+        return keras.KerasTensor((2, x.shape[self.axis]), "float32")
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
 
 
 @keras.saving.register_keras_serializable(package="keras_densenet")
 class BatchNormalization(keras.layers.BatchNormalization):
     """BatchNormalization of a concatenation, returned as a per-channel affine map.
 
-    Same arguments and variables as ``keras.layers.BatchNormalization``. The
-    concatenated tensor is never stored: its moments are recomputed in the
-    backward pass.
+    Same arguments and variables as ``keras.layers.BatchNormalization`` (and the
+    same class name: Keras weight files address layers by class name and
+    position, so the plain model's files load unchanged). It never sees the
+    concatenation, only the ``FeatureMoments`` of its parts.
 
     Call arguments:
-        features: list of feature maps, concatenated along ``axis``.
+        statistics: list of ``(2, C_i)`` ``[mean, variance]`` tensors, one per
+            concatenated feature map.
         training: batch statistics and one moving-average update (as
-            ``BatchNormalization``), else the moving statistics.
+            ``keras.layers.BatchNormalization``), else the moving statistics.
 
     Returns:
-        ``(scale, offset)``, two float32 ``(C,)`` vectors (``C``: the channels of
-        the concatenation) with ``BN(concat(features)) == concat(features) * scale + offset``.
+        ``(scale, offset)``, two float32 ``(C,)`` vectors (``C = sum C_i``) with
+        ``BN(concat(features)) == concat(features) * scale + offset``.
     """
 
-    def build(self, features_shape):
-        super().build(_concatenated_shape(features_shape, self.axis))
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._convert_input_args = False  # float32 statistics, also under mixed precision
+
+    def build(self, statistics_shape):
+        channels = sum(shape[-1] for shape in statistics_shape)
+        super().build((None, channels, None, None) if self.axis == 1 else (None, None, None, channels))
         self.input_spec = None
 
-    def call(self, features, training=None):
+    def call(self, statistics, training=None):
         if training and self.trainable:
-            mean, variance = keras.remat(self._batch_moments)(*features)
+            mean, variance = ops.unstack(ops.concatenate(statistics, axis=-1))
             momentum = self.momentum
             self.moving_mean.assign(
                 self.moving_mean * momentum + ops.stop_gradient(mean) * (1.0 - momentum))
@@ -87,13 +127,15 @@ class BatchNormalization(keras.layers.BatchNormalization):
         scale = self.gamma * ops.rsqrt(variance + self.epsilon)
         return scale, self.beta - mean * scale
 
-    def _batch_moments(self, *features):
-        x = ops.cast(ops.concatenate(features, axis=self.axis), "float32")
-        return ops.moments(x, axes=self._reduction_axes)
-
-    def compute_output_spec(self, features):
-        channels = _concatenated_shape([f.shape for f in features], self.axis)[self.axis]
+    def compute_output_spec(self, statistics):
+        channels = sum(s.shape[-1] for s in statistics)
         return keras.KerasTensor((channels,), "float32"), keras.KerasTensor((channels,), "float32")
+
+
+def _concatenated_shape(shapes, axis):
+    shape = list(shapes[0])
+    shape[axis] = sum(s[axis] for s in shapes)
+    return tuple(shape)
 
 
 @keras.saving.register_keras_serializable(package="keras_densenet")
@@ -116,8 +158,7 @@ class Conv2D(keras.layers.Conv2D):
         if self.use_bias or self.activation is not keras.activations.linear:
             raise ValueError("Conv2D takes no bias and no activation: "
                              "pass use_bias=False and activation=None.")
-        # scale and offset stay float32 under mixed precision, as inside BatchNormalization.
-        self._convert_input_args = False
+        self._convert_input_args = False  # float32 scale and offset, also under mixed precision
         self.input_spec = None  # Conv2D's spec is for one tensor
 
     @property

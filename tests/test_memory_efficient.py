@@ -32,7 +32,11 @@ def test_same_weighted_layers_and_recomputed_layers(images):
     assert [w.path for w in efficient.weights] == [w.path for w in plain.weights]
     assert isinstance(efficient.get_layer("block2_layer1_bn1"), memory_efficient.BatchNormalization)
     assert isinstance(efficient.get_layer("block2_layer1_conv1"), memory_efficient.Conv2D)
-    assert "block1_layer1_concat" not in [layer.name for layer in efficient.layers]
+    names = [layer.name for layer in efficient.layers]
+    assert "block1_layer1_concat" not in names and "block1_layer1_relu1" not in names
+    # one FeatureMoments per map that a later layer reads: 2 layers per block here
+    assert [n for n in names if n.startswith("block1_moments")] == [
+        "block1_moments0", "block1_moments1"]
     x, _ = _batch(images)
     np.testing.assert_allclose(efficient.predict(x, verbose=0), plain.predict(x, verbose=0),
                                atol=1e-6)
@@ -127,6 +131,16 @@ before = keras.ops.convert_to_numpy(bn.moving_mean).copy()
 loss = model.fit(x, np.array([0, 1, 2, 0, 1, 2]), epochs=1, batch_size=6, verbose=0).history["loss"][0]
 after = keras.ops.convert_to_numpy(bn.moving_mean)
 assert np.isfinite(loss) and not np.allclose(before, after)
+# channels_first (which TensorFlow's CPU convolutions lack): one step matches the plain model
+first = dict(depth=10, growth_rate=4, bottleneck=True, input_shape=(3, 16, 16), classes=3,
+             data_format="channels_first")
+plain, efficient = DenseNet(**first), DenseNet(**first, memory_efficient=True)
+efficient.set_weights(plain.get_weights())
+x = np.transpose(x, (0, 3, 1, 2))
+for m in (plain, efficient):
+    m.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    m.train_on_batch(x, np.array([0, 1, 2, 0, 1, 2]))
+np.testing.assert_allclose(efficient.predict(x, verbose=0), plain.predict(x, verbose=0), atol=1e-5)
 print("ok", keras.backend.backend())
 """
 
