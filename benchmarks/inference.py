@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from common import write_csv  # noqa: E402
 from keras_densenet import DenseNetImageNet121  # noqa: E402
 from keras_densenet.export import export, serving_model  # noqa: E402
-from keras_densenet.weight_formats import _keras_applications_name  # noqa: E402
+from keras_densenet.weights.legacy_h5 import keras_applications_name  # noqa: E402
 from keras_densenet.weights import assign  # noqa: E402
 
 
@@ -79,7 +79,7 @@ def main():
     reference = keras.applications.DenseNet121(weights=None, input_shape=(224, 224, 3),
                                                classifier_activation=None)
     ours = DenseNetImageNet121(input_shape=(224, 224, 3), activation=None)  # logits
-    assign(ours, {_keras_applications_name(layer.name): layer.get_weights()
+    assign(ours, {keras_applications_name(layer.name): layer.get_weights()
                   for layer in reference.layers if layer.weights})
     fused = serving_model(ours, fuse=True)
     xla = keras.models.clone_model(fused)

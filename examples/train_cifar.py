@@ -10,8 +10,8 @@ about 4.5% test error on CIFAR-10 (the paper's Table 2, with augmentation).
 
 import argparse
 
-from keras_densenet.recipes import RECIPES
-from keras_densenet.train import train
+from keras_densenet.apps.recipes import RECIPES
+from keras_densenet.apps.train import train
 
 
 def main():

@@ -2,43 +2,66 @@
 
     from keras_densenet import DenseNet, DenseNetImageNet121
     model = DenseNetImageNet121(weights=None, input_shape=(224, 224, 3))
+
+Layout: the model library is this package's top level (``architectures``,
+``blocks``, ``layers``, ``memory_efficient``, ``model``, ``presets``,
+``applications``, ``fcn``, ``features``, ``fusion``, ``preprocessing``,
+``export``); ``keras_densenet.weights`` holds the published weights and their
+file formats; ``keras_densenet.apps`` the command-line apps, which the library
+never imports. Names are imported on first use, so ``import keras_densenet``
+itself loads no framework (the command line starts fast); if Keras is already
+imported, the model classes are registered at once, so that
+``keras.models.load_model`` finds them in ``.keras`` files.
 """
 
-from keras_densenet.fcn import DenseNetFCN, FCDenseNet56, FCDenseNet67, FCDenseNet103
-from keras_densenet.features import DenseNetBackbone, pyramid_outputs
-from keras_densenet.model import DenseNet
-from keras_densenet.preprocessing import decode_predictions, preprocess_input
-from keras_densenet.presets import (
-    DenseNetBlur121d,
-    DenseNetCIFAR,
-    DenseNetImageNet,
-    DenseNetImageNet121,
-    DenseNetImageNet161,
-    DenseNetImageNet169,
-    DenseNetImageNet201,
-    DenseNetImageNet232,
-    DenseNetImageNet264,
-)
+import importlib
+import sys
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = [
-    "DenseNet",
-    "DenseNetBackbone",
-    "DenseNetBlur121d",
-    "DenseNetFCN",
-    "FCDenseNet56",
-    "FCDenseNet67",
-    "FCDenseNet103",
-    "pyramid_outputs",
-    "DenseNetCIFAR",
-    "DenseNetImageNet",
-    "DenseNetImageNet121",
-    "DenseNetImageNet161",
-    "DenseNetImageNet169",
-    "DenseNetImageNet201",
-    "DenseNetImageNet232",
-    "DenseNetImageNet264",
-    "decode_predictions",
-    "preprocess_input",
-]
+_EXPORTS = {
+    "DenseNet": "model",
+    "DenseNetModel": "model",
+    "model_config": "model",
+    "DenseNetImageNet": "presets",
+    "DenseNetImageNet121": "presets",
+    "DenseNetImageNet161": "presets",
+    "DenseNetImageNet169": "presets",
+    "DenseNetImageNet201": "presets",
+    "DenseNetImageNet232": "presets",
+    "DenseNetImageNet264": "presets",
+    "DenseNetBlur121d": "presets",
+    "DenseNetCIFAR": "presets",
+    "DenseNet121": "applications",
+    "DenseNet161": "applications",
+    "DenseNet169": "applications",
+    "DenseNet201": "applications",
+    "DenseNet264": "applications",
+    "DenseNetFCN": "fcn",
+    "FCDenseNet56": "fcn",
+    "FCDenseNet67": "fcn",
+    "FCDenseNet103": "fcn",
+    "DenseNetBackbone": "features",
+    "pyramid_outputs": "features",
+    "decode_predictions": "preprocessing",
+    "preprocess_input": "preprocessing",
+}
+"""Public name -> the module of ``keras_densenet`` that defines it."""
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"keras_densenet.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'keras_densenet' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if "keras" in sys.modules:
+    importlib.import_module("keras_densenet.model")

@@ -37,7 +37,9 @@ import dataclasses
 import keras
 from keras import layers
 
+from keras_densenet.layers import BlurPool2D
 from keras_densenet.memory_efficient import FeatureMoments, recomputed_bn_relu_conv
+from keras_densenet.utils import channel_axis
 
 BOTTLENECK_WIDTH = 4
 """The 1x1 bottleneck conv produces ``BOTTLENECK_WIDTH * growth_rate`` maps."""
@@ -67,7 +69,7 @@ class BlockSettings:
 
     @property
     def channel_axis(self):
-        return -1 if self.data_format == "channels_last" else 1
+        return channel_axis(self.data_format)
 
     def regularizer(self):
         if not self.weight_decay:
@@ -157,40 +159,6 @@ def stem(x, settings, filters, subsample, padding="symmetric", stem_type="standa
                                name="stem_pool")(x)
 
 
-@keras.saving.register_keras_serializable(package="keras_densenet")
-class BlurPool2D(layers.Layer):
-    """Anti-aliased downsampling (Zhang 2019): 3x3 binomial blur, stride 2, reflect padding.
-
-    ``(batch, H, W, C)`` -> ``(batch, ceil(H/2), ceil(W/2), C)``; no weights.
-    """
-
-    def __init__(self, data_format="channels_last", **kwargs):
-        super().__init__(**kwargs)
-        self.data_format = data_format
-
-    def call(self, x):
-        ops = keras.ops
-        channel_axis = -1 if self.data_format == "channels_last" else 1
-        channels = x.shape[channel_axis]
-        taps = ops.convert_to_tensor([1.0, 2.0, 1.0], dtype=x.dtype)
-        kernel = ops.outer(taps, taps) / 16.0
-        kernel = ops.tile(ops.reshape(kernel, (3, 3, 1, 1)), (1, 1, channels, 1))
-        spatial = [[1, 1], [1, 1]]
-        pad = [[0, 0], *spatial, [0, 0]] if channel_axis == -1 else [[0, 0], [0, 0], *spatial]
-        x = ops.pad(x, pad, mode="reflect")
-        return ops.depthwise_conv(x, kernel, strides=2, padding="valid",
-                                  data_format=self.data_format)
-
-    def compute_output_shape(self, shape):
-        half = lambda size: None if size is None else (size + 1) // 2  # noqa: E731
-        if self.data_format == "channels_last":
-            return (shape[0], half(shape[1]), half(shape[2]), shape[3])
-        return (shape[0], shape[1], half(shape[2]), half(shape[3]))
-
-    def get_config(self):
-        return {**super().get_config(), "data_format": self.data_format}
-
-
 def _valid_or_same(stem_padding):
     return "valid" if stem_padding == "symmetric" else "same"
 
@@ -223,57 +191,65 @@ def new_feature_maps(x, settings, growth_rate, bottleneck, name):
     return settings.dropout(y, f"{name}_drop")
 
 
-def dense_block(x, settings, nb_layers, growth_rate, bottleneck, block_index):
-    """``nb_layers`` dense layers named ``block{block_index}_layer{1..n}``.
+def dense_block(x, settings, nb_layers, growth_rate, bottleneck, name, return_new_maps=False):
+    """``nb_layers`` dense layers named ``{name}_layer{1..n}`` (``name``: ``block{b}``).
 
-    Returns ``(batch, H, W, C + nb_layers * growth_rate)``.
+    Returns ``(batch, H, W, C + nb_layers * growth_rate)``; with
+    ``return_new_maps`` (plain layout only, as FC-DenseNet's up path needs) also
+    the ``nb_layers * growth_rate`` new maps alone, concatenated as ``{name}_new_maps``.
     """
     if settings.memory_efficient:
+        if return_new_maps:
+            raise ValueError("return_new_maps needs memory_efficient=False.")
         return _memory_efficient_dense_block(
-            x, settings, nb_layers, growth_rate, bottleneck, block_index)
+            x, settings, nb_layers, growth_rate, bottleneck, name)
+    new = []
     for layer_index in range(1, nb_layers + 1):
-        x = dense_layer(
-            x, settings, growth_rate, bottleneck, f"block{block_index}_layer{layer_index}"
-        )
-    return x
+        prefix = f"{name}_layer{layer_index}"
+        new.append(new_feature_maps(x, settings, growth_rate, bottleneck, prefix))
+        x = layers.Concatenate(axis=settings.channel_axis, name=f"{prefix}_concat")([x, new[-1]])
+    if not return_new_maps:
+        return x
+    if len(new) == 1:
+        return x, new[0]
+    return x, layers.Concatenate(axis=settings.channel_axis, name=f"{name}_new_maps")(new)
 
 
-def _memory_efficient_dense_block(x, settings, nb_layers, growth_rate, bottleneck, block_index):
+def _memory_efficient_dense_block(x, settings, nb_layers, growth_rate, bottleneck, name):
     """The dense block with each concat-BN-ReLU-conv recomputed in the backward pass.
 
     Same weighted layers and names as the plain block; the first BN-ReLU-conv of
     each layer (``_bn1``/``_conv1``, or ``_bn2``/``_conv2`` without bottleneck)
     reads the list of earlier feature maps and their moments
-    (``block{b}_moments{i}``: of layer ``i``'s output, 0: the block input; see
-    ``memory_efficient``), and the block ends with one concatenation, ``block{b}_concat``.
+    (``{name}_moments{i}``: of layer ``i``'s output, 0: the block input; see
+    ``memory_efficient``), and the block ends with one concatenation, ``{name}_concat``.
     """
     features, statistics = [x], []
     for layer_index in range(1, nb_layers + 1):
         statistics.append(FeatureMoments(
-            settings.channel_axis, name=f"block{block_index}_moments{layer_index - 1}",
+            settings.channel_axis, name=f"{name}_moments{layer_index - 1}",
         )(features[-1]))
-        name = f"block{block_index}_layer{layer_index}"
+        prefix = f"{name}_layer{layer_index}"
         if bottleneck:
             y = recomputed_bn_relu_conv(features, statistics, settings,
-                                        BOTTLENECK_WIDTH * growth_rate, 1, name, "1")
-            y = settings.bn_relu(y, name, "2")
-            y = settings.conv(growth_rate, 3, f"{name}_conv2")(y)
+                                        BOTTLENECK_WIDTH * growth_rate, 1, prefix, "1")
+            y = settings.bn_relu(y, prefix, "2")
+            y = settings.conv(growth_rate, 3, f"{prefix}_conv2")(y)
         else:
-            y = recomputed_bn_relu_conv(features, statistics, settings, growth_rate, 3, name, "2")
-        features.append(settings.dropout(y, f"{name}_drop"))
-    return layers.Concatenate(axis=settings.channel_axis,
-                              name=f"block{block_index}_concat")(features)
+            y = recomputed_bn_relu_conv(features, statistics, settings, growth_rate, 3, prefix, "2")
+        features.append(settings.dropout(y, f"{prefix}_drop"))
+    return layers.Concatenate(axis=settings.channel_axis, name=f"{name}_concat")(features)
 
 
-def transition_block(x, settings, filters, transition_index):
-    """BN-ReLU-1x1 conv to ``filters`` channels, then 2x2/2 average pooling.
+def transition_block(x, settings, filters, name, pooling="avg"):
+    """BN-ReLU-1x1 conv to ``filters`` channels, dropout, then 2x2/2 pooling.
 
-    Returns ``(batch, H // 2, W // 2, filters)``.
+    Layers ``{name}_bn``, ``_relu``, ``_conv``, ``_drop``, ``_pool`` (``name``:
+    ``transition{t}``); ``pooling`` is ``"avg"`` (DenseNet) or ``"max"``
+    (FC-DenseNet's transition down). Returns ``(batch, H // 2, W // 2, filters)``.
     """
-    name = f"transition{transition_index}"
     x = settings.bn_relu(x, name)
     x = settings.conv(filters, 1, f"{name}_conv")(x)
     x = settings.dropout(x, f"{name}_drop")
-    return layers.AveragePooling2D(
-        2, strides=2, data_format=settings.data_format, name=f"{name}_pool"
-    )(x)
+    pool = layers.AveragePooling2D if pooling == "avg" else layers.MaxPooling2D
+    return pool(2, strides=2, data_format=settings.data_format, name=f"{name}_pool")(x)

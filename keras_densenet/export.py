@@ -11,12 +11,10 @@ All three go through Keras' own ``model.export``. Options shared by all:
 The serving input is named ``images`` (``INPUT_NAME``).
 """
 
-import argparse
-import os
-
 import keras
 
 from keras_densenet.fusion import fold_batch_norms
+from keras_densenet.model import model_config
 from keras_densenet.preprocessing import MODES, preprocess_input
 
 FORMATS = {"saved_model": "tf_saved_model", "onnx": "onnx", "tflite": "litert"}
@@ -39,7 +37,7 @@ def serving_model(model, preprocessing=None, fuse=False):
         model = fold_batch_norms(model)
     if preprocessing is None:
         return model
-    data_format = _data_format(model)
+    data_format = model_config(model)["data_format"]
     raw = keras.Input(model.input.shape[1:], dtype="uint8", name=INPUT_NAME)
     normalized = keras.layers.Lambda(
         lambda x: preprocess_input(x, mode=preprocessing, data_format=data_format),
@@ -67,43 +65,3 @@ def export(model, path, format="saved_model", preprocessing=None, fuse=False, ve
                                  name=INPUT_NAME)]
     exported.export(path, format=FORMATS[format], verbose=verbose, input_signature=signature)
     return path
-
-
-def _data_format(model):
-    for layer in model.layers:
-        if hasattr(layer, "data_format"):
-            return layer.data_format
-    return keras.config.image_data_format()
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(prog="keras-densenet export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="a .keras model file")
-    parser.add_argument("output", help="SavedModel folder, .onnx or .tflite file")
-    parser.add_argument("--format", choices=tuple(FORMATS), default="saved_model")
-    parser.add_argument("--preprocessing", choices=MODES,
-                        help="bake preprocess_input into the graph: the export takes uint8 images")
-    parser.add_argument("--fuse", action="store_true", help="fold BN layers into convs")
-    return parser
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    if not os.path.exists(args.model):
-        print(f"keras-densenet export: error: no such model file {args.model!r}")
-        return 2
-    try:
-        model = keras.models.load_model(args.model)
-        export(model, args.output, args.format, args.preprocessing, args.fuse)
-    except ValueError as error:
-        print(f"keras-densenet export: error: {error}")
-        return 2
-    print(f"wrote {args.output} ({args.format}, input {INPUT_NAME!r}"
-          f"{', uint8 with ' + args.preprocessing + ' preprocessing' if args.preprocessing else ''}"
-          f"{', BN folded' if args.fuse else ''})")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

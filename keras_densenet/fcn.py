@@ -19,14 +19,16 @@ import keras
 from keras import layers
 
 from keras_densenet import blocks
-from keras_densenet.model import DATA_FORMATS, _check_choice, _check_positive_int, _check_range
+from keras_densenet.checks import (check_activation, check_choice, check_data_format,
+                                   check_fraction, check_number, check_positive_int, image_shape)
+from keras_densenet.layers import PixelShuffle
 
 UPSAMPLING_TYPES = ("deconv", "upsampling", "subpixel")
 
 
 def DenseNetFCN(input_shape, nb_dense_block=5, growth_rate=16, nb_layers_per_block=4,
                 reduction=0.0, dropout_rate=0.2, weight_decay=1e-4, init_conv_filters=48,
-                include_top=True, classes=1, activation="softmax", upsampling_type="deconv",
+                include_top=True, classes=None, activation="softmax", upsampling_type="deconv",
                 data_format=None, bn_epsilon=1.001e-5, name="fc_densenet"):
     """Build an FC-DenseNet.
 
@@ -44,8 +46,10 @@ def DenseNetFCN(input_shape, nb_dense_block=5, growth_rate=16, nb_layers_per_blo
         init_conv_filters: channels of the first 3x3 conv. Default 48.
         include_top: end with the 1x1 conv to ``classes`` and the activation;
             without it the model outputs the last up block's feature maps.
-        classes: classes per pixel.
-        activation: ``"softmax"``, ``"sigmoid"`` or ``None`` (logits), per pixel.
+        classes: classes per pixel; required with ``include_top`` (at least 2
+            with softmax: one softmax class is the constant 1).
+        activation: per pixel: ``"softmax"`` (over the classes), ``None``
+            (logits) or any Keras activation name (e.g. ``"sigmoid"``).
         upsampling_type: ``"deconv"`` (3x3/2 transposed conv), ``"upsampling"``
             (nearest-neighbour x2 then 3x3 conv) or ``"subpixel"`` (3x3 conv to 4x
             channels then pixel shuffle).
@@ -56,16 +60,24 @@ def DenseNetFCN(input_shape, nb_dense_block=5, growth_rate=16, nb_layers_per_blo
     Returns:
         A ``keras.Model``: ``(batch, H, W, C)`` -> ``(batch, H, W, classes)``.
     """
-    data_format = data_format or keras.config.image_data_format()
-    _check_choice("data_format", data_format, DATA_FORMATS)
-    _check_choice("upsampling_type", upsampling_type, UPSAMPLING_TYPES)
-    _check_choice("activation", activation, ("softmax", "sigmoid", None))
-    nb_dense_block = _check_positive_int("nb_dense_block", nb_dense_block)
-    growth_rate = _check_positive_int("growth_rate", growth_rate)
-    classes = _check_positive_int("classes", classes)
-    init_conv_filters = _check_positive_int("init_conv_filters", init_conv_filters)
-    _check_range("reduction", reduction, "[0, 1)", 0.0 <= reduction < 1.0)
-    _check_range("dropout_rate", dropout_rate, "[0, 1)", 0.0 <= dropout_rate < 1.0)
+    data_format = check_data_format(data_format or keras.config.image_data_format())
+    check_choice("upsampling_type", upsampling_type, UPSAMPLING_TYPES)
+    activation = check_activation("activation", activation)
+    nb_dense_block = check_positive_int("nb_dense_block", nb_dense_block)
+    growth_rate = check_positive_int("growth_rate", growth_rate)
+    init_conv_filters = check_positive_int("init_conv_filters", init_conv_filters)
+    reduction = check_fraction("reduction", reduction)
+    dropout_rate = check_fraction("dropout_rate", dropout_rate)
+    weight_decay = check_number("weight_decay", weight_decay, ">= 0", lambda v: v >= 0)
+    bn_epsilon = check_number("bn_epsilon", bn_epsilon, "(0, 1)", lambda v: 0 < v < 1)
+    if include_top:
+        if classes is None:
+            raise ValueError("classes is required with include_top=True: the number of "
+                             "classes per pixel.")
+        classes = check_positive_int("classes", classes)
+        if classes == 1 and activation == "softmax":
+            raise ValueError("classes=1 with activation='softmax' outputs the constant 1: "
+                             "use classes=2, or activation='sigmoid' for one binary class.")
     counts = _layers_per_block(nb_layers_per_block, nb_dense_block)
     _check_input_shape(input_shape, data_format, 2**nb_dense_block)
 
@@ -74,28 +86,29 @@ def DenseNetFCN(input_shape, nb_dense_block=5, growth_rate=16, nb_layers_per_blo
     inputs = layers.Input(shape=tuple(input_shape), name="image")
     x = settings.conv(init_conv_filters, 3, "stem_conv")(inputs)
     skips = []
-    for index in range(nb_dense_block):
-        x, _ = _dense_block(x, settings, counts[index], growth_rate, f"down{index + 1}")
+    for index in range(1, nb_dense_block + 1):
+        x = blocks.dense_block(x, settings, counts[index - 1], growth_rate, False, f"down{index}")
         skips.append(x)
-        x = _transition_down(x, settings, int(x.shape[settings.channel_axis] * (1 - reduction)),
-                             f"down{index + 1}_transition")
-    _, new = _dense_block(x, settings, counts[nb_dense_block], growth_rate, "bottleneck")
-    for index in range(nb_dense_block):
-        prefix = f"up{index + 1}"
+        x = blocks.transition_block(x, settings, int(x.shape[settings.channel_axis] * (1 - reduction)),
+                                    f"down{index}_transition", pooling="max")
+    _, new = blocks.dense_block(x, settings, counts[nb_dense_block], growth_rate, False,
+                                "bottleneck", return_new_maps=True)
+    for index in range(1, nb_dense_block + 1):
+        prefix = f"up{index}"
         x = _transition_up(new, settings, new.shape[settings.channel_axis], upsampling_type,
                            f"{prefix}_transition")
         x = layers.Concatenate(axis=settings.channel_axis, name=f"{prefix}_skip_concat")(
-            [x, skips[-1 - index]])
-        x, new = _dense_block(x, settings, counts[nb_dense_block + 1 + index], growth_rate,
-                              prefix)
+            [x, skips[-index]])
+        x, new = blocks.dense_block(x, settings, counts[nb_dense_block + index], growth_rate,
+                                    False, prefix, return_new_maps=True)
     if include_top:
         x = layers.Conv2D(classes, 1, kernel_initializer="he_normal",
                           kernel_regularizer=settings.regularizer(), data_format=data_format,
                           name="segmentation_conv")(x)
         if activation == "softmax":
             x = layers.Softmax(axis=settings.channel_axis, name="segmentation")(x)
-        elif activation == "sigmoid":
-            x = layers.Activation("sigmoid", name="segmentation")(x)
+        elif activation is not None:
+            x = layers.Activation(activation, name="segmentation")(x)
     return keras.Model(inputs, x, name=name)
 
 
@@ -121,7 +134,7 @@ def _layers_per_block(nb_layers_per_block, nb_dense_block):
     """Layers of all ``2 * nb_dense_block + 1`` blocks: down, bottleneck, up."""
     total = 2 * nb_dense_block + 1
     if isinstance(nb_layers_per_block, (list, tuple)):
-        counts = [_check_positive_int("nb_layers_per_block", n) for n in nb_layers_per_block]
+        counts = [check_positive_int("nb_layers_per_block", n) for n in nb_layers_per_block]
         if len(counts) == nb_dense_block + 1:
             return counts + counts[-2::-1]
         if len(counts) == total:
@@ -130,13 +143,11 @@ def _layers_per_block(nb_layers_per_block, nb_dense_block):
             f"nb_layers_per_block has {len(counts)} entries; with nb_dense_block="
             f"{nb_dense_block} give {nb_dense_block + 1} (down blocks and bottleneck, mirrored "
             f"on the up path) or {total} (every block).")
-    return [_check_positive_int("nb_layers_per_block", nb_layers_per_block)] * total
+    return [check_positive_int("nb_layers_per_block", nb_layers_per_block)] * total
 
 
 def _check_input_shape(input_shape, data_format, divisor):
-    if input_shape is None or len(input_shape) != 3:
-        raise ValueError(f"input_shape must be (H, W, C) or (C, H, W); got {input_shape!r}.")
-    spatial = input_shape[:2] if data_format == "channels_last" else input_shape[1:]
+    spatial, _ = image_shape(input_shape, data_format)
     for size in spatial:
         if size is not None and size % divisor:
             raise ValueError(
@@ -144,27 +155,6 @@ def _check_input_shape(input_shape, data_format, divisor):
                 f"2**nb_dense_block = {divisor} so that the up path meets the skip "
                 f"connections; got {size}. Pad or crop the images (e.g. to "
                 f"{(size // divisor + 1) * divisor}).")
-
-
-def _dense_block(x, settings, nb_layers, growth_rate, name):
-    """``(input + new maps, new maps only)`` of a dense block without bottleneck."""
-    new = []
-    for index in range(1, nb_layers + 1):
-        prefix = f"{name}_layer{index}"
-        y = blocks.new_feature_maps(x, settings, growth_rate, False, prefix)
-        new.append(y)
-        x = layers.Concatenate(axis=settings.channel_axis, name=f"{prefix}_concat")([x, y])
-    if len(new) == 1:
-        return x, new[0]
-    return x, layers.Concatenate(axis=settings.channel_axis, name=f"{name}_new_maps")(new)
-
-
-def _transition_down(x, settings, filters, name):
-    x = settings.bn_relu(x, name)
-    x = settings.conv(filters, 1, f"{name}_conv")(x)
-    x = settings.dropout(x, f"{name}_drop")
-    return layers.MaxPooling2D(2, strides=2, data_format=settings.data_format,
-                               name=f"{name}_pool")(x)
 
 
 def _transition_up(x, settings, filters, upsampling_type, name):
@@ -182,34 +172,3 @@ def _transition_up(x, settings, filters, upsampling_type, name):
                       kernel_regularizer=settings.regularizer(), data_format=fmt,
                       name=f"{name}_conv")(x)
     return PixelShuffle(2, data_format=fmt, name=f"{name}_pixel_shuffle")(x)
-
-
-@keras.saving.register_keras_serializable(package="keras_densenet")
-class PixelShuffle(layers.Layer):
-    """Sub-pixel upscaling: ``(H, W, r*r*C)`` -> ``(r*H, r*W, C)`` (depth to space)."""
-
-    def __init__(self, scale=2, data_format="channels_last", **kwargs):
-        super().__init__(**kwargs)
-        self.scale, self.data_format = scale, data_format
-
-    def call(self, x):
-        ops, r = keras.ops, self.scale
-        if self.data_format == "channels_first":
-            x = ops.transpose(x, (0, 2, 3, 1))
-        _, height, width, channels = ops.shape(x)
-        x = ops.reshape(x, (-1, height, width, r, r, channels // (r * r)))
-        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
-        x = ops.reshape(x, (-1, height * r, width * r, channels // (r * r)))
-        if self.data_format == "channels_first":
-            x = ops.transpose(x, (0, 3, 1, 2))
-        return x
-
-    def compute_output_shape(self, shape):
-        r = self.scale
-        scaled = lambda size: None if size is None else size * r  # noqa: E731
-        if self.data_format == "channels_first":
-            return (shape[0], shape[1] // (r * r), scaled(shape[2]), scaled(shape[3]))
-        return (shape[0], scaled(shape[1]), scaled(shape[2]), shape[3] // (r * r))
-
-    def get_config(self):
-        return {**super().get_config(), "scale": self.scale, "data_format": self.data_format}

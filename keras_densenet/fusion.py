@@ -18,6 +18,8 @@ training it would train a different model.
 import keras
 import numpy as np
 
+from keras_densenet.model import model_config
+
 
 def foldable_pairs(model):
     """``{bn_layer_name: conv_layer_name}`` for every BN fed directly by a bias-less conv."""
@@ -58,6 +60,8 @@ def fold_batch_norms(model):
         return layer(*args, **kwargs)
 
     fused = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    if getattr(model, "densenet_config", None):
+        fused.densenet_config = model_config(model)
     for layer in model.layers:
         if layer.name in pairs or not layer.weights:
             continue

@@ -3,8 +3,17 @@
 Huang, Liu, van der Maaten, Weinberger, "Densely Connected Convolutional
 Networks" (CVPR 2017). CIFAR-style nets (3 blocks, 3x3 stem) and ImageNet-style
 nets (4 blocks, 7x7/2 stem + max pool) differ only in their arguments.
+
+``DenseNet(...)`` reads top to bottom in four steps: ``Architecture.from_arguments``
+checks every argument, ``weights.resolve`` plans the weights (BN epsilon,
+stem padding, input channels they need; nothing is downloaded yet),
+``build`` adds the layers, and ``weights.load`` fills them. The model it
+returns is a ``DenseNetModel``: a functional ``keras.Model`` that records its
+architecture and serving facts (``densenet_config``) and keeps them in ``.keras`` files.
 """
 
+import dataclasses
+import json
 import numbers
 
 import keras
@@ -13,13 +22,125 @@ from keras import layers
 from keras_densenet import blocks
 from keras_densenet import weights as weights_lib
 from keras_densenet.architectures import imagenet_architecture_name
+from keras_densenet.checks import (check_activation, check_bool, check_choice,
+                                   check_data_format, check_fraction, check_number,
+                                   check_positive_int, image_shape)
 
-DATA_FORMATS = ("channels_last", "channels_first")
 POOLINGS = (None, "avg", "max")
-ACTIVATIONS = ("softmax", "sigmoid", None)
-STEM_PADDINGS = ("symmetric", "same")
+STEM_PADDINGS = (None, "symmetric", "same")
 STEM_TYPES = ("standard", "deep")
+MEMORY_EFFICIENT_MODES = (False, True)
 DEFAULT_BN_EPSILON = 1.001e-5
+MAX_LAYERS = 1000
+"""More dense layers than this is refused: building would take minutes and no published net comes close."""
+DEFAULT_EVAL = {"crop_pct": 0.875, "interpolation": "bicubic"}
+"""ImageNet evaluation transform: shorter side to ``crop / crop_pct``, center crop (timm's defaults)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """A checked, complete description of one DenseNet (every ``DenseNet`` argument but
+    ``weights``, ``input_tensor``, ``weights_source`` and ``name``), JSON-serializable.
+
+    ``Architecture.from_arguments(**DenseNet_arguments)`` checks and normalizes;
+    ``build(architecture)`` makes the graph. Field meanings are ``DenseNet``'s
+    arguments; ``nb_layers_per_block`` is always a tuple (one count per block),
+    ``nb_filter`` and ``data_format`` are resolved, and ``bn_epsilon`` and
+    ``stem_padding`` may still be ``None`` until the weights are known.
+    """
+
+    nb_layers_per_block: tuple
+    growth_rate: int
+    nb_filter: int
+    bottleneck: bool
+    reduction: float
+    dropout_rate: float
+    weight_decay: float
+    subsample_initial_block: bool
+    include_top: bool
+    pooling: str
+    classes: int
+    activation: str
+    data_format: str
+    input_shape: tuple
+    bn_epsilon: float = None
+    stem_padding: str = None
+    memory_efficient: bool = False
+    stem_type: str = "standard"
+    anti_alias: bool = False
+
+    @classmethod
+    def from_arguments(cls, depth, nb_dense_block, growth_rate, nb_filter, nb_layers_per_block,
+                       bottleneck, reduction, dropout_rate, weight_decay,
+                       subsample_initial_block, include_top, input_shape, pooling, classes,
+                       activation, data_format, bn_epsilon, stem_padding, memory_efficient,
+                       stem_type, anti_alias, input_tensor=None):
+        """Check every argument (one-line ``ValueError`` naming the first bad one)."""
+        data_format = check_data_format(data_format or keras.config.image_data_format())
+        bottleneck = check_bool("bottleneck", bottleneck)
+        subsample_initial_block = check_bool("subsample_initial_block", subsample_initial_block)
+        include_top = check_bool("include_top", include_top)
+        anti_alias = check_bool("anti_alias", anti_alias)
+        check_choice("memory_efficient", memory_efficient, MEMORY_EFFICIENT_MODES)
+        check_choice("pooling", pooling, POOLINGS)
+        activation = check_activation("activation", activation)
+        check_choice("stem_padding", stem_padding, STEM_PADDINGS)
+        check_choice("stem_type", stem_type, STEM_TYPES)
+        if not subsample_initial_block and (stem_type != "standard" or anti_alias):
+            raise ValueError("stem_type='deep' and anti_alias=True change the ImageNet stem: "
+                             "they need subsample_initial_block=True.")
+        nb_dense_block = check_positive_int("nb_dense_block", nb_dense_block)
+        growth_rate = check_positive_int("growth_rate", growth_rate)
+        classes = check_positive_int("classes", classes)
+        nb_filter = 2 * growth_rate if _is(nb_filter, -1) else check_positive_int(
+            "nb_filter", nb_filter)
+        reduction = check_fraction("reduction", reduction)
+        dropout_rate = check_fraction("dropout_rate", dropout_rate)
+        weight_decay = check_number("weight_decay", weight_decay, "[0, inf)", lambda v: v >= 0)
+        if bn_epsilon is not None:
+            bn_epsilon = check_number("bn_epsilon", bn_epsilon, "(0, 1)", lambda v: 0 < v < 1)
+        layers_per_block = resolve_layers_per_block(
+            depth, nb_dense_block, nb_layers_per_block, bottleneck)
+        _check_channels_survive(nb_filter, growth_rate, layers_per_block, reduction)
+        if input_shape is None and input_tensor is not None:
+            input_shape = tuple(input_tensor.shape[1:])
+        if input_shape is not None:
+            image_shape(input_shape, data_format)
+            input_shape = tuple(input_shape)
+        return cls(
+            nb_layers_per_block=layers_per_block, growth_rate=growth_rate, nb_filter=nb_filter,
+            bottleneck=bottleneck, reduction=reduction, dropout_rate=dropout_rate,
+            weight_decay=weight_decay, subsample_initial_block=subsample_initial_block,
+            include_top=include_top, pooling=pooling, classes=classes, activation=activation,
+            data_format=data_format, input_shape=input_shape, bn_epsilon=bn_epsilon,
+            stem_padding=stem_padding, memory_efficient=memory_efficient, stem_type=stem_type,
+            anti_alias=anti_alias)
+
+    @property
+    def published_name(self):
+        """``"densenet121"`` etc. for a published ImageNet architecture, else ``None``."""
+        if self.stem_type != "standard" or self.anti_alias:
+            return None
+        return imagenet_architecture_name(
+            self.nb_layers_per_block, self.growth_rate, self.nb_filter, self.bottleneck,
+            self.reduction, self.subsample_initial_block)
+
+    @property
+    def downsamplings(self):
+        """How many times the network halves the image (the stem's 2, one per transition)."""
+        return (2 if self.subsample_initial_block else 0) + len(self.nb_layers_per_block) - 1
+
+    def default_name(self):
+        """``densenet121`` for a published net, else e.g. ``densenet_bc_16-16-16_k12``."""
+        if self.published_name:
+            return self.published_name
+        variant = ("b" if self.bottleneck else "") + ("c" if self.reduction else "")
+        kind = f"densenet_{variant}" if variant else "densenet"
+        return f"{kind}_{'-'.join(map(str, self.nb_layers_per_block))}_k{self.growth_rate}"
+
+    def to_json(self):
+        """The fields as JSON types (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 def DenseNet(
@@ -42,14 +163,14 @@ def DenseNet(
     activation="softmax",
     data_format=None,
     bn_epsilon=None,
-    stem_padding="symmetric",
+    stem_padding=None,
     weights_source=None,
     memory_efficient=False,
     stem_type="standard",
     anti_alias=False,
     name=None,
 ):
-    """Build a DenseNet or DenseNet-BC as a functional ``keras.Model``.
+    """Build a DenseNet or DenseNet-BC as a functional ``keras.Model`` (a ``DenseNetModel``).
 
     Args:
         depth: total number of conv + dense layers, used when
@@ -63,7 +184,7 @@ def DenseNet(
         nb_layers_per_block: -1 to derive from ``depth``; an int for the same
             number in every block; or a list of ``nb_dense_block`` ints.
         bottleneck: add a 1x1 conv to ``4 * growth_rate`` channels before each
-            3x3 conv (DenseNet-B).
+            3x3 conv (DenseNet-B). A bool.
         reduction: transitions keep ``floor((1 - reduction) * C)`` channels;
             0.0 (default) keeps all of them, 0.5 gives DenseNet-C. In [0, 1).
         dropout_rate: dropout after each 3x3 conv and transition conv. In [0, 1).
@@ -80,23 +201,24 @@ def DenseNet(
             ``H``/``W`` may be ``None``. Default: ``(None, None, 3)``.
         pooling: without top, ``None`` (4D feature maps), ``"avg"`` or ``"max"``.
         classes: number of classes of the top. Default 10.
-        activation: ``"softmax"``, ``"sigmoid"`` or ``None`` (logits) on the top.
+        activation: the top's activation: ``None`` (logits) or any Keras
+            activation name (``"softmax"``, default; ``"sigmoid"``, ``"linear"``...).
         data_format: ``"channels_last"`` or ``"channels_first"``; default
             ``keras.config.image_data_format()``.
-        bn_epsilon: BatchNormalization epsilon; default follows the weights
-            (1.001e-5 without weights, as keras.applications).
+        bn_epsilon: BatchNormalization epsilon in (0, 1); default follows the
+            weights (1.001e-5 without weights, as keras.applications).
         stem_padding: ``"symmetric"`` (torchvision, keras.applications) or
             ``"same"`` (the original Keras DenseNet release); default follows
-            the weights.
+            the weights (``"symmetric"`` without weights).
         weights_source: with ``weights="imagenet"``, which published weights
             to take (see ``keras_densenet.weights.SOURCES``); default: the
             first source publishing this architecture.
-        memory_efficient: recompute each dense layer's concat-BN-ReLU-conv
-            during back-propagation instead of storing it, so that training
-            memory grows linearly with depth (``keras_densenet.memory_efficient``);
-            same layer names and weights (weight files and ``.keras`` files load
-            whatever the flag), same outputs and gradients, some extra compute.
-            Default False.
+        memory_efficient: ``False`` (default) or ``True``: recompute each dense
+            layer's concat-BN-ReLU-conv during back-propagation instead of
+            storing it, so that training memory grows linearly with depth
+            (``keras_densenet.memory_efficient``); same layer names and weights
+            (weight files and ``.keras`` files load whatever the flag), same
+            outputs and gradients, some extra compute.
         stem_type: with ``subsample_initial_block``, ``"standard"`` (7x7/2 conv)
             or ``"deep"`` (three 3x3 convs, as timm's ``densenet*d``).
         anti_alias: with ``subsample_initial_block``, blur-pool the stem
@@ -104,150 +226,263 @@ def DenseNet(
         name: model name; default describes the architecture.
 
     Returns:
-        A ``keras.Model`` mapping images to ``(batch, classes)`` with the top,
+        A ``DenseNetModel`` mapping images to ``(batch, classes)`` with the top,
         or to features: ``(batch, H/32, W/32, C)`` (ImageNet stem, 4 blocks),
-        ``(batch, C)`` with pooling.
+        ``(batch, C)`` with pooling. Its ``densenet_config`` records the
+        architecture, data format, preprocessing, weights source and pyramid levels.
     """
-    data_format = data_format or keras.config.image_data_format()
-    _check_choice("data_format", data_format, DATA_FORMATS)
-    _check_choice("pooling", pooling, POOLINGS)
-    _check_choice("activation", activation, ACTIVATIONS)
-    _check_choice("stem_padding", stem_padding, STEM_PADDINGS)
-    _check_choice("stem_type", stem_type, STEM_TYPES)
-    nb_dense_block = _check_positive_int("nb_dense_block", nb_dense_block)
-    growth_rate = _check_positive_int("growth_rate", growth_rate)
-    classes = _check_positive_int("classes", classes)
-    nb_filter = 2 * growth_rate if nb_filter == -1 else _check_positive_int("nb_filter", nb_filter)
-    _check_range("reduction", reduction, "[0, 1)", 0.0 <= reduction < 1.0)
-    _check_range("dropout_rate", dropout_rate, "[0, 1)", 0.0 <= dropout_rate < 1.0)
-    _check_range("weight_decay", weight_decay, ">= 0", weight_decay >= 0.0)
-    layers_per_block = resolve_layers_per_block(depth, nb_dense_block, nb_layers_per_block, bottleneck)
-    architecture = None if (stem_type != "standard" or anti_alias) else imagenet_architecture_name(
-        layers_per_block, growth_rate, nb_filter, bottleneck, reduction, subsample_initial_block
-    )
-
-    plan = weights_lib.resolve(
-        weights,
-        architecture=architecture,
-        include_top=include_top,
-        classes=classes,
-        source=weights_source,
-    )
-    if plan is not None:
-        bn_epsilon = _agree("bn_epsilon", bn_epsilon, plan.bn_epsilon)
-        stem_padding = _agree("stem_padding", stem_padding, plan.stem_padding, default="symmetric")
-    if bn_epsilon is None:
-        bn_epsilon = DEFAULT_BN_EPSILON
-
-    downsamplings = (2 if subsample_initial_block else 0) + nb_dense_block - 1
-    img_input = _image_input(
-        input_tensor, input_shape, data_format, 2**downsamplings,
-        required_channels=plan.channels if plan is not None else None,
-    )
-    settings = blocks.BlockSettings(
-        data_format=data_format,
-        bn_epsilon=bn_epsilon,
-        weight_decay=weight_decay,
-        dropout_rate=dropout_rate,
-        memory_efficient=memory_efficient,
-    )
-
-    x = blocks.stem(img_input, settings, nb_filter, subsample_initial_block, stem_padding,
-                    stem_type, anti_alias)
-    channels = nb_filter
-    for block_index, nb_layers in enumerate(layers_per_block, start=1):
-        x = blocks.dense_block(x, settings, nb_layers, growth_rate, bottleneck, block_index)
-        channels += nb_layers * growth_rate
-        if block_index < nb_dense_block:
-            channels = int(channels * (1.0 - reduction))
-            x = blocks.transition_block(x, settings, channels, block_index)
-    x = settings.bn_relu(x, "final")
-
-    if include_top:
-        x = layers.GlobalAveragePooling2D(data_format=data_format, name="avg_pool")(x)
-        x = layers.Dense(
-            classes,
-            activation=activation,
-            kernel_regularizer=settings.regularizer(),
-            name="predictions",
-        )(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(data_format=data_format, name="avg_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(data_format=data_format, name="max_pool")(x)
-
-    inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else img_input
-    model = keras.Model(inputs, x, name=name or _default_name(
-        architecture, layers_per_block, growth_rate, bottleneck, reduction))
+    architecture = Architecture.from_arguments(
+        depth=depth, nb_dense_block=nb_dense_block, growth_rate=growth_rate,
+        nb_filter=nb_filter, nb_layers_per_block=nb_layers_per_block, bottleneck=bottleneck,
+        reduction=reduction, dropout_rate=dropout_rate, weight_decay=weight_decay,
+        subsample_initial_block=subsample_initial_block, include_top=include_top,
+        input_shape=input_shape, pooling=pooling, classes=classes, activation=activation,
+        data_format=data_format, bn_epsilon=bn_epsilon, stem_padding=stem_padding,
+        memory_efficient=memory_efficient, stem_type=stem_type, anti_alias=anti_alias,
+        input_tensor=input_tensor)
+    plan = weights_lib.resolve(weights, architecture=architecture.published_name,
+                               include_top=architecture.include_top,
+                               classes=architecture.classes, source=weights_source)
+    architecture = _with_weights_requirements(architecture, plan)
+    model = build(architecture, input_tensor=input_tensor, name=name, plan=plan)
     if plan is not None:
         weights_lib.load(model, plan)
     return model
 
 
+def build(architecture, input_tensor=None, name=None, plan=None):
+    """The ``DenseNetModel`` of a checked ``Architecture`` (random weights).
+
+    ``plan`` (a ``weights.WeightsPlan``) only adds its facts to the recorded
+    config (preprocessing, weights source); loading is the caller's step.
+    """
+    a = architecture
+    img_input = _image_input(input_tensor, a, 2**a.downsamplings,
+                             required_channels=plan.channels if plan else None)
+    settings = blocks.BlockSettings(data_format=a.data_format, bn_epsilon=a.bn_epsilon,
+                                    weight_decay=a.weight_decay, dropout_rate=a.dropout_rate,
+                                    memory_efficient=a.memory_efficient)
+    x = blocks.stem(img_input, settings, a.nb_filter, a.subsample_initial_block, a.stem_padding,
+                    a.stem_type, a.anti_alias)
+    first_level = 2 if a.subsample_initial_block else 0
+    pyramid, channels = {}, a.nb_filter
+    for block_index, nb_layers in enumerate(a.nb_layers_per_block, start=1):
+        x = blocks.dense_block(x, settings, nb_layers, a.growth_rate, a.bottleneck,
+                               f"block{block_index}")
+        pyramid[f"P{first_level + block_index - 1}"] = _layer_name(x)
+        channels += nb_layers * a.growth_rate
+        if block_index < len(a.nb_layers_per_block):
+            channels = int(channels * (1.0 - a.reduction))
+            x = blocks.transition_block(x, settings, channels, f"transition{block_index}")
+    x = settings.bn_relu(x, "final")
+    x = _head(x, a, settings)
+    inputs = (keras.utils.get_source_inputs(input_tensor) if input_tensor is not None
+              else img_input)
+    config = {
+        "architecture": a.to_json(),
+        "published_name": a.published_name,
+        "data_format": a.data_format,
+        "input_shape": list(img_input.shape[1:]),
+        "preprocessing": plan.preprocessing if plan else None,
+        "weights_source": _weights_source(plan),
+        "class_names": None,
+        **DEFAULT_EVAL,
+        "pyramid": pyramid,
+    }
+    return DenseNetModel(inputs, x, name=name or a.default_name(), densenet_config=config)
+
+
+def _head(x, a, settings):
+    if a.include_top:
+        x = layers.GlobalAveragePooling2D(data_format=a.data_format, name="avg_pool")(x)
+        return layers.Dense(a.classes, activation=a.activation,
+                            kernel_regularizer=settings.regularizer(), name="predictions")(x)
+    if a.pooling == "avg":
+        return layers.GlobalAveragePooling2D(data_format=a.data_format, name="avg_pool")(x)
+    if a.pooling == "max":
+        return layers.GlobalMaxPooling2D(data_format=a.data_format, name="max_pool")(x)
+    return x
+
+
+@keras.saving.register_keras_serializable(package="keras_densenet")
+class DenseNetModel(keras.Model):
+    """A functional DenseNet that records what it is and how to feed it.
+
+    Built by ``DenseNet`` and every preset; behaves as any functional
+    ``keras.Model`` (same layers, weights and outputs). ``densenet_config``
+    is a JSON-serializable dict, saved inside ``.keras`` files:
+
+    * ``architecture``: the checked ``Architecture`` fields (rebuild with
+      ``build(Architecture(**config["architecture"]))``);
+    * ``published_name``: ``"densenet121"`` etc., or ``None``;
+    * ``data_format``, ``input_shape`` (``H``/``W`` may be ``None``);
+    * ``preprocessing``: the ``preprocess_input`` mode the weights expect
+      (``"torch"``, ``"caffe_bgr"``), ``None`` if unknown;
+    * ``weights_source``: ``None`` (random), a ``weights.SOURCES`` name, or
+      ``"file"``;
+    * ``class_names``: list of names, or ``None`` (ImageNet's with 1000 classes);
+    * ``crop_pct``, ``interpolation``: the eval transform (resize the shorter
+      side to ``size / crop_pct`` with ``interpolation``, center-crop ``size``);
+    * ``pyramid``: ``{"P2": layer name, ...}`` of every dense block's output,
+      by stride (see ``keras_densenet.features``).
+
+    ``model_config(model)`` reads it (also for models saved before it existed).
+    """
+
+    def __init__(self, inputs, outputs, name=None, **kwargs):
+        # The config travels as a keyword so that Keras still treats this class as
+        # functional (same constructor arguments as keras.Model) when cloning and loading.
+        config = kwargs.pop("densenet_config", None)
+        super().__init__(inputs, outputs, name=name, **kwargs)
+        self.densenet_config = json.loads(json.dumps(config)) if config else None
+
+    def get_config(self):
+        return {**super().get_config(), "densenet_config": self.densenet_config}
+
+
+def model_config(model):
+    """The ``densenet_config`` of ``model`` (a copy), for any model this package made.
+
+    A ``DenseNetModel`` returns what it recorded. A functional model that
+    wraps one (e.g. a fine-tuned backbone with a new head) returns the inner
+    config with the outer input shape. A model saved by keras-densenet 0.1
+    (before configs were recorded) gets one derived from its layers: data
+    format from its convolutions, pyramid from its block names, preprocessing
+    ``None``.
+    """
+    config = getattr(model, "densenet_config", None)
+    if config:
+        return json.loads(json.dumps(config))
+    inner = [layer for layer in model.layers if getattr(layer, "densenet_config", None)]
+    if inner:
+        config = model_config(inner[0])
+        config["input_shape"] = list(model.input.shape[1:])
+        return config
+    return _legacy_config(model)
+
+
+def _legacy_config(model):
+    import re
+
+    data_format = next((layer.data_format for layer in model.layers
+                        if isinstance(layer, layers.Conv2D)), None)
+    if data_format is None:
+        raise ValueError(f"Model {model.name!r} has no convolution: is it a keras_densenet "
+                         "DenseNet?")
+    last_layer = {}
+    for layer in model.layers:
+        match = re.fullmatch(r"block(\d+)_(?:layer(\d+)_concat|concat)", layer.name)
+        if match:
+            block, index = int(match.group(1)), int(match.group(2) or 10**9)
+            if index >= last_layer.get(block, (0, ""))[0]:
+                last_layer[block] = (index, layer.name)
+    first_level = 2 if any(layer.name == "stem_pool" for layer in model.layers) else 0
+    return {
+        "architecture": None, "published_name": None, "data_format": data_format,
+        "input_shape": list(model.input.shape[1:]), "preprocessing": None,
+        "weights_source": None, "class_names": None, **DEFAULT_EVAL,
+        "pyramid": {f"P{first_level + block - 1}": name
+                    for block, (_, name) in sorted(last_layer.items())},
+    }
+
+
 def resolve_layers_per_block(depth, nb_dense_block, nb_layers_per_block, bottleneck):
     """The number of dense layers in each block, as a tuple of ``nb_dense_block`` ints."""
-    if isinstance(nb_layers_per_block, (list, tuple)):
-        if len(nb_layers_per_block) != nb_dense_block:
+    if not isinstance(nb_layers_per_block, (numbers.Integral, str)) and hasattr(
+            nb_layers_per_block, "__len__"):
+        counts = list(nb_layers_per_block)
+        if len(counts) != nb_dense_block:
             raise ValueError(
-                f"nb_layers_per_block has {len(nb_layers_per_block)} entries but "
-                f"nb_dense_block is {nb_dense_block}: give one count per dense block."
-            )
-        return tuple(_check_positive_int("nb_layers_per_block", n) for n in nb_layers_per_block)
-    if nb_layers_per_block != -1:
-        n = _check_positive_int("nb_layers_per_block", nb_layers_per_block)
-        return (n,) * nb_dense_block
+                f"nb_layers_per_block has {len(counts)} entries but "
+                f"nb_dense_block is {nb_dense_block}: give one count per dense block.")
+        counts = tuple(check_positive_int("nb_layers_per_block", n) for n in counts)
+    elif not _is(nb_layers_per_block, -1):
+        n = check_positive_int("nb_layers_per_block", nb_layers_per_block)
+        counts = (n,) * nb_dense_block
+    else:
+        counts = (_layers_from_depth(depth, nb_dense_block, bottleneck),) * nb_dense_block
+    if sum(counts) > MAX_LAYERS:
+        raise ValueError(f"{sum(counts)} dense layers is more than this package builds "
+                         f"(at most {MAX_LAYERS}); check depth / nb_layers_per_block.")
+    return counts
+
+
+def _layers_from_depth(depth, nb_dense_block, bottleneck):
     convs_per_layer = 2 if bottleneck else 1
     # depth = stem conv + (nb_dense_block - 1) transitions + classifier + convs in blocks
     other_layers = nb_dense_block + 1
-    per_block, remainder = divmod(
-        depth - other_layers, nb_dense_block * convs_per_layer
-    ) if isinstance(depth, numbers.Integral) else (0, 1)
+    step = nb_dense_block * convs_per_layer
+    valid = isinstance(depth, numbers.Integral) and not isinstance(depth, bool)
+    per_block, remainder = divmod(depth - other_layers, step) if valid else (0, 1)
     if remainder or per_block < 1:
-        step = nb_dense_block * convs_per_layer
         raise ValueError(
             f"depth={depth!r} is not valid for nb_dense_block={nb_dense_block}"
             f"{' with bottleneck' if bottleneck else ''}: depth must be {step}*N+{other_layers} "
             f"for a positive integer N (e.g. {step + other_layers}, {2 * step + other_layers}, "
-            f"{4 * step + other_layers}), or pass nb_layers_per_block explicitly."
-        )
-    return (per_block,) * nb_dense_block
+            f"{4 * step + other_layers}), or pass nb_layers_per_block explicitly.")
+    if per_block * nb_dense_block > MAX_LAYERS:
+        raise ValueError(f"depth={depth} means {per_block * nb_dense_block} dense layers, more "
+                         f"than this package builds (at most {MAX_LAYERS}).")
+    return per_block
 
 
-def _image_input(input_tensor, input_shape, data_format, min_size, required_channels):
+def _check_channels_survive(nb_filter, growth_rate, layers_per_block, reduction):
+    """Every transition must keep at least one channel (a large ``reduction`` may not)."""
+    channels = nb_filter
+    for index, nb_layers in enumerate(layers_per_block[:-1], start=1):
+        channels = int((channels + nb_layers * growth_rate) * (1.0 - reduction))
+        if channels < 1:
+            raise ValueError(f"reduction={reduction} leaves transition {index} with no "
+                             "channels; use a smaller reduction (0.5 is DenseNet-C's).")
+
+
+def _with_weights_requirements(architecture, plan):
+    """``architecture`` with the BN epsilon and stem padding the weights need."""
+    bn_epsilon, stem_padding = architecture.bn_epsilon, architecture.stem_padding
+    if plan is not None:
+        bn_epsilon = _agree("bn_epsilon", bn_epsilon, plan.bn_epsilon)
+        stem_padding = _agree("stem_padding", stem_padding, plan.stem_padding)
+    return dataclasses.replace(
+        architecture,
+        bn_epsilon=DEFAULT_BN_EPSILON if bn_epsilon is None else bn_epsilon,
+        stem_padding=stem_padding or "symmetric")
+
+
+def _agree(argument, given, required):
+    """The weights' requirement for ``argument`` unless the caller asked for another value."""
+    if required is None:
+        return given
+    if given is not None and given != required:
+        raise ValueError(
+            f"{argument}={given!r} conflicts with the requested weights, which need "
+            f"{argument}={required!r}; leave {argument} unset.")
+    return required
+
+
+def _weights_source(plan):
+    if plan is None:
+        return None
+    return plan.entry["source"] if plan.entry else "file"
+
+
+def _image_input(input_tensor, architecture, min_size, required_channels):
     """The ``keras.Input`` (or the given tensor) after checking its shape."""
+    data_format, input_shape = architecture.data_format, architecture.input_shape
     if input_shape is None:
-        if input_tensor is not None:
-            input_shape = tuple(input_tensor.shape[1:])
-        else:
-            channels = required_channels or 3
-            input_shape = (None, None, channels) if data_format == "channels_last" else (
-                channels, None, None)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3:
-        raise ValueError(
-            f"input_shape must have 3 entries, (H, W, C) for channels_last or (C, H, W) "
-            f"for channels_first; got {input_shape}."
-        )
-    if data_format == "channels_last":
-        spatial, channels = input_shape[:2], input_shape[2]
-    else:
-        spatial, channels = input_shape[1:], input_shape[0]
-    if channels is None or channels < 1:
-        raise ValueError(
-            f"input_shape {input_shape} has no channel count for data_format={data_format!r}."
-        )
+        channels = required_channels or 3
+        input_shape = ((None, None, channels) if data_format == "channels_last"
+                       else (channels, None, None))
+    spatial, channels = image_shape(input_shape, data_format)
     if required_channels is not None and channels != required_channels:
         raise ValueError(
             f"The requested weights expect {required_channels} input channels but input_shape "
-            f"{input_shape} ({data_format}) has {channels}."
-        )
+            f"{input_shape} ({data_format}) has {channels}.")
     for size in spatial:
         if size is not None and size < min_size:
             raise ValueError(
                 f"input_shape {input_shape} is too small: this network halves the image "
                 f"{min_size.bit_length() - 1} times, so height and width must be at least "
-                f"{min_size}."
-            )
+                f"{min_size}.")
     if input_tensor is None:
         return layers.Input(shape=input_shape, name="image")
     if not keras.backend.is_keras_tensor(input_tensor):
@@ -255,38 +490,11 @@ def _image_input(input_tensor, input_shape, data_format, min_size, required_chan
     return input_tensor
 
 
-def _default_name(architecture, layers_per_block, growth_rate, bottleneck, reduction):
-    """``densenet121`` for a published net, else e.g. ``densenet_bc_16-16-16_k12``."""
-    if architecture:
-        return architecture
-    variant = ("b" if bottleneck else "") + ("c" if reduction else "")
-    kind = f"densenet_{variant}" if variant else "densenet"
-    return f"{kind}_{'-'.join(map(str, layers_per_block))}_k{growth_rate}"
+def _layer_name(tensor):
+    return tensor._keras_history.operation.name
 
 
-def _agree(argument, given, required, default=None):
-    """The weights' requirement for ``argument`` unless the caller asked otherwise."""
-    if required is None:
-        return given
-    if given is not None and given != default and given != required:
-        raise ValueError(
-            f"{argument}={given!r} conflicts with the requested weights, which need "
-            f"{argument}={required!r}; leave {argument} unset."
-        )
-    return required
-
-
-def _check_choice(argument, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{argument} must be one of {allowed}; got {value!r}.")
-
-
-def _check_positive_int(argument, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{argument} must be a positive integer; got {value!r}.")
-    return int(value)
-
-
-def _check_range(argument, value, allowed, ok):
-    if not ok:
-        raise ValueError(f"{argument} must be in {allowed}; got {value!r}.")
+def _is(value, constant):
+    """``value == constant`` for plain ints only (no arrays, no bools)."""
+    return (isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            and value == constant)

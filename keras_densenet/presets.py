@@ -7,6 +7,18 @@ argument of the builder can be passed through ``**kwargs``.
 from keras_densenet.architectures import CIFAR_PRESETS, IMAGENET_ARCHITECTURES
 from keras_densenet.model import DenseNet
 
+ARCHITECTURE_ARGUMENTS = ("depth", "nb_dense_block", "growth_rate", "nb_filter",
+                          "nb_layers_per_block", "bottleneck", "reduction",
+                          "subsample_initial_block")
+"""Builder arguments a preset fixes: passing one would build another net under the preset's name."""
+
+
+def _refuse_architecture_arguments(preset, kwargs):
+    fixed = sorted(set(kwargs) & set(ARCHITECTURE_ARGUMENTS))
+    if fixed:
+        raise ValueError(f"{preset} fixes {', '.join(fixed)}; build another architecture "
+                         "with keras_densenet.DenseNet(...) instead.")
+
 
 def DenseNetImageNet(architecture, include_top=True, weights=None, input_tensor=None,
                      input_shape=None, pooling=None, classes=1000, **kwargs):
@@ -20,6 +32,7 @@ def DenseNetImageNet(architecture, include_top=True, weights=None, input_tensor=
         raise ValueError(
             f"architecture must be one of {sorted(IMAGENET_ARCHITECTURES)}; got {architecture!r}."
         )
+    _refuse_architecture_arguments(architecture, kwargs)
     layers_per_block, growth_rate, nb_filter = IMAGENET_ARCHITECTURES[architecture]
     return DenseNet(
         nb_dense_block=len(layers_per_block),
@@ -83,6 +96,7 @@ def DenseNetCIFAR(preset, input_shape=(32, 32, 3), classes=10, **kwargs):
     """
     if preset not in CIFAR_PRESETS:
         raise ValueError(f"preset must be one of {sorted(CIFAR_PRESETS)}; got {preset!r}.")
+    _refuse_architecture_arguments(preset, kwargs)
     return DenseNet(
         **{**CIFAR_PRESETS[preset], "name": preset, **kwargs},
         input_shape=input_shape,

@@ -3,6 +3,10 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow runs NCHW (channels_first) convolutions on a CPU only through oneDNN, which it
+# enables by default on Intel CPUs alone; set it before TensorFlow is imported, for every
+# test process and the subprocesses they start.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_densenet import DenseNet, classify
+from keras_densenet import DenseNet
+from keras_densenet.apps import classify
 
 skimage_data = pytest.importorskip("skimage.data")
 

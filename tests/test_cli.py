@@ -1,6 +1,6 @@
 """The keras-densenet command and its summary subcommand."""
 
-from keras_densenet import cli
+from keras_densenet.apps import cli
 
 
 def test_summary_prints_the_parameter_table(capsys):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_densenet import data
+from keras_densenet.apps import data
 from keras_densenet.preprocessing import preprocess_input
 
 

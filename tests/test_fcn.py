@@ -7,7 +7,7 @@ import pytest
 from keras_densenet import DenseNet, DenseNetImageNet121
 from keras_densenet.features import DenseNetBackbone, pyramid_outputs
 from keras_densenet.fcn import DenseNetFCN, FCDenseNet56, FCDenseNet67, FCDenseNet103
-from keras_densenet.summary import trainable_parameters
+from keras_densenet.apps.summary import trainable_parameters
 
 TINY = dict(nb_dense_block=3, growth_rate=4, nb_layers_per_block=1, init_conv_filters=8,
             classes=3)
@@ -64,7 +64,7 @@ def test_variable_input_size_and_save_load(tmp_path, images):
     (dict(input_shape=(30, 32, 3)), "divisible by 2\\*\\*nb_dense_block = 8.*got 30"),
     (dict(input_shape=(32, 32, 3), nb_layers_per_block=[1, 2]), "has 2 entries"),
     (dict(input_shape=(32, 32, 3), upsampling_type="bilinear"), "upsampling_type must be"),
-    (dict(input_shape=(32, 32)), "input_shape must be"),
+    (dict(input_shape=(32, 32)), "input_shape must have 3 entries"),
 ])
 def test_fcn_errors(kwargs, message):
     arguments = {**TINY, **kwargs}

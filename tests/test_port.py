@@ -9,8 +9,9 @@ import re
 import numpy as np
 import pytest
 
-from keras_densenet import DenseNetImageNet121, cli, port, weights
-from keras_densenet.references import original_keras_densenet
+from keras_densenet import DenseNetImageNet121, weights
+from keras_densenet.apps import cli, port
+from keras_densenet.apps.references import original_keras_densenet
 
 torch = pytest.importorskip("torch")
 tf_keras = pytest.importorskip("tf_keras")

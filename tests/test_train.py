@@ -9,8 +9,8 @@ import sys
 import keras
 import pytest
 
-from keras_densenet import train as train_lib
-from keras_densenet.recipes import RECIPES
+from keras_densenet.apps import train as train_lib
+from keras_densenet.apps.recipes import RECIPES
 
 TINY = RECIPES["digits"].replace(
     model=dict(depth=10, growth_rate=4, bottleneck=True, reduction=0.5),
@@ -109,7 +109,7 @@ MIRRORED_SCRIPT = """
 import sys, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from keras_densenet import train
+from keras_densenet.apps import train
 sys.exit(train.main(["--distribute", "mirrored", "--output", sys.argv[1], "--epochs", "1",
                      "--batch-size", "32", "--image-size", "16", "--depth", "10",
                      "--growth-rate", "4", "--quiet"]))

@@ -15,8 +15,8 @@ import threading
 import numpy as np
 import pytest
 
-from keras_densenet import DenseNet, DenseNetImageNet, DenseNetImageNet121, weight_formats, weights
-from keras_densenet.references import original_keras_densenet
+from keras_densenet import DenseNet, DenseNetImageNet, DenseNetImageNet121, weights
+from keras_densenet.apps.references import original_keras_densenet
 
 torch = pytest.importorskip("torch")
 tf_keras = pytest.importorskip("tf_keras")
@@ -132,7 +132,7 @@ def test_top_less_model_takes_the_features_of_a_file_with_top(torch_reference,
 
 @pytest.mark.parametrize("architecture", ["densenet161", "densenet169", "densenet201"])
 def test_every_torchvision_architecture_maps_onto_ours(architecture):
-    table = weight_formats.torch_state_dict_to_table(random_torch_densenet(architecture).state_dict())
+    table = weights.pytorch.state_dict_to_table(random_torch_densenet(architecture).state_dict())
     weights.assign(DenseNetImageNet(architecture, input_shape=(32, 32, 3)), table)  # all or nothing
 
 
@@ -192,7 +192,7 @@ def test_torch_file_without_torch_names_the_extra(torch_reference, monkeypatch):
     path, _ = torch_reference
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match=r"pip install 'keras-densenet\[torch\]'.*port"):
-        weight_formats.read(path, "torch", [])
+        weights.FORMATS["torch"].read(path, [])
 
 
 def test_keras3_file_for_another_model_is_refused(tmp_path):
@@ -285,9 +285,10 @@ def test_imagenet_download_checks_the_hash_and_caches(server, tmp_path, monkeypa
     entry = dict(architecture="densenet121", source="keras_applications", include_top=True,
                  url=running.url + "d121.h5", file_name="d121.h5", hash_algorithm="md5",
                  hash=hashlib.md5(open(path, "rb").read()).hexdigest())
-    monkeypatch.setattr(weights, "manifest", lambda: [entry])
+    monkeypatch.setattr(weights.registry, "manifest", lambda: [entry])
     cache = tmp_path / "cache"
-    monkeypatch.setattr(weights, "download", functools.partial(weights.download, cache_dir=str(cache)))
+    monkeypatch.setattr(weights.registry, "download",
+                        functools.partial(weights.download, cache_dir=str(cache)))
     model = _ours("imagenet")
     assert _max_difference(model, images(ODD), expected[ODD]) <= TOLERANCE
     assert running.requests == 1

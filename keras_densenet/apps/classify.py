@@ -17,42 +17,10 @@ import sys
 import numpy as np
 
 from keras_densenet import weights as weights_lib
+from keras_densenet.model import model_config
+from keras_densenet.apps.images import image_paths, load_image
 from keras_densenet.architectures import IMAGENET_ARCHITECTURES
 from keras_densenet.preprocessing import MODES, decode_predictions, preprocess_input
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-def load_image(path, resize=256, crop=224):
-    """RGB ``(crop, crop, 3)`` uint8 array: shorter side resized to ``resize`` (bicubic),
-    then center-cropped. Raises ``ValueError`` if the file is not a readable image."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{path}: not a readable image ({error.__class__.__name__})") from error
-    width, height = image.size
-    scale = resize / min(width, height)
-    image = image.resize((max(crop, round(width * scale)), max(crop, round(height * scale))),
-                         Image.BICUBIC)
-    left = (image.size[0] - crop) // 2
-    top = (image.size[1] - crop) // 2
-    return np.asarray(image.crop((left, top, left + crop, top + crop)), dtype="uint8")
-
-
-def image_paths(inputs):
-    """Files named in ``inputs``, folders expanded to the images they hold (sorted)."""
-    paths = []
-    for item in inputs:
-        if os.path.isdir(item):
-            paths.extend(sorted(os.path.join(item, name) for name in os.listdir(item)
-                                if name.lower().endswith(IMAGE_EXTENSIONS)))
-        else:
-            paths.append(item)
-    return paths
-
 
 def load_model(model_path=None, architecture="densenet121", weights="imagenet",
                weights_source=None):
@@ -62,16 +30,15 @@ def load_model(model_path=None, architecture="densenet121", weights="imagenet",
     from keras_densenet.presets import DenseNetImageNet
 
     if model_path:
-        return keras.models.load_model(model_path), None
-    plan = weights_lib.resolve(weights, architecture=architecture, include_top=True,
-                               classes=1000, source=weights_source)
-    model = DenseNetImageNet(architecture, weights=weights, weights_source=weights_source)
-    return model, plan.preprocessing if plan else None
+        model = keras.models.load_model(model_path)
+    else:
+        model = DenseNetImageNet(architecture, weights=weights, weights_source=weights_source)
+    return model, model_config(model)["preprocessing"]
 
 
 def classify(model, paths, preprocessing, top=5, resize=256, crop=224, batch_size=16):
     """Yield ``(path, predictions or None, error or None)`` per image, in order."""
-    channels_first = model.input.shape[1] == 3 and model.input.shape[-1] != 3
+    channels_first = model_config(model)["data_format"] == "channels_first"
     for start in range(0, len(paths), batch_size):
         batch_paths, images, errors = [], [], {}
         for path in paths[start:start + batch_size]:

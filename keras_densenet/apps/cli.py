@@ -10,16 +10,18 @@ import sys
 
 COMMANDS = {
     # subcommand: (module, one-line help)
-    "summary": ("keras_densenet.summary", "parameter counts of every preset"),
-    "classify": ("keras_densenet.classify", "top-5 ImageNet classes of images"),
-    "export": ("keras_densenet.export", "export a .keras model: SavedModel, ONNX, TFLite"),
-    "port": ("keras_densenet.port", "convert published weights to Keras 3 .weights.h5"),
-    "train": ("keras_densenet.train", "train a DenseNet (default: the embedded digits)"),
+    "summary": ("keras_densenet.apps.summary", "parameter counts of every preset"),
+    "classify": ("keras_densenet.apps.classify", "top-5 ImageNet classes of images"),
+    "export": ("keras_densenet.apps.export", "export a .keras model: SavedModel, ONNX, TFLite"),
+    "port": ("keras_densenet.apps.port", "convert published weights to Keras 3 .weights.h5"),
+    "train": ("keras_densenet.apps.train", "train a DenseNet (default: the embedded digits)"),
 }
 
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up logs quiet
+    # channels_first convolutions on a CPU need oneDNN, on by default on Intel CPUs only
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         lines = [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]

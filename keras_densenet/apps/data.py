@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_densenet.apps.images import IMAGE_EXTENSIONS, is_image_name
 from keras_densenet.preprocessing import TORCH_MEAN, TORCH_STD
 
 Splits = collections.namedtuple("Splits", "train test class_names image_shape")
@@ -25,7 +26,6 @@ IMAGE_SIGNATURES = {
     b"GIF8": "gif",
     b"BM": "bmp",
 }
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 TEST_FRACTION = 0.2
 
 
@@ -106,7 +106,7 @@ def check_image_folder(path):
     counts = {}
     for name in classes:
         files = [f for f in os.listdir(os.path.join(path, name))
-                 if f.lower().endswith(IMAGE_EXTENSIONS)]
+                 if is_image_name(f)]
         for file in files:
             _check_image_file(os.path.join(path, name, file))
         counts[name] = len(files)

@@ -1,7 +1,8 @@
 """Training curves: loss and accuracy per epoch from a ``CSVLogger`` file, as a PNG."""
 
 import csv
-import os
+
+from keras_densenet.utils import atomic_path
 
 
 def plot_history(csv_path, png_path):
@@ -30,7 +31,6 @@ def plot_history(csv_path, png_path):
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    temporary = png_path + ".tmp.png"
-    figure.savefig(temporary, dpi=100)
+    with atomic_path(png_path) as temporary:
+        figure.savefig(temporary, dpi=100)
     plt.close(figure)
-    os.replace(temporary, png_path)

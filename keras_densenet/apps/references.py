@@ -1,7 +1,12 @@
-"""Reference implementations of the two DenseNets whose code cannot be installed here.
+"""The implementations published weights come from, to check converted weights against.
 
-They exist so that ported weights can be checked against the implementation
-they were published with (``keras-densenet port`` and the tests):
+``REFERENCES`` maps each weight format (``keras_densenet.weights.FORMATS``) to a
+function ``(path, architecture, include_top, images) -> outputs`` that runs the
+source implementation on ``(batch, H, W, 3)`` float32 images with the file's
+weights: logits ``(batch, 1000)`` with the top, else ``(batch, h, w, C)``
+features after the final BN-ReLU. ``keras-densenet port`` prints its largest
+difference from ours; the tests use the same functions. Two of the sources
+cannot be installed, so they are rebuilt here:
 
 * ``original_keras_densenet``: the original Keras (2) DenseNet of the v3.0
   weight release, rebuilt in ``tf_keras`` with auto-named layers, BN epsilon
@@ -11,6 +16,8 @@ they were published with (``keras-densenet port`` and the tests):
 
 keras.applications needs no copy: ``tf_keras.applications`` is the real thing.
 """
+
+import numpy as np
 
 from keras_densenet.architectures import IMAGENET_ARCHITECTURES
 
@@ -105,3 +112,52 @@ def _torch_densenet(blocks, growth_rate, nb_filter, classes):
             return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
     return DenseNet()
+
+
+def keras_applications_outputs(path, architecture, include_top, images):
+    """keras.applications of Keras 2 (``tf_keras.applications``) with the file's weights."""
+    import tf_keras
+
+    constructor = getattr(tf_keras.applications, "DenseNet" + architecture[len("densenet"):])
+    reference = constructor(weights=None, include_top=include_top, input_shape=images.shape[1:],
+                            classifier_activation=None)
+    reference.load_weights(path)
+    return reference(images, training=False).numpy()
+
+
+def original_keras_outputs(path, architecture, include_top, images):
+    """The original Keras release's model (``original_keras_densenet``) with the file's weights."""
+    reference = original_keras_densenet(architecture, include_top, images.shape[1:])
+    reference.load_weights(path)
+    return reference(images, training=False).numpy()
+
+
+def torch_outputs(path, architecture, include_top, images):
+    """torchvision's DenseNet with the state dict of a ``.pth`` or ``.safetensors`` file."""
+    import torch
+
+    from keras_densenet.weights import pytorch
+
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        state = pytorch.read_state_dict(path)
+    reference = torch_densenet(architecture)
+    reference.load_state_dict(pytorch.normalize_keys(state))
+    reference.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+        if include_top:
+            return reference(x).numpy()
+        return torch.relu(reference.features(x)).numpy().transpose(0, 2, 3, 1)
+
+
+REFERENCES = {
+    "keras_applications": keras_applications_outputs,
+    "original_keras": original_keras_outputs,
+    "torch": torch_outputs,
+    "safetensors": torch_outputs,
+}
+"""Weight format -> the source implementation's outputs for a file of that format."""

@@ -18,9 +18,10 @@ import os
 
 import keras
 
-from keras_densenet import data as data_lib
+from keras_densenet.apps import data as data_lib
+from keras_densenet.apps.recipes import RECIPES
 from keras_densenet.model import DenseNet
-from keras_densenet.recipes import RECIPES
+from keras_densenet.utils import atomic_path, write_text
 
 DISTRIBUTE = ("mirrored", "multiworker")
 
@@ -51,6 +52,9 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = DenseNet(**recipe.model, input_shape=splits.image_shape,
                          classes=len(splits.class_names))
+        # What classify and export need to feed the model as it was trained.
+        model.densenet_config.update(class_names=splits.class_names, preprocessing="torch",
+                                     crop_pct=1.0, interpolation="bilinear")
         steps_per_epoch = int(splits.train.cardinality())
         model.compile(
             optimizer=keras.optimizers.SGD(
@@ -73,12 +77,13 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
             *callbacks,
         ],
     )
-    _atomic_save(model, os.path.join(output_dir, "model.keras"))
+    with atomic_path(os.path.join(output_dir, "model.keras")) as temporary:
+        model.save(temporary)
     metrics = {f"test_{name}": float(value) for name, value in
                model.evaluate(splits.test, verbose=0, return_dict=True).items()}
-    _atomic_write(os.path.join(output_dir, "metrics.json"), json.dumps(metrics, indent=2))
+    write_text(os.path.join(output_dir, "metrics.json"), json.dumps(metrics, indent=2))
     try:
-        from keras_densenet.plots import plot_history
+        from keras_densenet.apps.plots import plot_history
     except ImportError:
         pass
     else:
@@ -140,20 +145,7 @@ def _prepare_run_dir(output_dir, config, resume):
         raise ValueError(f"{output_dir!r} already holds a run: pass --resume to continue it, "
                          "or choose another --output.")
     os.makedirs(output_dir, exist_ok=True)
-    _atomic_write(config_path, json.dumps(config, indent=2))
-
-
-def _atomic_write(path, text):
-    temporary = path + ".tmp"
-    with open(temporary, "w") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
-
-
-def _atomic_save(model, path):
-    temporary = path[: -len(".keras")] + ".tmp.keras"
-    model.save(temporary)
-    os.replace(temporary, path)
+    write_text(config_path, json.dumps(config, indent=2))
 
 
 def build_parser():

@@ -1,0 +1,44 @@
+"""Image files: which extensions count as images, listing them, and reading one for a model."""
+
+import os
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+"""The formats that both training (``keras.utils.image_dataset_from_directory``) and classify read."""
+
+
+def load_image(path, resize=256, crop=224):
+    """RGB ``(crop, crop, 3)`` uint8 array: shorter side resized to ``resize`` (bicubic),
+    then center-cropped. Raises ``ValueError`` if the file is not a readable image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{path}: not a readable image ({error.__class__.__name__})") from error
+    width, height = image.size
+    scale = resize / min(width, height)
+    image = image.resize((max(crop, round(width * scale)), max(crop, round(height * scale))),
+                         Image.BICUBIC)
+    left = (image.size[0] - crop) // 2
+    top = (image.size[1] - crop) // 2
+    return np.asarray(image.crop((left, top, left + crop, top + crop)), dtype="uint8")
+
+
+def image_paths(inputs):
+    """Files named in ``inputs``, folders expanded to the images they hold (sorted)."""
+    paths = []
+    for item in inputs:
+        if os.path.isdir(item):
+            paths.extend(sorted(os.path.join(item, name) for name in os.listdir(item)
+                                if is_image_name(name)))
+        else:
+            paths.append(item)
+    return paths
+
+
+def is_image_name(name):
+    """Whether ``name`` ends with one of ``IMAGE_EXTENSIONS`` (any case)."""
+    return name.lower().endswith(IMAGE_EXTENSIONS)

@@ -1,0 +1,59 @@
+"""Small helpers shared by the library and the apps: the channel axis and atomic writes."""
+
+import contextlib
+import os
+import shutil
+import uuid
+
+DATA_FORMATS = ("channels_last", "channels_first")
+
+
+def channel_axis(data_format):
+    """The channel axis of 4D image tensors: -1 for ``"channels_last"``, 1 for ``"channels_first"``."""
+    return -1 if data_format == "channels_last" else 1
+
+
+def split_suffix(path):
+    """``("dir/model", ".weights.h5")`` for ``"dir/model.weights.h5"``: the suffix from the first dot."""
+    folder, base = os.path.split(path)
+    stem, dot, suffix = base.partition(".")
+    return os.path.join(folder, stem), dot + suffix
+
+
+@contextlib.contextmanager
+def atomic_path(path, overwrite=True):
+    """Yield a temporary sibling of ``path`` to write to; rename it to ``path`` on success.
+
+    The temporary name keeps ``path``'s suffix (Keras and matplotlib choose the
+    format from it) and works for files and folders (a SavedModel). On an
+    exception it is removed and ``path`` is left as it was. With
+    ``overwrite=False`` an existing ``path`` raises ``FileExistsError`` first.
+    An existing folder at ``path`` is replaced whole, never merged into.
+    """
+    path = os.fspath(path)
+    if not overwrite and os.path.lexists(path):
+        raise FileExistsError(f"{path!r} already exists; pass overwrite to replace it.")
+    stem, suffix = split_suffix(path)
+    folder, base = os.path.split(stem)
+    temporary = os.path.join(folder, f".{base}.tmp-{uuid.uuid4().hex[:8]}{suffix}")
+    try:
+        yield temporary
+        if os.path.isdir(temporary) and os.path.isdir(path) and not os.path.islink(path):
+            old = temporary + ".old"
+            os.replace(path, old)
+            os.replace(temporary, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(temporary, path)
+    finally:
+        if os.path.isdir(temporary) and not os.path.islink(temporary):
+            shutil.rmtree(temporary, ignore_errors=True)
+        elif os.path.lexists(temporary):
+            os.remove(temporary)
+
+
+def write_text(path, text):
+    """Write ``text`` to ``path`` atomically (a reader sees the old or the new file, never half)."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "w") as handle:
+            handle.write(text)

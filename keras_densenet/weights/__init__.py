@@ -1,0 +1,17 @@
+"""Published DenseNet weights: the registry, the file formats, and loading them.
+
+* ``registry``: the formats (``FORMATS``, ``detect``), the published files
+  (``manifest.json``: ``SOURCES``, ``find_entry``) and ``download``;
+* one module per file format: ``keras3`` (our own ``.weights.h5``, with
+  ``save_weights``), ``legacy_h5`` (keras.applications and the original Keras
+  release), ``pytorch`` (torchvision/timm ``.pth`` and ``.safetensors``);
+* ``loading``: ``resolve`` (before building) and ``load`` / ``assign`` (after).
+"""
+
+from keras_densenet.weights.keras3 import read_metadata, save_weights
+from keras_densenet.weights.loading import WeightsPlan, assign, load, resolve
+from keras_densenet.weights.registry import (FORMATS, SOURCES, detect, download, find_entry,
+                                             manifest, sources)
+
+__all__ = ["FORMATS", "SOURCES", "WeightsPlan", "assign", "detect", "download", "find_entry",
+           "load", "manifest", "read_metadata", "resolve", "save_weights", "sources"]

@@ -1,0 +1,118 @@
+"""PyTorch DenseNet weights: ``torch.save`` state dicts (``.pth``) and ``.safetensors``.
+
+Keys as torchvision and timm name them (``features.conv0``,
+``features.denseblock1.denselayer1.norm1`` ..., ``classifier``); checkpoints
+from before 2019 spell ``norm.1`` what later ones call ``norm1``. BN epsilon
+1e-5, symmetric stem padding, ``torch`` preprocessing.
+"""
+
+import collections
+import re
+import struct
+import zipfile
+
+import numpy as np
+
+from keras_densenet.weights.base import WeightFormat
+
+
+class StateDictFormat(WeightFormat):
+    def detect(self, path, head):
+        if head[:2] == b"\x80\x02":  # torch.save's legacy (pre-1.6) pickle format
+            return True
+        if not head.startswith(b"PK\x03\x04"):
+            return False
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile as error:
+            raise ValueError(f"{path!r} is a zip archive that cannot be opened: it is truncated "
+                             f"or corrupt ({error}).") from error
+        if any(name.endswith("/data.pkl") for name in names):
+            return True
+        raise ValueError(
+            f"{path!r} is a zip archive but not a PyTorch state dict (no data.pkl); for a "
+            ".keras model file, use keras.saving.load_model or pass a .weights.h5 file.")
+
+    def read(self, path, weighted_layer_names):
+        return state_dict_to_table(read_state_dict(path))
+
+
+class SafetensorsFormat(WeightFormat):
+    def detect(self, path, head):
+        if len(head) < 9:
+            return False
+        (header_size,) = struct.unpack("<Q", head[:8])
+        return head[8:9] == b"{" and 0 < header_size < 100_000_000
+
+    def read(self, path, weighted_layer_names):
+        from safetensors.numpy import load_file
+
+        return state_dict_to_table(load_file(path))
+
+
+STATE_DICT = StateDictFormat("torch", "PyTorch state dict (torchvision/timm keys)",
+                             bn_epsilon=1e-5, stem_padding="symmetric", preprocessing="torch")
+SAFETENSORS = SafetensorsFormat("safetensors", "safetensors (torchvision/timm keys)",
+                                bn_epsilon=1e-5, stem_padding="symmetric", preprocessing="torch")
+
+
+def read_state_dict(path):
+    """The state dict (name -> tensor) saved in a ``.pth`` file; needs torch."""
+    try:
+        import torch
+    except ImportError as error:
+        raise ImportError(
+            f"Reading the PyTorch file {path!r} needs torch: pip install 'keras-densenet[torch]', "
+            "or convert it once with `keras-densenet port` where torch is installed.") from error
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+# torchvision checkpoints before 2019 name "norm.1" what later ones call "norm1"
+_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def normalize_keys(state_dict):
+    """The state dict with old torchvision keys (``norm.1``) renamed to current ones (``norm1``)."""
+    return {_OLD_KEY.sub(r"\1\2", key): value for key, value in state_dict.items()}
+
+
+def state_dict_to_table(state_dict):
+    """A torchvision/timm DenseNet state dict -> ``WeightTable`` (OIHW kernels transposed)."""
+    tensors = {key: np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+               for key, value in normalize_keys(state_dict).items()}
+    modules = collections.OrderedDict()
+    for key in tensors:
+        module, _, leaf = key.rpartition(".")
+        if leaf != "num_batches_tracked":
+            modules.setdefault(module, None)
+    table = {}
+    for module in modules:
+        ours = layer_name(module)
+        if module + ".running_mean" in tensors:  # BatchNorm2d
+            table[ours] = [tensors[f"{module}.{leaf}"] for leaf in
+                           ("weight", "bias", "running_mean", "running_var")]
+        elif tensors[module + ".weight"].ndim == 4:  # Conv2d, no bias
+            table[ours] = [tensors[module + ".weight"].transpose(2, 3, 1, 0)]
+        else:  # Linear
+            table[ours] = [tensors[module + ".weight"].T, tensors[module + ".bias"]]
+    return table
+
+
+def layer_name(module):
+    """torchvision/timm module name -> ours (``features.transition1.norm`` -> ``transition1_bn``)."""
+    fixed = {"features.conv0": "stem_conv", "features.norm0": "stem_bn", "classifier": "predictions"}
+    if module in fixed:
+        return fixed[module]
+    match = re.fullmatch(r"features\.denseblock(\d+)\.denselayer(\d+)\.(norm|conv)([12])", module)
+    if match:
+        block, layer, kind, index = match.groups()
+        return f"block{block}_layer{layer}_{'bn' if kind == 'norm' else 'conv'}{index}"
+    match = re.fullmatch(r"features\.transition(\d+)\.(norm|conv)", module)
+    if match:
+        return f"transition{match.group(1)}_{'bn' if match.group(2) == 'norm' else 'conv'}"
+    if re.fullmatch(r"features\.norm(\d+)", module):
+        return "final_bn"
+    return module
