@@ -61,7 +61,7 @@ def fold_batch_norms(model):
 
     fused = keras.models.clone_model(model, clone_function=clone, call_function=call)
     if getattr(model, "densenet_config", None):
-        fused.densenet_config = model_config(model)
+        fused.update_config(**model_config(model))
     for layer in model.layers:
         if layer.name in pairs or not layer.weights:
             continue

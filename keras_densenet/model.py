@@ -334,10 +334,27 @@ class DenseNetModel(keras.Model):
         # functional (same constructor arguments as keras.Model) when cloning and loading.
         config = kwargs.pop("densenet_config", None)
         super().__init__(inputs, outputs, name=name, **kwargs)
-        self.densenet_config = json.loads(json.dumps(config)) if config else None
+        self._config_json = json.dumps(config) if config else None  # a str: Keras tracks no str
+
+    @property
+    def densenet_config(self):
+        """A copy of the recorded config (a dict; ``None`` for a bare clone)."""
+        return json.loads(self._config_json) if self._config_json else None
+
+    def update_config(self, **facts):
+        """Record ``facts`` (keys of ``CONFIG_KEYS``), e.g. ``class_names=[...]`` after training."""
+        unknown = sorted(set(facts) - set(CONFIG_KEYS))
+        if unknown:
+            raise ValueError(f"Unknown config keys {unknown}; known: {CONFIG_KEYS}.")
+        self._config_json = json.dumps({**(self.densenet_config or {}), **facts})
 
     def get_config(self):
         return {**super().get_config(), "densenet_config": self.densenet_config}
+
+
+CONFIG_KEYS = ("architecture", "published_name", "data_format", "input_shape", "preprocessing",
+               "weights_source", "class_names", "crop_pct", "interpolation", "pyramid")
+"""The keys of ``DenseNetModel.densenet_config``."""
 
 
 def model_config(model):
@@ -352,7 +369,7 @@ def model_config(model):
     """
     config = getattr(model, "densenet_config", None)
     if config:
-        return json.loads(json.dumps(config))
+        return config
     inner = [layer for layer in model.layers if getattr(layer, "densenet_config", None)]
     if inner:
         config = model_config(inner[0])

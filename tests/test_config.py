@@ -30,7 +30,7 @@ def test_config_records_architecture_and_serving_facts():
 
 def test_config_survives_save_and_load(tmp_path):
     model = DenseNet(**SMALL)
-    model.densenet_config.update(class_names=["a", "b", "c"], preprocessing="torch")
+    model.update_config(class_names=["a", "b", "c"], preprocessing="torch")
     path = str(tmp_path / "m.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
@@ -54,7 +54,7 @@ def test_imagenet_preset_records_its_published_name_and_pyramid():
 
 
 def test_fused_and_wrapped_models_keep_the_config():
-    model = DenseNet(**SMALL, data_format="channels_first", input_shape=(3, 32, 32))
+    model = DenseNet(**{**SMALL, "input_shape": (3, 32, 32)}, data_format="channels_first")
     assert model_config(fold_batch_norms(model))["data_format"] == "channels_first"
     inputs = keras.Input((3, 32, 32))
     wrapped = keras.Model(inputs, keras.layers.Dense(2)(model(inputs)))
@@ -88,3 +88,9 @@ def test_model_outputs_unchanged_by_the_model_class():
     x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(x)),
                                   keras.ops.convert_to_numpy(functional(x)))
+
+
+def test_update_config_refuses_unknown_keys():
+    model = DenseNet(**SMALL)
+    with pytest.raises(ValueError, match="Unknown config keys \\['labels'\\]"):
+        model.update_config(labels=["a"])

@@ -6,6 +6,7 @@ import pytest
 
 from keras_densenet import DenseNet, preprocess_input
 from keras_densenet import export as export_lib
+from keras_densenet.apps import export as export_command
 from keras_densenet.fusion import fold_batch_norms, foldable_pairs
 
 SMALL = dict(nb_dense_block=4, nb_layers_per_block=[1, 2, 1, 1], growth_rate=4, nb_filter=8,
@@ -101,8 +102,8 @@ def test_export_cli(tmp_path, capsys):
     model_path = str(tmp_path / "m.keras")
     _model().save(model_path)
     out = str(tmp_path / "m.onnx")
-    assert export_lib.main([model_path, out, "--format", "onnx", "--fuse",
+    assert export_command.main([model_path, out, "--format", "onnx", "--fuse",
                             "--preprocessing", "torch"]) == 0
     assert "uint8 with torch preprocessing, BN folded" in capsys.readouterr().out
-    assert export_lib.main([str(tmp_path / "none.keras"), out]) == 2
+    assert export_command.main([str(tmp_path / "none.keras"), out]) == 2
     assert "no such model file" in capsys.readouterr().out
