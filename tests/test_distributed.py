@@ -30,11 +30,13 @@ TINY = RECIPES["digits"].replace(
     augment=False)
 RUN_FILES = ["config.json", "curves.png", "log.csv", "metrics.json", "model.keras"]
 TIMEOUT = 240  # seconds for one worker; a hung collective fails the test instead of CI
-# Test-accuracy spread of this tiny setting over repeated single-process runs
-# (BN statistics after two epochs) is about +-0.1; the final-epoch training
-# accuracy is steadier.
-TEST_ACCURACY_NOISE = 0.25
+# After two epochs of this tiny setting the test accuracy of identical
+# single-process runs varies from about 0.45 to 0.95 (BN moving statistics lag
+# the weights), so runs are compared on the final epoch's training accuracy
+# (batch statistics, spread about +-0.05), and their test accuracy must only be
+# far above chance (0.1).
 TRAIN_ACCURACY_NOISE = 0.1
+MIN_TEST_ACCURACY = 0.3
 
 
 def _free_ports(count):
@@ -82,24 +84,15 @@ class Cluster:
                 process.wait()
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    clusters = []
-
-    def make(argv):
-        clusters.append(Cluster(argv, str(tmp_path)))
-        return clusters[-1]
-
-    yield make
-    for c in clusters:  # on failure or timeout, no worker outlives the test
-        c.kill_all()
-
-
-def _run_cluster(cluster, argv, extra_args=()):
-    workers = cluster(argv)
-    for index in range(WORKERS):
-        workers.start(index, extra_args)
-    results = [workers.wait(index) for index in range(WORKERS)]
+def _run_cluster(argv, log_dir):
+    """Run the ``WORKERS`` workers to the end; their outputs (each must exit 0)."""
+    workers = Cluster(argv, log_dir)
+    try:
+        for index in range(WORKERS):
+            workers.start(index)
+        results = [workers.wait(index) for index in range(WORKERS)]
+    finally:  # on failure or timeout, no worker outlives the test
+        workers.kill_all()
     for code, output in results:
         assert code == 0, output[-3000:]
     return [output for _, output in results]
@@ -124,24 +117,78 @@ def reference(tmp_path_factory):
     return run
 
 
-def test_two_loopback_workers_train_like_one_process(cluster, tmp_path, reference):
-    run = str(tmp_path / "run")
-    outputs = _run_cluster(cluster, ["--output", run, "--epochs", "2", *TINY_ARGS])
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    """An uninterrupted two-worker run: ``(run directory, the workers' outputs)``."""
+    logs = tmp_path_factory.mktemp("two_workers")
+    run = str(logs / "run")
+    return run, _run_cluster(["--output", run, "--epochs", "2", *TINY_ARGS], str(logs))
+
+
+def _assert_like(run, other):
+    """Same final training accuracy (log.csv) within noise; test accuracy far above chance."""
+    assert float(_log(run)[-1]["accuracy"]) == pytest.approx(
+        float(_log(other)[-1]["accuracy"]), abs=TRAIN_ACCURACY_NOISE)
+    assert _test_accuracy(run) > MIN_TEST_ACCURACY
+
+
+def _optimizer_steps(run):
+    import keras
+
+    return int(keras.models.load_model(os.path.join(run, "model.keras")).optimizer.iterations)
+
+
+GLOBAL_STEPS_PER_EPOCH = -(-int(0.8 * 1797) // (PER_REPLICA_BATCH * WORKERS))
+
+
+def test_two_loopback_workers_train_like_one_process(two_workers, reference):
+    run, outputs = two_workers
     for index, output in enumerate(outputs):
         assert (f"tf.distribute multiworker: 2 replicas, global batch "
                 f"{PER_REPLICA_BATCH * WORKERS} (worker{index})") in output
         assert "test accuracy" in output
     # Only the chief wrote the run files, once; the other worker's backup is gone.
     assert sorted(os.listdir(run)) == RUN_FILES
-    log = _log(run)
-    assert [int(row["epoch"]) for row in log] == [0, 1]
-    steps = -(-int(0.8 * 1797) // (PER_REPLICA_BATCH * WORKERS))
-    import keras
+    assert [int(row["epoch"]) for row in _log(run)] == [0, 1]
+    assert _optimizer_steps(run) == 2 * GLOBAL_STEPS_PER_EPOCH  # global batches
+    _assert_like(run, reference)
 
-    model = keras.models.load_model(os.path.join(run, "model.keras"))
-    assert int(model.optimizer.iterations) == 2 * steps  # global batches, not per worker
-    single_log = _log(reference)
-    assert float(log[-1]["accuracy"]) == pytest.approx(
-        float(single_log[-1]["accuracy"]), abs=TRAIN_ACCURACY_NOISE)
-    assert _test_accuracy(run) == pytest.approx(_test_accuracy(reference),
-                                                abs=TEST_ACCURACY_NOISE)
+
+def _wait_for(condition, what, timeout=TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout} s for {what}")
+        time.sleep(0.2)
+
+
+def test_a_killed_worker_restarts_from_the_last_backup(tmp_path, two_workers):
+    run = str(tmp_path / "run")
+    workers = Cluster(["--output", run, "--epochs", "2", *TINY_ARGS], str(tmp_path))
+    try:
+        for index in range(WORKERS):
+            workers.start(index)
+        # Epoch 0 is logged by the chief and backed up by worker 1: kill worker 1
+        # a moment into epoch 1.
+        _wait_for(lambda: os.path.exists(os.path.join(run, "backup-worker1",
+                                                      "training_metadata.json"))
+                  and len(_log(run) if os.path.exists(os.path.join(run, "log.csv")) else []) == 1,
+                  "the end of epoch 0")
+        time.sleep(1)
+        workers.processes[1].send_signal(signal.SIGKILL)
+        # tf.distribute: the surviving worker's collectives abort once the dead
+        # one stops sending heartbeats, so it fails too and is restarted as well.
+        code, output = workers.wait(0)
+        assert code != 0 and "unhealthy" in output, output[-3000:]
+        assert [int(row["epoch"]) for row in _log(run)] == [0]  # killed mid-epoch 1
+        for index in range(WORKERS):
+            workers.start(index, ["--resume"])
+        results = [workers.wait(index) for index in range(WORKERS)]
+    finally:
+        workers.kill_all()
+    for code, output in results:
+        assert code == 0, output[-3000:]
+    assert sorted(os.listdir(run)) == RUN_FILES
+    assert [int(row["epoch"]) for row in _log(run)] == [0, 1]  # epoch 0 not repeated
+    assert _optimizer_steps(run) == 2 * GLOBAL_STEPS_PER_EPOCH
+    _assert_like(run, two_workers[0])
