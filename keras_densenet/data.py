@@ -29,8 +29,14 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 TEST_FRACTION = 0.2
 
 
-def load(dataset, image_size, batch_size, augment=False, flip=True, seed=0):
-    """Load ``dataset`` (``"digits"``, ``"cifar10"``, ``"cifar100"`` or a folder path)."""
+def load(dataset, image_size, batch_size, augment=False, flip=True, seed=0,
+         drop_remainder=False):
+    """Load ``dataset`` (``"digits"``, ``"cifar10"``, ``"cifar100"`` or a folder path).
+
+    ``batch_size`` is the global batch. ``drop_remainder``: every batch of both
+    splits is full (the last partial one is dropped), as ``keras.distribution``
+    needs when it splits each batch evenly over devices.
+    """
     if dataset is None:
         raise ValueError("No dataset given: pass --data digits|cifar10|cifar100|PATH "
                          "(PATH: an image folder with one sub-folder per class).")
@@ -39,13 +45,14 @@ def load(dataset, image_size, batch_size, augment=False, flip=True, seed=0):
     elif dataset in ("cifar10", "cifar100"):
         (x_train, y_train), (x_test, y_test), names = cifar(dataset, image_size)
     elif os.path.isdir(dataset) or os.path.sep in dataset or os.path.exists(dataset):
-        return image_folder(dataset, image_size, batch_size, augment, flip, seed)
+        return image_folder(dataset, image_size, batch_size, augment, flip, seed,
+                            drop_remainder)
     else:
         raise ValueError(f"dataset must be 'digits', 'cifar10', 'cifar100' or an existing "
                          f"image folder; got {dataset!r}.")
     train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(
-        len(x_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    test = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(batch_size)
+        len(x_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size, drop_remainder)
+    test = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(batch_size, drop_remainder)
     return _finish(train, test, names, image_size, augment, flip, seed)
 
 
@@ -83,7 +90,8 @@ def cifar(name, image_size=32):
             (resize(x_test.astype("float32")), y_test[:, 0].astype("int32")), names)
 
 
-def image_folder(path, image_size, batch_size, augment=False, flip=True, seed=0):
+def image_folder(path, image_size, batch_size, augment=False, flip=True, seed=0,
+                 drop_remainder=False):
     """An image folder with one sub-folder per class, split 80/20 into train and test.
 
     Grayscale and RGBA images are converted to RGB. Raises ``ValueError`` for a
@@ -95,6 +103,9 @@ def image_folder(path, image_size, batch_size, augment=False, flip=True, seed=0)
         image_size=(image_size, image_size), batch_size=batch_size, color_mode="rgb",
         label_mode="int")
     names = train.class_names
+    if drop_remainder:
+        train, test = (split.unbatch().batch(batch_size, drop_remainder=True)
+                       for split in (train, test))
     return _finish(train, test, names, image_size, augment, flip, seed)
 
 

@@ -72,7 +72,8 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
         print(f"{engine} {distribute}: {replicas} replicas, global batch "
               f"{recipe.batch_size * replicas} ({worker.name})")
     splits = data_lib.load(recipe.dataset, recipe.image_size, recipe.batch_size * replicas,
-                           augment=recipe.augment, flip=recipe.flip)
+                           augment=recipe.augment, flip=recipe.flip,
+                           drop_remainder=distribution is not None)
     config = dict(recipe=dataclasses.asdict(recipe), class_names=splits.class_names)
     if worker.chief:
         _prepare_run_dir(output_dir, config, resume)

@@ -192,3 +192,62 @@ def test_a_killed_worker_restarts_from_the_last_backup(tmp_path, two_workers):
     assert [int(row["epoch"]) for row in _log(run)] == [0, 1]  # epoch 0 not repeated
     assert _optimizer_steps(run) == 2 * GLOBAL_STEPS_PER_EPOCH
     _assert_like(run, two_workers[0])
+
+
+def test_jax_data_parallel_on_two_host_devices(tmp_path, reference):
+    run = str(tmp_path / "run")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_densenet.cli", "train", "--distribute", "data-parallel",
+         "--output", run, "--epochs", "2", *TINY_ARGS],
+        capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert (f"keras.distribution data-parallel: 2 replicas, global batch "
+            f"{PER_REPLICA_BATCH * WORKERS}") in result.stdout
+    assert sorted(os.listdir(run)) == RUN_FILES
+    assert [int(row["epoch"]) for row in _log(run)] == [0, 1]
+    _assert_like(run, reference)
+
+
+def test_the_engine_must_fit_the_backend():
+    with pytest.raises(ValueError, match="data-parallel uses keras.distribution, which needs "
+                                         "the JAX backend"):
+        train_lib.distribution_strategy("data-parallel")
+    with pytest.raises(ValueError, match="distribute must be one of"):
+        train_lib.keras_distribution("horovod")
+
+
+def test_worker_roles_come_from_tf_config(monkeypatch):
+    def role(cluster, task_type, index):
+        monkeypatch.setenv("TF_CONFIG", json.dumps(
+            {"cluster": cluster, "task": {"type": task_type, "index": index}}))
+        return train_lib.worker_role("multiworker")
+
+    workers = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    assert role(workers, "worker", 0) == train_lib.Worker(chief=True, name="worker0")
+    assert role(workers, "worker", 1) == train_lib.Worker(chief=False, name="worker1")
+    with_chief = {"chief": ["127.0.0.1:3"], **workers}
+    assert role(with_chief, "chief", 0).chief and not role(with_chief, "worker", 0).chief
+    assert train_lib.worker_role("mirrored") == train_lib.Worker()
+    monkeypatch.delenv("TF_CONFIG")
+    with pytest.raises(ValueError, match="needs the TF_CONFIG environment variable"):
+        train_lib.worker_role("multiworker")
+
+
+def test_a_restarted_non_chief_needs_resume(monkeypatch, tmp_path):
+    monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+         "task": {"type": "worker", "index": 1}}))
+    os.makedirs(tmp_path / "run" / "backup-worker1")
+    with pytest.raises(ValueError, match="backup-worker1' holds an interrupted run: pass --resume"):
+        train_lib.train(TINY, str(tmp_path / "run"), distribute="multiworker", verbose=0)
+
+
+def test_drop_remainder_keeps_only_full_batches():
+    from keras_densenet import data as data_lib
+
+    splits = data_lib.load("digits", 8, 16, drop_remainder=True)
+    sizes = {int(x.shape[0]) for split in (splits.train, splits.test) for x, _ in split}
+    assert sizes == {16}
