@@ -251,3 +251,29 @@ def test_drop_remainder_keeps_only_full_batches():
     splits = data_lib.load("digits", 8, 16, drop_remainder=True)
     sizes = {int(x.shape[0]) for split in (splits.train, splits.test) for x, _ in split}
     assert sizes == {16}
+
+
+def test_imagenet_train_pipeline_crops_flips_and_normalizes(tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_densenet import data as data_lib
+
+    rng = np.random.default_rng(0)
+    for name, fmt in (("a", "jpg"), ("b", "png")):  # JPEG: crop-window decode; PNG: whole
+        os.makedirs(tmp_path / name)
+        for i in range(3):
+            image = rng.integers(0, 256, size=(40 + 10 * i, 50, 3)).astype("uint8")
+            encode = tf.io.encode_jpeg if fmt == "jpg" else tf.io.encode_png
+            tf.io.write_file(str(tmp_path / name / f"{i}.{fmt}"), encode(image))
+    files, labels, names = data_lib.image_folder_files(str(tmp_path))
+    assert names == ["a", "b"] and labels.tolist() == [0, 0, 0, 1, 1, 1]
+    for options in (dict(parallel=False), dict(parallel=True, cache=True)):
+        dataset = data_lib.imagenet_train_pipeline(files, labels, 16, 4, **options)
+        for _ in range(2):  # the cached second epoch too
+            batches = list(dataset)
+            assert [tuple(x.shape) for x, _ in batches] == [(4, 16, 16, 3), (2, 16, 16, 3)]
+            images = np.concatenate([x for x, _ in batches])
+            assert sorted(np.concatenate([y for _, y in batches]).tolist()) == labels.tolist()
+            # normalized like preprocess_input(mode="torch"): [0, 255] -> about [-2.2, 2.7]
+            assert -2.2 < images.min() < -1.5 and 2.0 < images.max() < 2.7
