@@ -57,15 +57,15 @@ class Cluster:
         self.argv, self.log_dir = argv, log_dir
         self.workers = [f"127.0.0.1:{port}" for port in _free_ports(WORKERS)]
         self.processes = [None] * WORKERS
-        self.starts = 0
+        self.starts = [0] * WORKERS
 
     def start(self, index, extra_args=()):
         tf_config = {"cluster": {"worker": self.workers},
                      "task": {"type": "worker", "index": index}}
         env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2",
                "PYTHONPATH": os.pathsep.join(sys.path)}
-        self.starts += 1
-        log = open(os.path.join(self.log_dir, f"worker{index}-{self.starts}.log"), "w")
+        self.starts[index] += 1
+        log = open(os.path.join(self.log_dir, f"worker{index}-start{self.starts[index]}.log"), "w")
         self.processes[index] = subprocess.Popen(
             [sys.executable, "-m", "keras_densenet.cli", "train", "--distribute", "multiworker",
              *self.argv, *extra_args], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -154,9 +154,14 @@ def test_two_loopback_workers_train_like_one_process(two_workers, reference):
     _assert_like(run, reference)
 
 
-def _wait_for(condition, what, timeout=TIMEOUT):
+def _wait_for(condition, what, workers, timeout=TIMEOUT):
+    """Poll ``condition`` while every worker runs; fail on a timeout or an early exit."""
     deadline = time.monotonic() + timeout
     while not condition():
+        exited = [i for i, p in enumerate(workers.processes) if p.poll() is not None]
+        if exited:
+            raise AssertionError(f"worker {exited[0]} exited before {what}: "
+                                 f"{workers.wait(exited[0])[1][-3000:]}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"waited {timeout} s for {what}")
         time.sleep(0.2)
@@ -173,13 +178,14 @@ def test_a_killed_worker_restarts_from_the_last_backup(tmp_path, two_workers):
         _wait_for(lambda: os.path.exists(os.path.join(run, "backup-worker1",
                                                       "training_metadata.json"))
                   and len(_log(run) if os.path.exists(os.path.join(run, "log.csv")) else []) == 1,
-                  "the end of epoch 0")
+                  "the end of epoch 0", workers)
         time.sleep(1)
         workers.processes[1].send_signal(signal.SIGKILL)
-        # tf.distribute: the surviving worker's collectives abort once the dead
-        # one stops sending heartbeats, so it fails too and is restarted as well.
+        # tf.distribute: the surviving worker's collectives abort (connection
+        # reset, or the dead one's heartbeats stop), so it fails too and is
+        # restarted as well.
         code, output = workers.wait(0)
-        assert code != 0 and "unhealthy" in output, output[-3000:]
+        assert code != 0 and "Collective ops is aborted" in output, output[-3000:]
         assert [int(row["epoch"]) for row in _log(run)] == [0]  # killed mid-epoch 1
         for index in range(WORKERS):
             workers.start(index, ["--resume"])
