@@ -3,8 +3,10 @@
 ``keras.distribution.DataParallel`` over two host devices.
 
 Every worker is a subprocess with a timeout, killed if the test fails; the
-settings are tiny (depth 10, 8x8 digits, 2-3 epochs) so that the module runs
-in about two minutes on 2 cores.
+settings are tiny (depth 10, 8x8 digits, 2 epochs). Most of the time is process
+start-up and loopback collectives: the module took about 5 minutes on the shared
+2-core machine at load average ~7 (the worker-restart test about 2 of them), and
+11 minutes at load ~15.
 """
 
 import csv
