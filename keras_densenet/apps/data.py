@@ -29,8 +29,14 @@ IMAGE_SIGNATURES = {
 TEST_FRACTION = 0.2
 
 
-def load(dataset, image_size, batch_size, augment=False, flip=True, seed=0):
-    """Load ``dataset`` (``"digits"``, ``"cifar10"``, ``"cifar100"`` or a folder path)."""
+def load(dataset, image_size, batch_size, augment=False, flip=True, seed=0,
+         drop_remainder=False):
+    """Load ``dataset`` (``"digits"``, ``"cifar10"``, ``"cifar100"`` or a folder path).
+
+    ``batch_size`` is the global batch. ``drop_remainder``: every batch of both
+    splits is full (the last partial one is dropped), as ``keras.distribution``
+    needs when it splits each batch evenly over devices.
+    """
     if dataset is None:
         raise ValueError("No dataset given: pass --data digits|cifar10|cifar100|PATH "
                          "(PATH: an image folder with one sub-folder per class).")
@@ -39,13 +45,14 @@ def load(dataset, image_size, batch_size, augment=False, flip=True, seed=0):
     elif dataset in ("cifar10", "cifar100"):
         (x_train, y_train), (x_test, y_test), names = cifar(dataset, image_size)
     elif os.path.isdir(dataset) or os.path.sep in dataset or os.path.exists(dataset):
-        return image_folder(dataset, image_size, batch_size, augment, flip, seed)
+        return image_folder(dataset, image_size, batch_size, augment, flip, seed,
+                            drop_remainder)
     else:
         raise ValueError(f"dataset must be 'digits', 'cifar10', 'cifar100' or an existing "
                          f"image folder; got {dataset!r}.")
     train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(
-        len(x_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    test = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(batch_size)
+        len(x_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size, drop_remainder)
+    test = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(batch_size, drop_remainder)
     return _finish(train, test, names, image_size, augment, flip, seed)
 
 
@@ -83,7 +90,8 @@ def cifar(name, image_size=32):
             (resize(x_test.astype("float32")), y_test[:, 0].astype("int32")), names)
 
 
-def image_folder(path, image_size, batch_size, augment=False, flip=True, seed=0):
+def image_folder(path, image_size, batch_size, augment=False, flip=True, seed=0,
+                 drop_remainder=False):
     """An image folder with one sub-folder per class, split 80/20 into train and test.
 
     Grayscale and RGBA images are converted to RGB. Raises ``ValueError`` for a
@@ -95,6 +103,9 @@ def image_folder(path, image_size, batch_size, augment=False, flip=True, seed=0)
         image_size=(image_size, image_size), batch_size=batch_size, color_mode="rgb",
         label_mode="int")
     names = train.class_names
+    if drop_remainder:
+        train, test = (split.unbatch().batch(batch_size, drop_remainder=True)
+                       for split in (train, test))
     return _finish(train, test, names, image_size, augment, flip, seed)
 
 
@@ -157,3 +168,84 @@ def _pad_crop_flip(images, pad, flip, seed):
 
     cropped = tf.map_fn(one, images, fn_output_signature=tf.TensorSpec(images.shape[1:], images.dtype))
     return tf.image.random_flip_left_right(cropped) if flip else cropped
+
+
+def image_folder_files(path):
+    """``(files, labels, class_names)`` of an image folder (one sub-folder per class),
+    checked like ``check_image_folder``; labels index the sorted class names."""
+    check_image_folder(path)
+    class_names = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    files, labels = [], []
+    for label, name in enumerate(class_names):
+        for file in sorted(os.listdir(os.path.join(path, name))):
+            if file.lower().endswith(IMAGE_EXTENSIONS):
+                files.append(os.path.join(path, name, file))
+                labels.append(label)
+    return files, np.array(labels, "int32"), class_names
+
+
+def imagenet_train_pipeline(files, labels, image_size, batch_size, flip=True, seed=0,
+                            parallel=True, cache=False, drop_remainder=False):
+    """The ImageNet training input: read, decode, random-resized-crop, flip, normalize.
+
+    Per image: a random crop of 8-100% of the area with aspect ratio 3/4-4/3
+    (Inception-style, as in the DenseNet paper's ImageNet training), decoded
+    from the JPEG window only (``decode_and_crop_jpeg``; PNG/GIF/BMP decode
+    whole), resized to ``image_size`` (bilinear), flipped left-right at random,
+    normalized like ``preprocess_input(mode="torch")``; then batched and
+    prefetched. Yields ``(batch, image_size, image_size, 3)`` float32 and int32
+    labels, reshuffled every epoch.
+
+    Args:
+        files, labels: image paths and their class indices (``image_folder_files``).
+        parallel: decode and augment on all cores (``tf.data.AUTOTUNE``, order
+            not deterministic); ``False``: one image at a time.
+        cache: keep the encoded files in memory after the first epoch (disk
+            reads once; needs the dataset's size in RAM). ``cache`` may also
+            be a file path (``tf.data.Dataset.cache``) for a local-disk copy.
+    """
+    calls = tf.data.AUTOTUNE if parallel else None
+    dataset = tf.data.Dataset.from_tensor_slices((list(files), np.asarray(labels, "int32")))
+
+    def read(file, label):
+        return tf.io.read_file(file), label
+
+    if cache:
+        dataset = dataset.map(read, num_parallel_calls=calls).cache(
+            cache if isinstance(cache, str) else "")
+    dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    if not cache:
+        dataset = dataset.map(read, num_parallel_calls=calls)
+    dataset = dataset.map(
+        lambda encoded, label: (_random_resized_crop(encoded, image_size, flip), label),
+        num_parallel_calls=calls)
+    if parallel:
+        options = tf.data.Options()
+        options.deterministic = False
+        dataset = dataset.with_options(options)
+    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def _random_resized_crop(encoded, image_size, flip):
+    def crop_window(shape):
+        begin, size, _ = tf.image.sample_distorted_bounding_box(
+            shape, bounding_boxes=tf.zeros([1, 0, 4]), area_range=(0.08, 1.0),
+            aspect_ratio_range=(3 / 4, 4 / 3), max_attempts=10,
+            use_image_if_no_bounding_boxes=True)
+        return begin, size
+
+    def jpeg():
+        begin, size = crop_window(tf.io.extract_jpeg_shape(encoded))
+        window = tf.stack([begin[0], begin[1], size[0], size[1]])
+        return tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
+
+    def other():
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        begin, size = crop_window(tf.shape(image))
+        return tf.slice(image, begin, size)
+
+    image = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+    image = tf.image.resize(image, (image_size, image_size))
+    if flip:
+        image = tf.image.random_flip_left_right(image)
+    return torch_normalize(image)

@@ -4,10 +4,14 @@
     keras-densenet train --recipe cifar        # the paper's CIFAR-10 schedule
     keras-densenet train --recipe imagenet --data /data/imagenet/train --batch-size 64
     keras-densenet train --output runs/digits --resume   # continue an interrupted run
+    keras-densenet train --distribute multiworker        # one process per worker, TF_CONFIG set
 
 A run directory holds ``config.json`` (the recipe), ``backup/`` (the state
 saved after every epoch, removed once the run completes), ``log.csv``,
 ``curves.png``, ``model.keras`` (the final model) and ``metrics.json``.
+With ``--distribute multiworker`` only the chief writes these; every other
+worker keeps only its own backup, in ``backup-worker{N}/``. See
+docs/distributed.md.
 """
 
 import argparse
@@ -23,7 +27,19 @@ from keras_densenet.apps.recipes import RECIPES
 from keras_densenet.model import DenseNet
 from keras_densenet.utils import atomic_path, write_text
 
-DISTRIBUTE = ("mirrored", "multiworker")
+DISTRIBUTE = ("mirrored", "multiworker", "data-parallel")
+"""``mirrored``: tf.distribute on all local devices; ``multiworker``: tf.distribute
+across the processes named in ``TF_CONFIG``; ``data-parallel``:
+``keras.distribution.DataParallel`` on all JAX devices."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Worker:
+    """This process's role in a run: ``chief`` writes the run files; ``name``
+    (``"chief"``, or e.g. ``"worker1"``) names a non-chief's backup folder."""
+
+    chief: bool = True
+    name: str = "chief"
 
 
 def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbose=1):
@@ -34,21 +50,40 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
         output_dir: run directory (created).
         resume: continue the interrupted run saved in ``output_dir``; without it
             an existing run there is an error, so nothing is overwritten.
-        distribute: ``None``, ``"mirrored"`` or ``"multiworker"`` (tf.distribute);
-            ``recipe.batch_size`` is then per replica.
+        distribute: ``None`` or one of ``DISTRIBUTE``; ``recipe.batch_size`` is
+            then per replica (global batch: ``batch_size x replicas``). With
+            ``"multiworker"`` every worker runs this with the same arguments.
         callbacks: extra Keras callbacks.
         verbose: ``model.fit`` verbosity (1: progress bars).
     """
+    worker = worker_role(distribute)
+    backup_dir = os.path.join(output_dir, "backup" if worker.chief else f"backup-{worker.name}")
+    # Checked before the workers connect, so that bad options fail fast.
+    if worker.chief:
+        _check_run_dir(output_dir, resume)
+    elif os.path.exists(backup_dir) and not resume:
+        raise ValueError(f"{backup_dir!r} holds an interrupted run: pass --resume to "
+                         "continue it, or choose another --output.")
     strategy = distribution_strategy(distribute)
-    replicas = strategy.num_replicas_in_sync if strategy else 1
-    if strategy:
-        print(f"tf.distribute {distribute}: {replicas} replicas, "
-              f"global batch {recipe.batch_size * replicas}")
+    distribution = keras_distribution(distribute)
+    replicas = (strategy.num_replicas_in_sync if strategy else
+                distribution.num_model_replicas if distribution else 1)
+    if distribute:
+        engine = "tf.distribute" if strategy else "keras.distribution"
+        print(f"{engine} {distribute}: {replicas} replicas, global batch "
+              f"{recipe.batch_size * replicas} ({worker.name})")
     splits = data_lib.load(recipe.dataset, recipe.image_size, recipe.batch_size * replicas,
-                           augment=recipe.augment, flip=recipe.flip)
+                           augment=recipe.augment, flip=recipe.flip,
+                           drop_remainder=distribution is not None)
     config = dict(recipe=dataclasses.asdict(recipe), class_names=splits.class_names)
-    _prepare_run_dir(output_dir, config, resume)
+    if worker.chief:
+        _prepare_run_dir(output_dir, config, resume)
 
+    with (distribution.scope() if distribution else contextlib.nullcontext()):
+        return _fit(recipe, output_dir, splits, strategy, worker, backup_dir, callbacks, verbose)
+
+
+def _fit(recipe, output_dir, splits, strategy, worker, backup_dir, callbacks, verbose):
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = DenseNet(**recipe.model, input_shape=splits.image_shape,
                          classes=len(splits.class_names))
@@ -71,16 +106,17 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
         shuffle=False,  # the pipeline reshuffles every epoch itself
         verbose=verbose,
         callbacks=[
-            keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup"),
-                                             double_checkpoint=True),
-            keras.callbacks.CSVLogger(log_path, append=True),
+            keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
+            *([keras.callbacks.CSVLogger(log_path, append=True)] if worker.chief else []),
             *callbacks,
         ],
     )
-    with atomic_path(os.path.join(output_dir, "model.keras")) as temporary:
-        model.save(temporary)
     metrics = {f"test_{name}": float(value) for name, value in
                model.evaluate(splits.test, verbose=0, return_dict=True).items()}
+    if not worker.chief:  # every worker evaluates (collectives); the chief writes
+        return metrics
+    with atomic_path(os.path.join(output_dir, "model.keras")) as temporary:
+        model.save(temporary)
     write_text(os.path.join(output_dir, "metrics.json"), json.dumps(metrics, indent=2))
     try:
         from keras_densenet.apps.plots import plot_history
@@ -103,30 +139,93 @@ def step_schedule(recipe, steps_per_epoch):
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
-def distribution_strategy(distribute):
-    """The ``tf.distribute`` strategy for ``distribute``, or ``None``."""
-    if distribute is None:
-        return None
-    if distribute not in DISTRIBUTE:
+def _check_distribute(distribute):
+    if distribute is not None and distribute not in DISTRIBUTE:
         raise ValueError(f"distribute must be one of {DISTRIBUTE} or None; got {distribute!r}.")
-    if keras.backend.backend() != "tensorflow":
+    backend = keras.backend.backend()
+    if distribute in ("mirrored", "multiworker") and backend != "tensorflow":
         raise ValueError(
             f"--distribute {distribute} uses tf.distribute, which needs the TensorFlow backend "
-            f"(this is {keras.backend.backend()!r}); on JAX use keras.distribution "
-            "(e.g. keras.distribution.DataParallel) instead.")
+            f"(this is {backend!r}); on JAX use --distribute data-parallel "
+            "(keras.distribution.DataParallel).")
+    if distribute == "data-parallel" and backend != "jax":
+        raise ValueError(
+            "--distribute data-parallel uses keras.distribution, which needs the JAX backend "
+            f"(this is {backend!r}); on TensorFlow use --distribute mirrored or multiworker. "
+            "The PyTorch backend has no distributed training here.")
+
+
+def worker_role(distribute):
+    """This process's ``Worker`` role, read from ``TF_CONFIG`` for ``multiworker``.
+
+    The chief is the ``chief`` task if the cluster has one, else worker 0
+    (tf.distribute's convention). Raises ``ValueError`` if ``multiworker`` is
+    asked for without a ``TF_CONFIG`` naming this task.
+    """
+    _check_distribute(distribute)
+    if distribute != "multiworker":
+        return Worker()
+    import tensorflow as tf
+
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    cluster = resolver.cluster_spec().as_dict()
+    if not cluster or resolver.task_type is None:
+        raise ValueError("--distribute multiworker needs the TF_CONFIG environment variable "
+                         "with 'cluster' and 'task' (see docs/distributed.md).")
+    chief = resolver.task_type == "chief" or (
+        "chief" not in cluster and resolver.task_type == "worker" and resolver.task_id == 0)
+    return Worker(chief=chief, name=f"{resolver.task_type}{resolver.task_id}")
+
+
+def distribution_strategy(distribute):
+    """The ``tf.distribute`` strategy for ``distribute``, or ``None``."""
+    _check_distribute(distribute)
+    if distribute not in ("mirrored", "multiworker"):
+        return None
     import tensorflow as tf
 
     if distribute == "mirrored":
         return tf.distribute.MirroredStrategy()
-    return tf.distribute.MultiWorkerMirroredStrategy()
+
+    class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        """Works around two Keras 3 ``fit`` bugs with this strategy
+        (keras-team/keras#20585, tensorflow/tensorflow#72388): it reduces a whole
+        ``(images, labels)`` batch in one call, and reduces scalar metrics along
+        ``axis=0``. Here nested values are reduced one tensor at a time, and
+        scalars across replicas (``axis=None``)."""
+
+        def reduce(self, reduce_op, value, axis):
+            def reduce_one(per_replica):
+                rank = self.experimental_local_results(per_replica)[0].shape.rank
+                return parent.reduce(reduce_op, per_replica, None if rank == 0 else axis)
+
+            parent = super()
+            return tf.nest.map_structure(reduce_one, value)
+
+    return MultiWorkerMirroredStrategy()
+
+
+def keras_distribution(distribute):
+    """The ``keras.distribution`` for ``distribute`` (JAX), or ``None``."""
+    _check_distribute(distribute)
+    if distribute != "data-parallel":
+        return None
+    return keras.distribution.DataParallel(devices=keras.distribution.list_devices())
+
+
+def _check_run_dir(output_dir, resume):
+    exists = os.path.exists(os.path.join(output_dir, "config.json"))
+    if resume and not exists:
+        raise ValueError(f"--resume: {output_dir!r} holds no run to resume (no config.json).")
+    if not resume and exists:
+        raise ValueError(f"{output_dir!r} already holds a run: pass --resume to continue it, "
+                         "or choose another --output.")
 
 
 def _prepare_run_dir(output_dir, config, resume):
     config_path = os.path.join(output_dir, "config.json")
-    exists = os.path.exists(config_path)
+    _check_run_dir(output_dir, resume)
     if resume:
-        if not exists:
-            raise ValueError(f"--resume: {output_dir!r} holds no run to resume (no config.json).")
         with open(config_path) as handle:
             saved = json.load(handle)
         current = json.loads(json.dumps(config))  # tuples become lists, as in the file
@@ -141,9 +240,6 @@ def _prepare_run_dir(output_dir, config, resume):
             raise ValueError(f"--resume: the run in {output_dir!r} has already finished "
                              "(model.keras is written); train into a new --output.")
         return
-    if exists:
-        raise ValueError(f"{output_dir!r} already holds a run: pass --resume to continue it, "
-                         "or choose another --output.")
     os.makedirs(output_dir, exist_ok=True)
     write_text(config_path, json.dumps(config, indent=2))
 
@@ -159,7 +255,8 @@ def build_parser():
     parser.add_argument("--output", help="run directory (default: runs/RECIPE)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output")
     parser.add_argument("--distribute", choices=DISTRIBUTE,
-                        help="train on all local devices / workers with tf.distribute")
+                        help="mirrored: all local devices, multiworker: the TF_CONFIG cluster "
+                             "(TensorFlow); data-parallel: all devices (JAX)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int, help="per replica")
     parser.add_argument("--learning-rate", type=float)
