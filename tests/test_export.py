@@ -130,19 +130,19 @@ def test_openvino_export_matches_keras_in_openvino(tmp_path, data_format="channe
     assert np.max(np.abs(output - _expected(model, _raw_images(data_format), data_format))) <= 1e-4
 
 
-def test_openvino_int8_export_takes_an_array_or_a_dataset(tmp_path):
+def test_openvino_int8_export_from_a_dataset(tmp_path):
     pytest.importorskip("nncf")
     import openvino
     import tensorflow as tf
 
-    model = _model()
     calibration = np.random.default_rng(2).integers(0, 256, (8, 64, 64, 3))
-    for name, images in [("a.xml", calibration),
-                         ("d.xml", tf.data.Dataset.from_tensor_slices((calibration, [0] * 8)).batch(3))]:
-        path = export_lib.export(model, str(tmp_path / name), "openvino", preprocessing="torch",
-                                 quantize=images)
-        ops = openvino.Core().read_model(path).get_ops()
-        assert any(op.get_type_name() == "FakeQuantize" for op in ops)
+    dataset = tf.data.Dataset.from_tensor_slices((calibration, [0] * 8)).batch(3)
+    batches = export_lib.calibration_batches(dataset, (None, 64, 64, 3), "uint8")
+    np.testing.assert_array_equal(np.concatenate(batches), calibration)
+    path = export_lib.export(_model(), str(tmp_path / "m.xml"), "openvino",
+                             preprocessing="torch", quantize=dataset)
+    ops = openvino.Core().read_model(path).get_ops()
+    assert any(op.get_type_name() == "FakeQuantize" for op in ops)
 
 
 def test_exports_refuse_to_overwrite_unless_asked(tmp_path):
