@@ -157,7 +157,7 @@ def main():
                 print(f"batch {batch:>3}  {name:<58} {speed:8.2f} img/s  "
                       f"{speed / baseline:5.2f}x  max|diff| {rows[-1]['max_abs_diff']:.1e}  "
                       f"load {rows[-1]['load_average']}", flush=True)
-    write_csv("inference.csv", rows)
+                write_csv("inference.csv", rows)  # after every row: a long run keeps its rows
 
 
 if __name__ == "__main__":
