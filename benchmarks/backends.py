@@ -56,12 +56,14 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-train", action="store_true", help="inference only")
     parser.add_argument("--repeats", type=int, help="timed runs (default 3, quick 2)")
+    parser.add_argument("--backends", nargs="+", choices=("tensorflow", "jax", "torch"),
+                        default=["tensorflow", "jax", "torch"])
     args = parser.parse_args()
     infer, train, repeats = ([1, 4], 4, 2) if args.quick else ([1, 32], 16, 3)
     repeats = args.repeats or repeats
     train = 0 if args.no_train else train
     rows = []
-    for backend in ("tensorflow", "jax", "torch"):
+    for backend in args.backends:
         for data_format in ("channels_last", "channels_first"):
             result = subprocess.run([sys.executable, "-c", WORKER, json.dumps(infer), str(train),
                                      str(repeats), data_format], capture_output=True, text=True,
@@ -83,7 +85,8 @@ def main():
             ratio = (row[key] / reference[key] if "img_s" in key else reference[key] / row[key])
             cells.append(f"{row[key]} ({ratio:.2f}x)")
         print(f"{row['backend'] + ' ' + row['data_format']:<27}" + "".join(f"{c:>22}" for c in cells))
-    print("(ratios: speed relative to TensorFlow channels_last, higher is faster)")
+    print(f"(ratios: speed relative to {reference['backend']} {reference['data_format']}, "
+          "higher is faster)")
     write_csv("backends.csv", rows)
 
 
