@@ -1,12 +1,20 @@
 """Inference speed of DenseNet121 (224px): ours, fused and exported, vs keras.applications.
 
-    python benchmarks/inference.py            # batch 1 and 32
-    python benchmarks/inference.py --quick    # batch 1 and 4, fewer repeats
+    python benchmarks/inference.py              # batch 1 and 32
+    python benchmarks/inference.py --quick      # batch 1 and 4, fewer repeats
+    python benchmarks/inference.py --repeats 3  # fewer repeats on a busy machine
 
 Every path runs the same weights (keras.applications' random init, copied
 into ours by layer name) on the same images, in one process, one after the
-other; images/s is the median over repeats after a warm-up. Each row reports
-its largest logit difference from keras.applications and its speed ratio.
+other; images/s is the median over repeats after a warm-up. The reference is
+keras.applications.DenseNet121 at its fastest of ``predict``,
+``predict_on_batch`` and a compiled call (``tf.function``). Each row reports
+its largest logit difference from keras.applications, its speed ratio to the
+reference and the load average when it ran. OpenVINO rows go through
+``keras_densenet.runtime`` (f32, bf16 where the CPU has it, int8 from NNCF
+with random calibration images: a speed check; accuracy is in accuracy.py),
+with the throughput hint (asynchronous requests) and the latency hint; the
+tuning rows show what BN folding and NNCF's preset change.
 Writes benchmarks/results/inference.csv.
 """
 
@@ -22,7 +30,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from common import write_csv  # noqa: E402
-from keras_densenet import DenseNetImageNet121  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_densenet import DenseNetImageNet121, runtime  # noqa: E402
 from keras_densenet.export import export, serving_model  # noqa: E402
 from keras_densenet.weights.legacy_h5 import keras_applications_name  # noqa: E402
 from keras_densenet.weights import assign  # noqa: E402
@@ -40,11 +50,19 @@ def timed(predict, images, repeats):
 
 
 def onnx_predictor(model, folder):
-    import onnxruntime
-
     path = export(model, os.path.join(folder, "densenet121.onnx"), "onnx", fuse=True)
-    session = onnxruntime.InferenceSession(path)
-    return lambda x: session.run(None, {"images": x})[0]
+    return runtime.load(path).predict
+
+
+def openvino_predictor(model, folder, precision="f32", hint="throughput", fuse=True,
+                       preset="performance", calibration=None):
+    """``predict`` of an OpenVINO export; int8 when ``calibration`` images are given."""
+    name = f"densenet121_{precision}_{fuse}_{preset}.xml"
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+        export(model, path, "openvino", fuse=fuse, quantize=calibration,
+               quantization_preset=preset)
+    return runtime.load(path, precision=precision, hint=hint).predict
 
 
 def tflite_predictor(model, folder):
@@ -73,8 +91,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, help="timed runs per path (default 5, quick 3)")
+    parser.add_argument("--calibration-size", type=int, default=128,
+                        help="random calibration images for the int8 rows (default 128)")
     args = parser.parse_args()
     batches, repeats = ((1, 4), 3) if args.quick else ((1, 32), 5)
+    repeats = args.repeats or repeats
 
     reference = keras.applications.DenseNet121(weights=None, input_shape=(224, 224, 3),
                                                classifier_activation=None)
@@ -85,31 +107,57 @@ def main():
     xla = keras.models.clone_model(fused)
     xla.set_weights(fused.get_weights())
     xla.compile(jit_compile=True)
+    compiled_reference = tf.function(lambda x: reference(x, training=False))
+    calibration = np.random.default_rng(1).normal(
+        size=(args.calibration_size, 224, 224, 3)).astype("float32")
+    int8 = dict(precision="int8", calibration=calibration)
+    bf16 = runtime.supports_bf16()
+    if not bf16:
+        print(f"no bf16 rows: OpenVINO reports {runtime.capabilities()} for this CPU", flush=True)
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:
+        references = {
+            "keras.applications, predict": lambda x: reference.predict(x, verbose=0),
+            "keras.applications, predict_on_batch": lambda x: reference.predict_on_batch(x),
+            "keras.applications, tf.function call": lambda x: compiled_reference(x),
+        }
         paths = {
-            "keras.applications (TF predict)": lambda x: reference.predict_on_batch(x),
             "ours (TF predict)": lambda x: ours.predict_on_batch(x),
             "ours, BN folded (TF predict)": lambda x: fused.predict_on_batch(x),
             "ours, BN folded, XLA": lambda x: xla.predict_on_batch(x),
             "ours, BN folded, ONNX (onnxruntime)": onnx_predictor(ours, folder),
             "ours, BN folded, TFLite (LiteRT)": tflite_predictor(ours, folder),
         }
+        for hint in runtime.HINTS:
+            paths[f"OpenVINO f32, BN folded, {hint}"] = openvino_predictor(ours, folder, hint=hint)
+            if bf16:
+                paths[f"OpenVINO bf16, BN folded, {hint}"] = openvino_predictor(
+                    ours, folder, "bf16", hint)
+            paths[f"OpenVINO int8 (NNCF performance), BN folded, {hint}"] = openvino_predictor(
+                ours, folder, hint=hint, **int8)
+        # tuning: what BN folding and the NNCF preset change (throughput hint)
+        paths["OpenVINO f32, not folded, throughput"] = openvino_predictor(ours, folder, fuse=False)
+        paths["OpenVINO int8 (NNCF performance), not folded, throughput"] = openvino_predictor(
+            ours, folder, fuse=False, **int8)
+        paths["OpenVINO int8 (NNCF mixed), BN folded, throughput"] = openvino_predictor(
+            ours, folder, preset="mixed", **int8)
         for batch in batches:
             images = np.random.default_rng(0).normal(size=(batch, 224, 224, 3)).astype("float32")
-            baseline, expected = None, None
-            for name, predict in paths.items():
-                speed, output = timed(predict, images, repeats)
-                if baseline is None:
-                    baseline, expected = speed, output
+            measured = {name: timed(predict, images, repeats)
+                        for name, predict in references.items()}
+            baseline = max(speed for speed, _ in measured.values())
+            expected = measured["keras.applications, predict_on_batch"][1]
+            for name, predict in list(references.items()) + list(paths.items()):
+                speed, output = measured.get(name) or timed(predict, images, repeats)
                 rows.append(dict(batch=batch, path=name, images_per_s=round(speed, 2),
                                  ratio=round(speed / baseline, 2),
-                                 max_abs_diff=float(np.max(np.abs(output - expected)))))
-                print(f"batch {batch:>3}  {name:<38} {speed:8.2f} img/s  "
-                      f"{speed / baseline:5.2f}x  max|diff| {rows[-1]['max_abs_diff']:.1e}",
-                      flush=True)
-    write_csv("inference.csv", rows)
+                                 max_abs_diff=float(np.max(np.abs(output - expected))),
+                                 load_average=round(os.getloadavg()[0], 1)))
+                print(f"batch {batch:>3}  {name:<58} {speed:8.2f} img/s  "
+                      f"{speed / baseline:5.2f}x  max|diff| {rows[-1]['max_abs_diff']:.1e}  "
+                      f"load {rows[-1]['load_average']}", flush=True)
+                write_csv("inference.csv", rows)  # after every row: a long run keeps its rows
 
 
 if __name__ == "__main__":

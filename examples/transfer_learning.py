@@ -21,7 +21,7 @@ import os
 import keras
 
 from keras_densenet import DenseNetImageNet121
-from keras_densenet import data as data_lib
+from keras_densenet.apps import data as data_lib
 
 
 def build(classes, image_size, weights):

@@ -1,25 +1,39 @@
-"""Export DenseNets for serving: TensorFlow SavedModel, ONNX and TFLite (LiteRT).
+"""Export DenseNets for serving: TensorFlow SavedModel, ONNX, TFLite (LiteRT) and OpenVINO IR.
 
-All three go through Keras' own ``model.export``. Options shared by all:
+All four go through Keras' own ``model.export``. Options shared by all:
 
 * ``preprocessing``: bake ``preprocess_input(mode=...)`` into the exported
   graph, so that it takes raw ``uint8`` RGB images (``(batch, H, W, 3)``, or
   ``(batch, 3, H, W)`` for channels_first models) instead of normalized floats;
 * ``fuse``: fold BatchNormalizations into convolutions first
-  (``keras_densenet.fusion``), an inference-only speed-up with equal outputs.
+  (``keras_densenet.fusion``), an inference-only speed-up with equal outputs;
+* ``overwrite``: an existing output is refused unless this is true; the
+  output appears whole or not at all (written under a temporary name, then
+  renamed).
+
+OpenVINO IR (``.xml`` + ``.bin``) can be quantized to int8 with NNCF
+post-training quantization: ``quantize=`` a few hundred calibration images.
+Serve any export without Keras through ``keras_densenet.runtime``.
 
 The serving input is named ``images`` (``INPUT_NAME``).
 """
 
+import os
+import shutil
+import tempfile
+
 import keras
+import numpy as np
 
 from keras_densenet.fusion import fold_batch_norms
 from keras_densenet.model import model_config
 from keras_densenet.preprocessing import MODES, preprocess_input
 
-FORMATS = {"saved_model": "tf_saved_model", "onnx": "onnx", "tflite": "litert"}
+FORMATS = {"saved_model": "tf_saved_model", "onnx": "onnx", "tflite": "litert",
+           "openvino": "openvino"}
 TENSORFLOW_ONLY = ("saved_model", "tflite")
 INPUT_NAME = "images"
+QUANTIZATION_PRESETS = ("performance", "mixed")
 
 
 def serving_model(model, preprocessing=None, fuse=False):
@@ -45,11 +59,28 @@ def serving_model(model, preprocessing=None, fuse=False):
     return keras.Model(raw, model(normalized), name=model.name)
 
 
-def export(model, path, format="saved_model", preprocessing=None, fuse=False, verbose=False):
-    """Export ``model`` to ``path`` in ``format`` (``"saved_model"``, ``"onnx"``, ``"tflite"``).
+def export(model, path, format="saved_model", preprocessing=None, fuse=False, quantize=None,
+           quantization_preset="performance", overwrite=False, verbose=False):
+    """Export ``model`` to ``path`` in ``format``; returns the path written.
 
-    Returns the path written. SavedModel and TFLite need the TensorFlow
-    backend; ONNX works from TensorFlow, JAX and PyTorch.
+    Args:
+        model: a functional DenseNet.
+        path: a SavedModel folder, or a ``.onnx``, ``.tflite`` or ``.xml`` file
+            (OpenVINO also writes the weights next to it, ``.bin``).
+        format: ``"saved_model"`` (default), ``"onnx"``, ``"tflite"`` or
+            ``"openvino"``. SavedModel and TFLite need the TensorFlow backend;
+            ONNX and OpenVINO work from TensorFlow, JAX and PyTorch.
+        preprocessing, fuse: see ``serving_model``.
+        quantize: OpenVINO only: calibration images for int8 NNCF
+            post-training quantization, a few hundred of them: an array
+            ``(n, *input_shape)`` or a ``tf.data.Dataset`` of such images
+            (batched or not, optionally ``(images, labels)`` pairs). They are
+            what the exported graph takes: raw ``uint8``-range images when
+            ``preprocessing`` is given, preprocessed floats otherwise.
+        quantization_preset: NNCF's ``"performance"`` (symmetric, default) or
+            ``"mixed"`` (asymmetric activations).
+        overwrite: replace an existing output instead of refusing.
+        verbose: let Keras print its export messages.
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {tuple(FORMATS)}; got {format!r}.")
@@ -57,11 +88,85 @@ def export(model, path, format="saved_model", preprocessing=None, fuse=False, ve
     if format in TENSORFLOW_ONLY and backend != "tensorflow":
         raise ValueError(
             f"Exporting to {format} needs the TensorFlow backend (this is {backend!r}). "
-            "Use format='onnx' here, or model.export(..., format='torch') on PyTorch; "
-            "or re-load the .keras model with KERAS_BACKEND=tensorflow and export there.")
-    exported = serving_model(model, preprocessing, fuse)
+            "Use format='onnx' or 'openvino' here, or re-load the .keras model with "
+            "KERAS_BACKEND=tensorflow and export there.")
+    if format == "openvino" and not str(path).endswith(".xml"):
+        raise ValueError(f"An OpenVINO export path must end with .xml; got {path!r}.")
+    if quantize is not None and format != "openvino":
+        raise ValueError(f"quantize= needs format='openvino'; got format={format!r}.")
+    if quantization_preset not in QUANTIZATION_PRESETS:
+        raise ValueError(f"quantization_preset must be one of {QUANTIZATION_PRESETS}; "
+                         f"got {quantization_preset!r}.")
+    outputs = _output_files(path, format)
+    existing = [output for output in outputs if os.path.exists(output)]
+    if existing and not overwrite:
+        raise ValueError(f"{existing[0]} exists; pass overwrite=True to replace it.")
     dtype = "uint8" if preprocessing else "float32"
-    signature = [keras.InputSpec(shape=(None, *exported.input.shape[1:]), dtype=dtype,
-                                 name=INPUT_NAME)]
-    exported.export(path, format=FORMATS[format], verbose=verbose, input_signature=signature)
+    input_shape = (None, *model.input.shape[1:])
+    calibration = None if quantize is None else calibration_batches(quantize, input_shape, dtype)
+    exported = serving_model(model, preprocessing, fuse)
+    signature = [keras.InputSpec(shape=input_shape, dtype=dtype, name=INPUT_NAME)]
+
+    folder = os.path.dirname(os.path.abspath(path))
+    with tempfile.TemporaryDirectory(dir=folder, prefix=f".{os.path.basename(path)}.") as tmp:
+        staged = [os.path.join(tmp, os.path.basename(output)) for output in outputs]
+        exported.export(staged[0], format=FORMATS[format], verbose=verbose,
+                        input_signature=signature)
+        if calibration is not None:
+            _quantize_openvino(staged[0], calibration, quantization_preset)
+        for source, output in sorted(zip(staged, outputs), key=lambda pair: pair[1].endswith(".xml")):
+            if os.path.isdir(output):  # a SavedModel folder being overwritten
+                shutil.rmtree(output)
+            os.replace(source, output)  # .bin before .xml: the .xml never names a missing .bin
     return path
+
+
+def calibration_batches(images, input_shape, dtype):
+    """Calibration images as a list of single-image arrays ``(1, *input_shape[1:])``.
+
+    ``images``: an array ``(n, *input_shape[1:])`` or a ``tf.data.Dataset`` of
+    images (batched or not; ``(images, labels, ...)`` elements use the images).
+    Raises a one-line ``ValueError`` on a wrong shape or an empty set.
+    """
+    if hasattr(images, "as_numpy_iterator"):  # a tf.data.Dataset
+        arrays = []
+        for element in images.as_numpy_iterator():
+            x = element[0] if isinstance(element, tuple) else element
+            arrays.append(x if np.ndim(x) == len(input_shape) else x[None])
+        images = np.concatenate(arrays) if arrays else np.zeros((0, *input_shape[1:]))
+    images = np.asarray(images)
+    expected = input_shape[1:]
+    if images.ndim != len(input_shape) or any(
+            size is not None and size != actual for size, actual in zip(expected, images.shape[1:])):
+        wanted = "(n, " + ", ".join("any" if s is None else str(s) for s in expected) + ")"
+        raise ValueError(f"quantize= calibration images must have shape {wanted}; "
+                         f"got {images.shape}.")
+    if len(images) == 0:
+        raise ValueError("quantize= needs at least one calibration image; got none.")
+    if dtype == "uint8":
+        images = np.clip(np.round(images), 0, 255)
+    return [batch[None] for batch in images.astype(dtype)]
+
+
+def _quantize_openvino(xml_path, calibration, preset):
+    """Replace the IR at ``xml_path`` by its NNCF int8 post-training quantization."""
+    import nncf
+    import openvino
+
+    model = openvino.Core().read_model(xml_path)
+    quantized = nncf.quantize(model, nncf.Dataset(calibration),
+                              preset=nncf.QuantizationPreset(preset),
+                              subset_size=len(calibration))
+    staged = xml_path[:-len(".xml")] + ".int8.xml"  # the .bin being read stays untouched
+    openvino.save_model(quantized, staged, compress_to_fp16=False)
+    del model, quantized
+    os.replace(staged[:-len(".xml")] + ".bin", xml_path[:-len(".xml")] + ".bin")
+    os.replace(staged, xml_path)
+
+
+def _output_files(path, format):
+    """The files (or folder) an export writes, the main one first."""
+    path = str(path)
+    if format == "openvino":
+        return [path, path[:-len(".xml")] + ".bin"]
+    return [path]

@@ -50,3 +50,28 @@ def test_classify_argument_errors(tmp_path, capsys):
     assert "exceeds --resize" in capsys.readouterr().out
     assert classify.main(["x.png", "--weights", str(tmp_path / "none.h5")]) == 2
     assert "existing weights file" in capsys.readouterr().out
+
+
+def test_classify_on_onnx_and_openvino_prints_what_keras_prints(tmp_path, image_folder, capsys):
+    pytest.importorskip("openvino")
+    model_path = str(tmp_path / "m.keras")
+    DenseNet(depth=10, growth_rate=4, bottleneck=True, reduction=0.5, classes=1000,
+             input_shape=(32, 32, 3)).save(model_path)
+    common = [str(image_folder / "coffee.jpg"), "--model", model_path, "--resize", "40",
+              "--crop", "32"]
+    outputs = {}
+    for runtime in ("keras", "onnx", "openvino"):
+        assert classify.main(common + ["--runtime", runtime]) == 0
+        outputs[runtime] = capsys.readouterr().out
+    assert outputs["onnx"] == outputs["keras"] == outputs["openvino"]
+    assert outputs["keras"].count("  5. ") == 1
+    for extra, message in [(["--precision", "int8"], "--precision int8 needs --runtime openvino"),
+                           (["--runtime", "openvino", "--precision", "int8"],
+                            "--precision int8 needs --model an int8 .xml"),
+                           (["--runtime", "openvino", "--precision", "fp8"], None)]:
+        if message is None:
+            with pytest.raises(SystemExit):  # argparse names the choices
+                classify.main(common + extra)
+            continue
+        assert classify.main(common + extra) == 2
+        assert message in capsys.readouterr().out

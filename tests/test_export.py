@@ -96,6 +96,14 @@ def test_export_arguments_are_checked(tmp_path):
         export_lib.export(_model(), str(tmp_path / "x"), "coreml")
     with pytest.raises(ValueError, match="preprocessing must be None or one of"):
         export_lib.export(_model(), str(tmp_path / "x"), "onnx", preprocessing="tf")
+    with pytest.raises(ValueError, match="must end with .xml"):
+        export_lib.export(_model(), str(tmp_path / "x.onnx"), "openvino")
+    with pytest.raises(ValueError, match="quantize= needs format='openvino'"):
+        export_lib.export(_model(), str(tmp_path / "x.onnx"), "onnx", quantize=np.zeros((1, 64, 64, 3)))
+    with pytest.raises(ValueError, match=r"must have shape \(n, 64, 64, 3\); got \(4, 32, 32, 3\)"):
+        export_lib.export(_model(), str(tmp_path / "x.xml"), "openvino",
+                          quantize=np.zeros((4, 32, 32, 3)))
+    assert not list(tmp_path.iterdir())  # checked before any work
 
 
 def test_export_cli(tmp_path, capsys):
@@ -107,3 +115,60 @@ def test_export_cli(tmp_path, capsys):
     assert "uint8 with torch preprocessing, BN folded" in capsys.readouterr().out
     assert export_command.main([str(tmp_path / "none.keras"), out]) == 2
     assert "no such model file" in capsys.readouterr().out
+
+
+def test_openvino_export_matches_keras_in_openvino(tmp_path, data_format="channels_last"):
+    pytest.importorskip("openvino")
+    from keras_densenet.runtime import load
+
+    model = _model(data_format)
+    path = export_lib.export(model, str(tmp_path / "m.xml"), "openvino", preprocessing="torch",
+                             fuse=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml"]  # no temp left
+    predictor = load(path, precision="f32")
+    assert predictor.input_dtype == "uint8" and predictor.input_shape[0] is None
+    output = predictor.predict(_raw_images(data_format))
+    assert np.max(np.abs(output - _expected(model, _raw_images(data_format), data_format))) <= 1e-4
+
+
+def test_openvino_int8_export_from_a_dataset(tmp_path):
+    pytest.importorskip("nncf")
+    import openvino
+    import tensorflow as tf
+
+    calibration = np.random.default_rng(2).integers(0, 256, (8, 64, 64, 3))
+    dataset = tf.data.Dataset.from_tensor_slices((calibration, [0] * 8)).batch(3)
+    batches = export_lib.calibration_batches(dataset, (None, 64, 64, 3), "uint8")
+    np.testing.assert_array_equal(np.concatenate(batches), calibration)
+    path = export_lib.export(_model(), str(tmp_path / "m.xml"), "openvino",
+                             preprocessing="torch", quantize=dataset)
+    ops = openvino.Core().read_model(path).get_ops()
+    assert any(op.get_type_name() == "FakeQuantize" for op in ops)
+
+
+def test_exports_refuse_to_overwrite_unless_asked(tmp_path):
+    path = str(tmp_path / "m.onnx")
+    export_lib.export(_model(), path, "onnx")
+    with pytest.raises(ValueError, match="exists; pass overwrite=True"):
+        export_lib.export(_model(), path, "onnx")
+    before = open(path, "rb").read()
+    export_lib.export(_model(data_format="channels_first"), path, "onnx", overwrite=True)
+    assert open(path, "rb").read() != before and [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+def test_export_cli_quantizes_openvino_from_an_image_folder(tmp_path, capsys):
+    pytest.importorskip("nncf")
+    from PIL import Image
+
+    model_path = str(tmp_path / "m.keras")
+    _model().save(model_path)
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    for index, image in enumerate(np.random.default_rng(3).integers(0, 256, (4, 80, 70, 3))):
+        Image.fromarray(image.astype("uint8")).save(folder / f"{index}.png")
+    out = str(tmp_path / "m.xml")
+    args = [model_path, out, "--format", "openvino", "--calibration", str(folder)]
+    assert export_command.main(args) == 2
+    assert "--calibration needs --format openvino and --preprocessing" in capsys.readouterr().out
+    assert export_command.main(args + ["--preprocessing", "torch", "--fuse"]) == 0
+    assert "BN folded, int8 from 4 calibration images" in capsys.readouterr().out

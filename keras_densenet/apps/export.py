@@ -1,6 +1,7 @@
-"""``keras-densenet export``: a ``.keras`` model to SavedModel, ONNX or TFLite for serving.
+"""``keras-densenet export``: a ``.keras`` model to SavedModel, ONNX, TFLite or OpenVINO IR.
 
     keras-densenet export runs/digits/model.keras exported/digits.onnx --format onnx --fuse
+    keras-densenet export model.keras m.xml --format openvino --preprocessing torch --calibration DIR
 
 The library function behind it is ``keras_densenet.export.export``.
 """
@@ -9,8 +10,12 @@ import argparse
 import os
 
 import keras
+import numpy as np
 
-from keras_densenet.export import FORMATS, INPUT_NAME, __doc__ as EXPORT_DOC, export
+from keras_densenet.apps.images import image_paths, load_image
+from keras_densenet.export import FORMATS, INPUT_NAME, QUANTIZATION_PRESETS, export
+from keras_densenet.export import __doc__ as EXPORT_DOC
+from keras_densenet.model import model_config
 from keras_densenet.preprocessing import MODES
 
 
@@ -18,12 +23,33 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="keras-densenet export", description=__doc__ + EXPORT_DOC,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a .keras model file")
-    parser.add_argument("output", help="SavedModel folder, .onnx or .tflite file")
+    parser.add_argument("output", help="SavedModel folder, .onnx, .tflite or OpenVINO .xml file")
     parser.add_argument("--format", choices=tuple(FORMATS), default="saved_model")
     parser.add_argument("--preprocessing", choices=MODES,
                         help="bake preprocess_input into the graph: the export takes uint8 images")
     parser.add_argument("--fuse", action="store_true", help="fold BN layers into convs")
+    parser.add_argument("--calibration", metavar="DIR",
+                        help="openvino: quantize to int8 with these images (a few hundred; "
+                             "needs --preprocessing)")
+    parser.add_argument("--calibration-size", type=int, default=300,
+                        help="use at most this many images of --calibration (default 300)")
+    parser.add_argument("--quantization-preset", choices=QUANTIZATION_PRESETS,
+                        default="performance", help="NNCF preset (default performance)")
     return parser
+
+
+def calibration_images(folder, model, limit=300):
+    """Up to ``limit`` images of ``folder`` (sorted) as a uint8 array the size of ``model``'s input."""
+
+    paths = image_paths([folder])[:limit]
+    if not paths:
+        raise ValueError(f"--calibration {folder!r} holds no images.")
+    channels_first = model_config(model)["data_format"] == "channels_first"
+    size = model.input.shape[2] if channels_first else model.input.shape[1]
+    if size is None:
+        raise ValueError("--calibration needs a model with a fixed input size.")
+    images = np.stack([load_image(path, resize=size, crop=size) for path in paths])
+    return images.transpose(0, 3, 1, 2) if channels_first else images
 
 
 def main(argv=None):
@@ -31,15 +57,26 @@ def main(argv=None):
     if not os.path.exists(args.model):
         print(f"keras-densenet export: error: no such model file {args.model!r}")
         return 2
+    if args.calibration and not (args.format == "openvino" and args.preprocessing):
+        print("keras-densenet export: error: --calibration needs --format openvino and "
+              "--preprocessing (calibration images are raw)")
+        return 2
+    if args.calibration and not os.path.isdir(args.calibration):
+        print(f"keras-densenet export: error: --calibration {args.calibration!r} is not a folder")
+        return 2
     try:
         model = keras.models.load_model(args.model)
-        export(model, args.output, args.format, args.preprocessing, args.fuse)
+        calibration = (calibration_images(args.calibration, model, args.calibration_size)
+                       if args.calibration else None)
+        export(model, args.output, args.format, args.preprocessing, args.fuse,
+               quantize=calibration, quantization_preset=args.quantization_preset)
     except ValueError as error:
         print(f"keras-densenet export: error: {error}")
         return 2
     print(f"wrote {args.output} ({args.format}, input {INPUT_NAME!r}"
           f"{', uint8 with ' + args.preprocessing + ' preprocessing' if args.preprocessing else ''}"
-          f"{', BN folded' if args.fuse else ''})")
+          f"{', BN folded' if args.fuse else ''}"
+          f"{f', int8 from {len(calibration)} calibration images' if args.calibration else ''})")
     return 0
 
 

@@ -1,0 +1,113 @@
+"""keras_densenet.runtime: exported files served without Keras, in every precision."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_densenet import DenseNet, preprocess_input
+from keras_densenet import runtime
+from keras_densenet.apps.data import digits
+from keras_densenet.export import export
+
+pytest.importorskip("openvino")
+
+SMALL = dict(nb_dense_block=3, nb_layers_per_block=[2, 2, 2], growth_rate=8, nb_filter=16,
+             bottleneck=True, reduction=0.5, classes=10)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """``(model, train images, test images, test labels, folder)``: a tiny DenseNet fitted to
+    16px digits in seconds (about 95% test accuracy); images rounded to the uint8 exports take."""
+    keras.utils.set_random_seed(0)
+    (x_train, y_train), (x_test, y_test), _ = digits(image_size=16)
+    model = DenseNet(**SMALL, input_shape=(16, 16, 3))
+    for layer in model.layers:  # moving statistics that settle within a few dozen steps
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.8
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(preprocess_input(x_train.round()), y_train, epochs=6, batch_size=64, verbose=0)
+    return (model, x_train.round().astype("uint8"), x_test.round().astype("uint8"), y_test,
+            tmp_path_factory.mktemp("exports"))
+
+
+def _keras_outputs(model, images):
+    return model.predict(preprocess_input(images.astype("float32")), verbose=0)
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".xml"])
+def test_f32_exports_match_keras(trained, suffix):
+    model, _, images, _, folder = trained
+    path = export(model, str(folder / f"f32{suffix}"), "onnx" if suffix == ".onnx" else "openvino",
+                  preprocessing="torch", fuse=True)
+    for hint in runtime.HINTS:
+        predictor = runtime.load(path, hint=hint)
+        assert predictor.precision == "f32" and predictor.input_shape == (None, 16, 16, 3)
+        output = predictor.predict(images[:37])  # not a multiple of the request count
+        assert np.max(np.abs(output - _keras_outputs(model, images[:37]))) <= 1e-4
+
+
+def test_int8_export_agrees_with_keras(trained):
+    model, calibration, images, labels, folder = trained
+    path = export(model, str(folder / "int8.xml"), "openvino", preprocessing="torch", fuse=True,
+                  quantize=calibration[:100])
+    predictor = runtime.load(path)
+    assert predictor.precision == "int8"
+    expected = _keras_outputs(model, images)
+    predicted = predictor.predict(images)
+    agreement = np.mean(predicted.argmax(-1) == expected.argmax(-1))
+    accuracy = np.mean(expected.argmax(-1) == labels)
+    assert accuracy > 0.9 and agreement >= 0.95, (accuracy, agreement)
+    with pytest.raises(ValueError, match="is int8-quantized; use precision='int8'"):
+        runtime.load(path, precision="f32")
+
+
+@pytest.mark.skipif(not runtime.supports_bf16(), reason="this CPU has no bfloat16 in OpenVINO")
+def test_bf16_agrees_with_keras(trained):
+    model, _, images, _, folder = trained
+    path = export(model, str(folder / "bf16.xml"), "openvino", preprocessing="torch", fuse=True)
+    predicted = runtime.load(path, precision="bf16").predict(images)
+    expected = _keras_outputs(model, images)
+    assert np.mean(predicted.argmax(-1) == expected.argmax(-1)) >= 0.97
+
+
+def test_bad_requests_give_one_line_errors(trained, monkeypatch):
+    model, _, images, _, folder = trained
+    path = export(model, str(folder / "checks.xml"), "openvino", preprocessing="torch")
+    for kwargs, message in [(dict(precision="fp16"), "precision must be None or one of"),
+                            (dict(hint="fast"), "hint must be one of"),
+                            (dict(precision="int8"), "is not quantized; export it with quantize=")]:
+        with pytest.raises(ValueError, match=message):
+            runtime.load(path, **kwargs)
+    monkeypatch.setattr(runtime, "capabilities", lambda device="CPU", core=None: ["FP32", "INT8"])
+    with pytest.raises(ValueError, match=r"'bf16' needs a CPU with bfloat16 support .*\['FP32', 'INT8'\]"):
+        runtime.load(path, precision="bf16")
+    with pytest.raises(ValueError, match="must be an exported .onnx or OpenVINO .xml"):
+        runtime.load(str(folder / "model.keras"))
+    with pytest.raises(ValueError, match="onnx runtime runs f32 only"):
+        runtime.load(export(model, str(folder / "checks.onnx"), "onnx"), precision="int8")
+    predictor = runtime.load(path)
+    with pytest.raises(ValueError, match="takes uint8 images"):
+        predictor.predict(images.astype("float32"))
+    with pytest.raises(ValueError, match=r"must have shape \(batch, 16, 16, 3\)"):
+        predictor.predict(images[:, :8])
+
+
+def test_runtime_serves_without_importing_keras(trained):
+    model, _, images, _, folder = trained
+    path = export(model, str(folder / "service.xml"), "openvino", preprocessing="torch")
+    np.save(folder / "images.npy", images[:4])
+    script = (
+        "import sys, numpy as np\n"
+        "from keras_densenet import runtime\n"
+        f"scores = runtime.load({path!r}).predict(np.load({str(folder / 'images.npy')!r}))\n"
+        "assert scores.shape == (4, 10), scores.shape\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'keras', 'tensorflow', 'torch', 'jax'}))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
