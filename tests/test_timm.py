@@ -9,7 +9,7 @@ without them these tests are skipped.
 import numpy as np
 import pytest
 
-from keras_densenet import DenseNetBlur121d, DenseNetImageNet, weights
+from keras_densenet import DenseNetImageNet, weights
 from keras_densenet.weights import pytorch
 
 torch = pytest.importorskip("torch", reason="timm's models need torch (pip install torch)")
@@ -47,18 +47,18 @@ def _images(size, batch=1):
     return np.random.default_rng(size).normal(size=(batch, size, size, 3)).astype("float32")
 
 
-@pytest.fixture(scope="module")
-def blur_file(tmp_path_factory):
-    return _timm_file(tmp_path_factory.mktemp("timm"), "densenetblur121d")
-
-
-def test_densenetblur121d_reproduces_timm_at_224_and_an_odd_size(blur_file):
-    model = DenseNetBlur121d(weights=blur_file, activation=None)
+def test_densenetblur121d_ports_and_reproduces_timm_at_224_and_an_odd_size(tmp_path):
+    path = _timm_file(tmp_path, "densenetblur121d")
+    out = str(tmp_path / "blur.weights.h5")
+    # port's self-check runs timm's own model at port.VERIFY_SIZE
+    model, difference = port.port(path, "densenetblur121d", out)
+    assert difference < TOLERANCE
+    assert weights.detect(out).name == "keras3"
     assert model.densenet_config["published_name"] == "densenetblur121d"
     for size in (224, ODD):
         images = _images(size)
         ours = np.asarray(model(images, training=False))
-        reference = timm_outputs(blur_file, "densenetblur121d", True, images)
+        reference = timm_outputs(path, "densenetblur121d", True, images)
         assert np.max(np.abs(ours - reference)) < TOLERANCE, size
 
 
@@ -68,15 +68,6 @@ def test_timm_densenet121_keys_reproduce_timm(tmp_path):
     images = _images(ODD)
     reference = timm_outputs(path, "densenet121", True, images)
     assert np.max(np.abs(np.asarray(model(images, training=False)) - reference)) < TOLERANCE
-
-
-def test_port_checks_a_timm_file_against_timm(blur_file, tmp_path, capsys):
-    out = str(tmp_path / "blur.weights.h5")
-    assert port.main([blur_file, "--arch", "densenetblur121d", "--out", out]) == 0
-    printed = capsys.readouterr().out
-    difference = float(printed.split("max |ours - source implementation| = ")[1].split()[0])
-    assert difference < TOLERANCE
-    assert weights.detect(out).name == "keras3"
 
 
 def test_deep_stem_keys_map_to_our_stem_layers():
