@@ -214,7 +214,7 @@ def test_imagenet_argument_errors():
                                          "architecture='densenet264'"):
         DenseNetImageNet("densenet264", weights="imagenet")
     with pytest.raises(ValueError, match="weights_source must be one of"):
-        DenseNetImageNet121(weights="imagenet", weights_source="timm")
+        DenseNetImageNet121(weights="imagenet", weights_source="timm_in22k")
     with pytest.raises(ValueError, match="'imagenet', or the path of an existing weights file"):
         DenseNetImageNet121(weights="imagenet21k")
     with pytest.raises(ValueError, match='weights_source applies only to weights="imagenet"'):

@@ -124,6 +124,8 @@ def save_preset(model, preset_dir, overwrite=False):
             renamed into place.
         overwrite: replace an existing ``preset_dir``.
 
+    A model without the top (any ``pooling``) is written as the backbone alone.
+
     Returns:
         The keras-hub model that was saved (backbone or classifier).
     """
@@ -187,8 +189,6 @@ def _check_expressible(architecture, name):
                             f"{architecture['nb_filter']}")
         if not architecture["bottleneck"] or architecture["reduction"] != 0.5:
             problems.append("keras-hub's DenseNet is DenseNet-BC (bottleneck, reduction 0.5)")
-        if architecture["include_top"] is False and architecture["pooling"] is not None:
-            problems.append("a top-less model is saved without pooling (pooling=None)")
     if problems:
         raise ValueError(f"Model {name!r} cannot be written as a keras-hub DenseNet preset: "
                          + "; ".join(problems) + ".")
