@@ -2,7 +2,8 @@
 
     keras-densenet port densenet121-a639ec97.pth --arch densenet121 --out densenet121.weights.h5
     python -m keras_densenet.apps.port DenseNet-BC-121-32.h5 --arch densenet121 --out d121.weights.h5
-    keras-densenet port densenetblur121d.ra_in1k.safetensors --arch densenetblur121d --out blur.weights.h5
+    keras-densenet port densenetblur121d.ra_in1k.safetensors --arch densenetblur121d \
+        --out blur.weights.h5
     keras-densenet port densenet_121_imagenet/ --arch densenet121 --out d121-hub.weights.h5
 
 The source format is detected from the file, or the keras-hub preset directory
