@@ -118,12 +118,16 @@ class Architecture:
 
     @property
     def published_name(self):
-        """``"densenet121"`` etc. for a published ImageNet architecture, else ``None``."""
-        if self.stem_type != "standard" or self.anti_alias:
-            return None
-        return imagenet_architecture_name(
+        """``"densenet121"`` etc. for a published ImageNet architecture (``"densenetblur121d"``
+        for timm's deep-stem, blur-pooled 121), else ``None``."""
+        name = imagenet_architecture_name(
             self.nb_layers_per_block, self.growth_rate, self.nb_filter, self.bottleneck,
             self.reduction, self.subsample_initial_block)
+        if self.stem_type == "standard" and not self.anti_alias:
+            return name
+        if name == "densenet121" and self.stem_type == "deep" and self.anti_alias:
+            return "densenetblur121d"
+        return None
 
     @property
     def downsamplings(self):
@@ -286,7 +290,7 @@ def build(architecture, input_tensor=None, name=None, plan=None):
         "preprocessing": plan.preprocessing if plan else None,
         "weights_source": _weights_source(plan),
         "class_names": None,
-        **DEFAULT_EVAL,
+        **_eval_transform(plan),
         "pyramid": pyramid,
     }
     return DenseNetModel(inputs, x, name=name or a.default_name(), densenet_config=config)
@@ -480,6 +484,14 @@ def _weights_source(plan):
     if plan is None:
         return None
     return plan.entry["source"] if plan.entry else "file"
+
+
+def _eval_transform(plan):
+    """``crop_pct`` and ``interpolation`` of the weights' manifest source, else ``DEFAULT_EVAL``."""
+    if plan is None or not plan.entry:
+        return dict(DEFAULT_EVAL)
+    source = weights_lib.sources()[plan.entry["source"]]
+    return {key: source.get(key, DEFAULT_EVAL[key]) for key in DEFAULT_EVAL}
 
 
 def _image_input(input_tensor, architecture, min_size, required_channels):

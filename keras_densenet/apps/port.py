@@ -2,10 +2,14 @@
 
     keras-densenet port densenet121-a639ec97.pth --arch densenet121 --out densenet121.weights.h5
     python -m keras_densenet.apps.port DenseNet-BC-121-32.h5 --arch densenet121 --out d121.weights.h5
+    keras-densenet port densenetblur121d.ra_in1k.safetensors --arch densenetblur121d \
+        --out blur.weights.h5
+    keras-densenet port densenet_121_imagenet/ --arch densenet121 --out d121-hub.weights.h5
 
-The source format is detected from the file (``keras_densenet.weights.detect``).
-The port checks itself: when the source framework is installed (tf_keras for
-the Keras 2 files, torch for state dicts) it runs the source implementation
+The source format is detected from the file, or the keras-hub preset directory
+(``keras_densenet.weights.detect``). The port checks itself: when the source
+framework is installed (tf_keras for the Keras 2 files, torch for torchvision
+state dicts, timm for timm's, keras-hub for its presets) it runs the source implementation
 (``references.REFERENCES``) and ours on the same images and prints the largest
 absolute difference. The written file records the source's BN epsilon, stem
 padding and preprocessing, so ``DenseNetImageNet121(weights=PATH)`` builds the right model.
@@ -19,8 +23,10 @@ import numpy as np
 
 from keras_densenet import weights
 from keras_densenet.architectures import IMAGENET_ARCHITECTURES
-from keras_densenet.presets import DenseNetImageNet
+from keras_densenet.presets import DenseNetBlur121d, DenseNetImageNet
 
+ARCHITECTURES = (*sorted(IMAGENET_ARCHITECTURES), "densenetblur121d")
+"""``--arch`` choices: the ImageNet family and timm's blur-pooled deep-stem 121."""
 VERIFY_SIZE = 96  # even: TF "same" and symmetric stem padding differ only there; small: fast
 
 
@@ -33,8 +39,12 @@ def port(source, architecture, output, include_top=True, data_format="channels_l
     """
     if not output.endswith(".weights.h5"):
         raise ValueError(f"--out must end with .weights.h5 (Keras 3 weights); got {output!r}.")
-    model = DenseNetImageNet(architecture, weights=source, include_top=include_top,
-                             activation=None, data_format=data_format)
+    arguments = dict(weights=source, include_top=include_top, activation=None,
+                     data_format=data_format)
+    if architecture == "densenetblur121d":
+        model = DenseNetBlur121d(**arguments)
+    else:
+        model = DenseNetImageNet(architecture, **arguments)
     fmt = weights.detect(source)
     requirements = fmt.requirements(source)
     weights.save_weights(model, output, **{key: requirements[key] for key in weights.keras3.METADATA})
@@ -68,8 +78,9 @@ def max_difference_from_source(model, source, file_format, architecture, include
 def build_parser():
     parser = argparse.ArgumentParser(prog="keras-densenet port", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", help="a .h5, .pth or .safetensors weights file")
-    parser.add_argument("--arch", required=True, choices=sorted(IMAGENET_ARCHITECTURES))
+    parser.add_argument("source", help="a .h5, .pth or .safetensors weights file, or a "
+                        "keras-hub DenseNet preset directory")
+    parser.add_argument("--arch", required=True, choices=ARCHITECTURES)
     parser.add_argument("--out", required=True, help="output .weights.h5 path")
     parser.add_argument("--data-format", default="channels_last",
                         choices=("channels_last", "channels_first"))
@@ -82,8 +93,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if not os.path.isfile(args.source):
-        print(f"keras-densenet port: error: no such file {args.source!r}")
+    if not os.path.exists(args.source):
+        print(f"keras-densenet port: error: no such file or directory {args.source!r}")
         return 2
     try:
         fmt = weights.detect(args.source)

@@ -14,7 +14,10 @@ cannot be installed, so they are rebuilt here:
 * ``torch_densenet``: torchvision's DenseNet (module names, epsilon 1e-5,
   symmetric stem); ``torchvision.models`` is used instead when it is installed.
 
-keras.applications needs no copy: ``tf_keras.applications`` is the real thing.
+keras.applications needs no copy: ``tf_keras.applications`` is the real thing;
+nor do timm (``timm.create_model``, for ``densenetblur121d`` and any timm
+state dict) and keras-hub (``DenseNetBackbone`` / ``DenseNetImageClassifier``
+``.from_preset``).
 """
 
 import numpy as np
@@ -62,6 +65,91 @@ def torch_densenet(architecture, classes=1000):
         return getattr(torchvision.models, architecture)(weights=None, num_classes=classes)
     except (ImportError, AttributeError, RuntimeError):
         return _torch_densenet(*IMAGENET_ARCHITECTURES[architecture], classes=classes)
+
+
+def import_timm():
+    """``import timm``, also where the installed torchvision does not fit torch.
+
+    timm imports torchvision at import time. A torchvision wheel built for
+    another torch (pip pairs the CPU torch with PyPI's CUDA torchvision) fails
+    there, registering fake kernels for C++ operators it could not load. timm's
+    DenseNet uses none of them, so that import is retried with those
+    registrations skipped; anything else fails as usual.
+    """
+    try:
+        import timm
+    except RuntimeError as error:
+        if "torchvision::" not in str(error):
+            raise
+        import sys
+
+        import torch.library
+
+        for name in [n for n in sys.modules if n == "torchvision" or n.startswith(
+                ("torchvision.", "timm"))]:
+            del sys.modules[name]
+        register_fake = torch.library.register_fake
+
+        def tolerant(op, func=None, /, **kwargs):
+            try:
+                torch._C._dispatch_find_schema_or_throw(str(op), "")
+            except RuntimeError:  # the operator's C++ library did not load
+                return func if func is not None else (lambda f: f)
+            return register_fake(op, func, **kwargs) if func else register_fake(op, **kwargs)
+
+        torch.library.register_fake = tolerant
+        try:
+            import timm
+        finally:
+            torch.library.register_fake = register_fake
+    return timm
+
+
+def timm_model(name, state_dict=None, classes=1000):
+    """timm's own DenseNet ``name`` (e.g. ``"densenetblur121d"``), in eval mode, with
+    ``state_dict`` loaded (strictly) when given, else timm's random initialization."""
+    timm = import_timm()
+    model = timm.create_model(name, pretrained=False, num_classes=classes)
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
+    return model.eval()
+
+
+def timm_outputs(path, architecture, include_top, images):
+    """timm's DenseNet ``architecture`` with the state dict of a ``.pth``/``.safetensors`` file."""
+    import torch
+
+    from keras_densenet.weights import pytorch
+
+    state = _read_state_dict(path)
+    reference = timm_model(architecture, pytorch.normalize_keys(state))
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+        if include_top:
+            return reference(x).numpy()
+        return reference.forward_features(x).numpy().transpose(0, 2, 3, 1)
+
+
+def _read_state_dict(path):
+    from keras_densenet.weights import pytorch
+
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return pytorch.read_state_dict(path)
+
+
+def keras_hub_outputs(path, architecture, include_top, images):
+    """keras-hub's own DenseNet loaded from the preset directory ``path`` (logits or features)."""
+    from keras_densenet.weights import keras_hub
+
+    import keras
+
+    reference = keras_hub._load(path)
+    if not include_top and hasattr(reference, "backbone"):
+        reference = reference.backbone
+    return keras.ops.convert_to_numpy(reference(images, training=False))
 
 
 def _torch_densenet(blocks, growth_rate, nb_filter, classes):
@@ -133,17 +221,15 @@ def original_keras_outputs(path, architecture, include_top, images):
 
 
 def torch_outputs(path, architecture, include_top, images):
-    """torchvision's DenseNet with the state dict of a ``.pth`` or ``.safetensors`` file."""
+    """torchvision's DenseNet with the state dict of a ``.pth`` or ``.safetensors`` file
+    (timm's, via ``timm_outputs``, for architectures torchvision lacks: ``densenetblur121d``)."""
     import torch
 
     from keras_densenet.weights import pytorch
 
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = load_file(path)
-    else:
-        state = pytorch.read_state_dict(path)
+    if architecture not in IMAGENET_ARCHITECTURES:
+        return timm_outputs(path, architecture, include_top, images)
+    state = _read_state_dict(path)
     reference = torch_densenet(architecture)
     reference.load_state_dict(pytorch.normalize_keys(state))
     reference.eval()
@@ -159,5 +245,6 @@ REFERENCES = {
     "original_keras": original_keras_outputs,
     "torch": torch_outputs,
     "safetensors": torch_outputs,
+    "keras_hub": keras_hub_outputs,
 }
 """Weight format -> the source implementation's outputs for a file of that format."""

@@ -4,7 +4,8 @@
   (``manifest.json``: ``SOURCES``, ``find_entry``) and ``download``;
 * one module per file format: ``keras3`` (our own ``.weights.h5``, with
   ``save_weights``), ``legacy_h5`` (keras.applications and the original Keras
-  release), ``pytorch`` (torchvision/timm ``.pth`` and ``.safetensors``);
+  release), ``pytorch`` (torchvision/timm ``.pth`` and ``.safetensors``),
+  ``keras_hub`` (keras-hub preset directories, with ``save_preset``);
 * ``loading``: ``resolve`` (before building) and ``load`` / ``assign`` (after).
 """
 

@@ -44,8 +44,9 @@ def resolve(weights, *, architecture, include_top, classes, source=None):
     """The ``WeightsPlan`` for ``weights``, or ``None`` for random initialization.
 
     Args:
-        weights: ``None``, ``"imagenet"``, or the path of a weights file in any
-            format of ``registry.FORMATS`` (detected by content).
+        weights: ``None``, ``"imagenet"``, or the path of a weights file (or a
+            keras-hub preset directory) in any format of ``registry.FORMATS``
+            (detected by content).
         architecture: ``"densenet121"`` etc. when the model is a published
             ImageNet architecture, else ``None``.
         include_top: whether the model has its classifier.
@@ -72,12 +73,13 @@ def resolve(weights, *, architecture, include_top, classes, source=None):
         fmt = registry.FORMATS[registry.sources()[entry["source"]]["format"]]
         return WeightsPlan(path=None, file_format=fmt.name, entry=entry,
                            **fmt.requirements(None))
-    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+    if isinstance(weights, (str, os.PathLike)) and os.path.exists(weights):
         path = os.fspath(weights)
         fmt = registry.detect(path)
         return WeightsPlan(path=path, file_format=fmt.name, **fmt.requirements(path))
     raise ValueError(
-        f"weights must be None, 'imagenet', or the path of an existing weights file; "
+        f"weights must be None, 'imagenet', or the path of an existing weights file or "
+        f"keras-hub preset directory; "
         f"got {weights!r}.")
 
 

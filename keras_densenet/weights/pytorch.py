@@ -2,8 +2,12 @@
 
 Keys as torchvision and timm name them (``features.conv0``,
 ``features.denseblock1.denselayer1.norm1`` ..., ``classifier``); checkpoints
-from before 2019 spell ``norm.1`` what later ones call ``norm1``. BN epsilon
-1e-5, symmetric stem padding, ``torch`` preprocessing.
+from before 2019 spell ``norm.1`` what later ones call ``norm1``. timm's deep
+stem (``densenetblur121d``, ``densenet264d``) is ``features.conv0/norm0``,
+``conv1/norm1``, ``conv2/norm2`` (our ``stem_conv1..3``/``stem_bn1..3``); a
+BlurPool ``filt`` buffer, if a checkpoint carries one, must be the fixed 3x3
+binomial filter and is not a weight. BN epsilon 1e-5, symmetric stem padding,
+``torch`` preprocessing.
 """
 
 import collections
@@ -83,14 +87,17 @@ def state_dict_to_table(state_dict):
     """A torchvision/timm DenseNet state dict -> ``WeightTable`` (OIHW kernels transposed)."""
     tensors = {key: np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
                for key, value in normalize_keys(state_dict).items()}
+    deep_stem = "features.conv1.weight" in tensors
     modules = collections.OrderedDict()
     for key in tensors:
         module, _, leaf = key.rpartition(".")
-        if leaf != "num_batches_tracked":
+        if leaf == "filt":
+            _check_blur_filter(key, tensors[key])
+        elif leaf != "num_batches_tracked":
             modules.setdefault(module, None)
     table = {}
     for module in modules:
-        ours = layer_name(module)
+        ours = layer_name(module, deep_stem)
         if module + ".running_mean" in tensors:  # BatchNorm2d
             table[ours] = [tensors[f"{module}.{leaf}"] for leaf in
                            ("weight", "bias", "running_mean", "running_var")]
@@ -101,8 +108,24 @@ def state_dict_to_table(state_dict):
     return table
 
 
-def layer_name(module):
-    """torchvision/timm module name -> ours (``features.transition1.norm`` -> ``transition1_bn``)."""
+def _check_blur_filter(key, filt):
+    """A BlurPool buffer holds no learned values: it must be the 3x3 binomial filter ours uses."""
+    taps = np.array([1.0, 2.0, 1.0]) / 4.0
+    if filt.shape[-2:] != (3, 3) or not np.allclose(filt, np.outer(taps, taps), atol=1e-6):
+        raise ValueError(f"{key} is not the 3x3 binomial blur filter ([1, 2, 1] / 4 outer "
+                         f"itself) that keras_densenet's BlurPool2D applies; shape {filt.shape}.")
+
+
+def layer_name(module, deep_stem=False):
+    """torchvision/timm module name -> ours (``features.transition1.norm`` -> ``transition1_bn``).
+
+    ``deep_stem``: the state dict has timm's 3-conv stem, whose ``features.conv{0,1,2}`` /
+    ``norm{0,1,2}`` are our ``stem_conv{1,2,3}`` / ``stem_bn{1,2,3}``.
+    """
+    match = re.fullmatch(r"features\.(conv|norm)([012])", module)
+    if deep_stem and match:
+        kind, index = match.groups()
+        return f"stem_{'conv' if kind == 'conv' else 'bn'}{int(index) + 1}"
     fixed = {"features.conv0": "stem_conv", "features.norm0": "stem_bn", "classifier": "predictions"}
     if module in fixed:
         return fixed[module]
@@ -113,6 +136,6 @@ def layer_name(module):
     match = re.fullmatch(r"features\.transition(\d+)\.(norm|conv)", module)
     if match:
         return f"transition{match.group(1)}_{'bn' if match.group(2) == 'norm' else 'conv'}"
-    if re.fullmatch(r"features\.norm(\d+)", module):
+    if module == "features.norm5":
         return "final_bn"
     return module

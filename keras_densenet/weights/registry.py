@@ -13,23 +13,27 @@ import importlib.resources
 import json
 import os
 
-from keras_densenet.weights import keras3, legacy_h5, pytorch
+from keras_densenet.weights import keras3, keras_hub, legacy_h5, pytorch
 
 FORMATS = {fmt.name: fmt for fmt in (keras3.FORMAT, legacy_h5.KERAS_APPLICATIONS,
                                      legacy_h5.ORIGINAL_KERAS, pytorch.STATE_DICT,
-                                     pytorch.SAFETENSORS)}
+                                     pytorch.SAFETENSORS, keras_hub.KERAS_HUB)}
 
 
 def detect(path):
-    """The ``WeightFormat`` of the weights file at ``path``; ``ValueError`` if none reads it."""
-    with open(path, "rb") as handle:
-        head = handle.read(16)
+    """The ``WeightFormat`` of the weights file (or preset directory) at ``path``;
+    ``ValueError`` if none reads it. A directory's ``head`` is ``b""``."""
+    head = b""
+    if not os.path.isdir(path):
+        with open(path, "rb") as handle:
+            head = handle.read(16)
     for fmt in FORMATS.values():
         if fmt.detect(path, head):
             return fmt
     raise ValueError(
         f"{path!r} is not a weights file this package reads: expected a Keras h5 "
-        "(.h5/.weights.h5), a PyTorch state dict (.pth) or a .safetensors file.")
+        "(.h5/.weights.h5), a PyTorch state dict (.pth), a .safetensors file or a keras-hub "
+        "DenseNet preset directory (config.json naming DenseNetBackbone).")
 
 
 @functools.lru_cache(maxsize=1)
@@ -79,6 +83,9 @@ def download(entry, cache_dir=None):
     would otherwise fall back to ``/tmp/.keras``). An ``md5``/``sha256`` entry is
     checked by get_file; a ``sha256_prefix`` entry (torchvision publishes only
     the first 8 hex digits, in the file name) is checked here after the download.
+    An entry with ``hash_algorithm: "none"`` (no published hash is known) is
+    downloaded but not trusted: ``ValueError`` gives its sha256 and cached path,
+    to be passed as ``weights=PATH`` once the user has checked it.
     """
     import keras
 
@@ -103,6 +110,12 @@ def download(entry, cache_dir=None):
             raise ValueError(f"{entry['file_name']} from {entry['url']} has sha256 {digest}, "
                              f"which does not start with {entry['hash']}: the download is "
                              "corrupt or not the published file (removed from the cache).")
+    if entry["hash_algorithm"] == "none":
+        raise ValueError(
+            f"{entry['file_name']} from {entry['url']} has no published hash in "
+            f"keras_densenet's manifest, so it is not loaded unchecked. Downloaded to {path} "
+            f"(sha256 {sha256(path)}); compare that with the hash its publisher shows and pass "
+            "weights=PATH to use it.")
     return path
 
 
