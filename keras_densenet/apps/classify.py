@@ -1,100 +1,195 @@
-"""``keras-densenet classify``: top-5 ImageNet classes of images, as published evaluations do.
+"""``keras-densenet classify``: the top classes of images, with any model this package makes.
 
+    keras-densenet classify photo.png --model runs/digits/model.keras   # a model `train` made
     keras-densenet classify photo.jpg folder/ --arch densenet121 --weights imagenet
-    keras-densenet classify photo.jpg --model my_model.keras --preprocessing torch
+    keras-densenet classify photos/ --model model.keras --json          # one JSON line per image
 
-Each image is resized so that its shorter side is 256 pixels (bicubic), then
-center-cropped to 224x224 (``--resize``/``--crop`` change this), and
-preprocessed the way the weights expect (``torch`` or ``caffe_bgr``, from
-the weights' source unless ``--preprocessing`` says otherwise). A file that is
-not an image is reported and skipped; the exit code is 1 if any file failed.
+The model's recorded config (``keras_densenet.model_config``) says how to
+feed it: input size, preprocessing (``torch``/``caffe_bgr``), eval transform
+(resize the shorter side to ``size / crop_pct`` with its interpolation, then
+center-crop ``size``) and class names (ImageNet's for a 1000-class model
+without names). ``--crop``, ``--resize`` and ``--preprocessing`` override it
+where the model allows. A file that is not a readable image (or too large to
+decode safely) is reported and the others still run; the exit code is then 1.
 """
 
 import argparse
+import json
 import os
 import sys
 
-import numpy as np
-
-from keras_densenet import weights as weights_lib
-from keras_densenet.model import model_config
-from keras_densenet.apps.images import image_paths, load_image
+from keras_densenet.apps.images import IMAGE_EXTENSIONS, image_paths, load_image
 from keras_densenet.architectures import IMAGENET_ARCHITECTURES
-from keras_densenet.preprocessing import MODES, decode_predictions, preprocess_input
+from keras_densenet.checks import check_positive_int
+
+PREPROCESSING_MODES = ("torch", "caffe_bgr")  # keras_densenet.preprocessing.MODES, without Keras
+DEFAULT_CROP = 224
+"""Input size of a model that takes any size, unless ``--crop`` says otherwise."""
+
 
 def load_model(model_path=None, architecture="densenet121", weights="imagenet",
                weights_source=None):
-    """``(model, preprocessing mode or None)`` from a ``.keras`` file or a preset + weights."""
+    """A Keras model from a ``.keras`` file, or the ``architecture`` preset with ``weights``."""
     import keras
 
     from keras_densenet.presets import DenseNetImageNet
 
     if model_path:
-        model = keras.models.load_model(model_path)
+        if not os.path.isfile(model_path):
+            raise ValueError(f"--model {model_path!r}: no such file.")
+        return keras.models.load_model(model_path)
+    return DenseNetImageNet(architecture, weights=weights, weights_source=weights_source)
+
+
+def serving_settings(model, crop=None, resize=None, preprocessing=None):
+    """How to feed ``model``, from its recorded config and the overrides given.
+
+    Returns a dict: ``size`` (square crop, pixels), ``resize`` (shorter side
+    before cropping), ``interpolation``, ``preprocessing`` mode,
+    ``data_format``, ``class_names`` (one per output). Raises a one-line
+    ``ValueError`` for an override the model cannot take.
+    """
+    from keras_densenet.model import model_config
+    from keras_densenet.preprocessing import imagenet_class_index
+
+    config = model_config(model)
+    data_format = config["data_format"]
+    spatial = config["input_shape"][:2] if data_format == "channels_last" else (
+        config["input_shape"][1:])
+    if spatial[0] is not None or spatial[1] is not None:
+        if spatial[0] != spatial[1]:
+            raise ValueError(f"the model takes {spatial[0]}x{spatial[1]} images; classify "
+                             "feeds square center crops.")
+        if crop is not None and crop != spatial[0]:
+            raise ValueError(f"--crop {crop}: this model takes {spatial[0]}x{spatial[0]} "
+                             "images only; leave --crop out.")
+        size = spatial[0]
     else:
-        model = DenseNetImageNet(architecture, weights=weights, weights_source=weights_source)
-    return model, model_config(model)["preprocessing"]
+        size = crop or DEFAULT_CROP
+        minimum = 2 ** downsamplings(config)
+        if size < minimum:
+            raise ValueError(f"--crop {size} is too small: this model halves the image "
+                             f"{minimum.bit_length() - 1} times, so it needs at least {minimum} "
+                             "pixels.")
+    resize = resize or int(round(size / (config.get("crop_pct") or 1.0)))
+    if resize < size:
+        raise ValueError(f"--resize {resize} is smaller than the {size}-pixel crop.")
+    classes = int(model.output.shape[-1])
+    names = config.get("class_names")
+    if names is None and classes == 1000:
+        names = [name for _, name in (imagenet_class_index()[i] for i in range(1000))]
+    elif names is None:
+        names = [f"class {index}" for index in range(classes)]
+    elif len(names) != classes:
+        raise ValueError(f"the model records {len(names)} class names for {classes} outputs.")
+    return dict(size=size, resize=resize, interpolation=config.get("interpolation") or "bicubic",
+                preprocessing=preprocessing or config.get("preprocessing") or "torch",
+                data_format=data_format, class_names=list(names))
 
 
-def classify(model, paths, preprocessing, top=5, resize=256, crop=224, batch_size=16):
-    """Yield ``(path, predictions or None, error or None)`` per image, in order."""
-    channels_first = model_config(model)["data_format"] == "channels_first"
+def downsamplings(config):
+    """How many times the recorded architecture halves the image (5 if unknown)."""
+    architecture = config.get("architecture")
+    if not architecture:
+        return 5
+    return (2 if architecture["subsample_initial_block"] else 0) + len(
+        architecture["nb_layers_per_block"]) - 1
+
+
+def keras_scores(model):
+    """``batch -> (batch, classes)`` scores of a Keras model, as NumPy."""
+    import numpy as np
+
+    return lambda batch: np.asarray(model.predict(batch, verbose=0))
+
+
+def classify(paths, settings, scores, top=5, batch_size=16):
+    """Yield ``(path, [(label, index, score), ...] best first, or None, error or None)``.
+
+    ``scores`` maps a preprocessed batch (``settings["data_format"]``,
+    float32) to ``(batch, classes)`` scores (``keras_scores(model)``); images
+    are read and preprocessed as ``settings`` say (see ``serving_settings``).
+    """
+    import numpy as np
+
+    from keras_densenet.preprocessing import preprocess_input
+
+    names = settings["class_names"]
     for start in range(0, len(paths), batch_size):
-        batch_paths, images, errors = [], [], {}
-        for path in paths[start:start + batch_size]:
+        chunk = paths[start:start + batch_size]
+        loaded, errors = [], {}
+        for path in chunk:
             try:
-                images.append(load_image(path, resize, crop))
-                batch_paths.append(path)
+                loaded.append((path, load_image(path, settings["resize"], settings["size"],
+                                                settings["interpolation"])))
             except (ValueError, FileNotFoundError) as error:
                 errors[path] = str(error)
-        decoded = {}
-        if images:
-            x = preprocess_input(np.stack(images), mode=preprocessing)
-            if channels_first:
+        results = {}
+        if loaded:
+            x = preprocess_input(np.stack([image for _, image in loaded]),
+                                 mode=settings["preprocessing"], data_format="channels_last")
+            if settings["data_format"] == "channels_first":
                 x = x.transpose(0, 3, 1, 2)
-            decoded = dict(zip(batch_paths, decode_predictions(
-                np.asarray(model.predict(x, verbose=0)), top=top)))
-        for path in paths[start:start + batch_size]:
-            yield path, decoded.get(path), errors.get(path)
+            for (path, _), row in zip(loaded, scores(x)):
+                best = np.argsort(row)[::-1][:top]
+                results[path] = [(names[i], int(i), float(row[i])) for i in best]
+        for path in chunk:
+            yield path, results.get(path), errors.get(path)
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="keras-densenet classify", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", help="image files or folders")
-    parser.add_argument("--model", help="a .keras model (1000 ImageNet classes)")
-    parser.add_argument("--arch", default="densenet121", choices=sorted(IMAGENET_ARCHITECTURES))
-    parser.add_argument("--weights", default="imagenet", help="'imagenet' or a weights file")
-    parser.add_argument("--weights-source", choices=weights_lib.SOURCES)
-    parser.add_argument("--preprocessing", choices=MODES,
-                        help="default: what the weights expect (torch for a .keras model)")
-    parser.add_argument("--top", type=int, default=5)
-    parser.add_argument("--resize", type=int, default=256, help="shorter side before cropping")
-    parser.add_argument("--crop", type=int, default=224)
+    parser.add_argument("--model", help="a .keras model (e.g. runs/digits/model.keras); "
+                                        "without it, --arch with --weights")
+    parser.add_argument("--arch", default="densenet121", choices=sorted(IMAGENET_ARCHITECTURES),
+                        help="ImageNet preset without --model (default: %(default)s)")
+    parser.add_argument("--weights", default="imagenet",
+                        help="'imagenet' or a weights file, without --model (default: %(default)s)")
+    parser.add_argument("--weights-source", help="which published ImageNet weights "
+                                                 "(keras_densenet.weights.SOURCES)")
+    parser.add_argument("--preprocessing", choices=PREPROCESSING_MODES,
+                        help="default: what the model records (torch if it records none)")
+    parser.add_argument("--top", type=int, default=5, help="classes per image (default: 5)")
+    parser.add_argument("--crop", type=int, help="input size for a model that takes any size "
+                                                 f"(default: {DEFAULT_CROP})")
+    parser.add_argument("--resize", type=int,
+                        help="shorter side before cropping (default: crop / the model's crop_pct)")
+    parser.add_argument("--batch-size", type=int, default=16, help="default: %(default)s")
+    parser.add_argument("--json", action="store_true",
+                        help='one JSON object per image: {"path", "top": [{"label", "index", '
+                             '"score"}]} or {"path", "error"}')
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.crop > args.resize:
-        print(f"keras-densenet classify: error: --crop {args.crop} exceeds --resize {args.resize}")
-        return 2
-    try:
-        model, expected = load_model(args.model, args.arch, args.weights, args.weights_source)
-    except (ValueError, OSError) as error:
-        print(f"keras-densenet classify: error: {error}")
-        return 2
-    preprocessing = args.preprocessing or expected or "torch"
+    for flag, value in (("--top", args.top), ("--batch-size", args.batch_size),
+                        ("--crop", args.crop), ("--resize", args.resize)):
+        if value is not None:
+            check_positive_int(flag, value)
+    paths = image_paths(args.images)
+    if not paths:
+        raise ValueError(f"no images in {args.images}: folders are searched for "
+                         f"{'/'.join(IMAGE_EXTENSIONS)} files.")
+    model = load_model(args.model, args.arch, args.weights, args.weights_source)
+    settings = serving_settings(model, args.crop, args.resize, args.preprocessing)
     failures = 0
-    for path, predictions, error in classify(model, image_paths(args.images), preprocessing,
-                                             args.top, args.resize, args.crop):
+    for path, predictions, error in classify(paths, settings, keras_scores(model),
+                                             args.top, args.batch_size):
+        failures += error is not None
+        if args.json:
+            record = {"path": path, "error": error} if error else {"path": path, "top": [
+                {"label": label, "index": index, "score": score}
+                for label, index, score in predictions]}
+            print(json.dumps(record), flush=True)
         if error:
-            failures += 1
             print(f"error: {error}", file=sys.stderr)
-            continue
-        print(path)
-        for rank, (wordnet_id, name, score) in enumerate(predictions, start=1):
-            print(f"  {rank}. {name:<30} {score:.4f}  ({wordnet_id})")
+        elif not args.json:
+            print(path)
+            for rank, (label, index, score) in enumerate(predictions, start=1):
+                print(f"  {rank}. {label:<30} {score:.4f}")
     return 1 if failures else 0
 
 

@@ -7,7 +7,9 @@
 
 A run directory holds ``config.json`` (the recipe), ``backup/`` (the state
 saved after every epoch, removed once the run completes), ``log.csv``,
-``curves.png``, ``model.keras`` (the final model) and ``metrics.json``.
+``curves.png``, ``model.keras`` (the final model) and ``metrics.json``. The data
+is split into train, validation (reported each epoch) and test (evaluated once,
+at the end, into ``metrics.json``).
 """
 
 import argparse
@@ -66,7 +68,7 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
     log_path = os.path.join(output_dir, "log.csv")
     model.fit(
         splits.train,
-        validation_data=splits.test,
+        validation_data=splits.validation,  # model selection; test is reported once, below
         epochs=recipe.epochs,
         shuffle=False,  # the pipeline reshuffles every epoch itself
         verbose=verbose,
@@ -184,12 +186,8 @@ def main(argv=None):
         learning_rate=args.learning_rate, image_size=args.image_size, augment=args.augment,
         model={**recipe.model, **model_overrides})
     output_dir = args.output or os.path.join("runs", args.recipe)
-    try:
-        metrics = train(recipe, output_dir, resume=args.resume, distribute=args.distribute,
-                        verbose=0 if args.quiet else 1)
-    except ValueError as error:
-        print(f"keras-densenet train: error: {error}")
-        return 2
+    metrics = train(recipe, output_dir, resume=args.resume, distribute=args.distribute,
+                    verbose=0 if args.quiet else 1)  # errors: one line, from apps.cli
     print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f}")
     print(f"model: {os.path.join(output_dir, 'model.keras')}")
     return 0
