@@ -6,7 +6,12 @@
 
 The data is made here: images with random discs and squares on a noisy
 background; the mask labels each pixel background (0), disc (1) or square (2).
-Prints the mean intersection-over-union on held-out images. EXPECTED_DEFAULT
+Prints the mean intersection-over-union on held-out images and the time taken.
+The defaults take several minutes on 2 CPU cores (over 3). Short runs (``--quick``,
+or a few hundred training steps or fewer) only show the mechanics: the
+BatchNormalization moving statistics have not settled yet, so the held-out IoU
+is poor even when the training accuracy is high (256 images for 10 epochs: 96%
+training accuracy, IoU 0.05).
 """
 
 import argparse
@@ -57,9 +62,9 @@ def mean_iou(masks, predicted, classes):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--images", type=int, default=256, help="training images")
+    parser.add_argument("--images", type=int, default=512, help="training images")
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--growth-rate", type=int, default=8)
     parser.add_argument("--layers", type=int, default=2, help="dense layers per block")
     parser.add_argument("--blocks", type=int, default=3)
