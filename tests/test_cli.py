@@ -28,7 +28,8 @@ def run_cli(*argv, code="", env=None):
 @pytest.mark.parametrize("flag, expected", [("--help", "usage: keras-densenet"),
                                             ("--version", f"keras-densenet {__version__}")])
 def test_help_and_version_start_instantly_without_the_framework(flag, expected):
-    heavy = "for name in ('keras', 'tensorflow', 'jax', 'torch'):\n    assert name not in sys.modules, name\n"
+    heavy = ("for name in ('keras', 'tensorflow', 'jax', 'torch'):\n"
+             "    assert name not in sys.modules, name\n")
     result, seconds = run_cli(flag, code=heavy)
     assert result.returncode == 0, result.stderr
     assert expected in result.stdout and result.stderr == ""
