@@ -11,6 +11,7 @@ BatchNormalizations into convolutions, then reloads the SavedModel with
 """
 
 import argparse
+import os
 
 import keras
 import numpy as np
@@ -19,12 +20,20 @@ from keras_densenet import preprocess_input
 from keras_densenet.export import INPUT_NAME, export
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Keep the docstring's layout and show every default."""
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", nargs="?", default="runs/digits/model.keras")
-    parser.add_argument("output", nargs="?", default="exported/digits/1")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("model", nargs="?", default="runs/digits/model.keras",
+                        help="a .keras model")
+    parser.add_argument("output", nargs="?", default="exported/digits/1",
+                        help="the SavedModel folder to write")
     args = parser.parse_args()
+    if not os.path.isfile(args.model):
+        parser.error(f"no model file {args.model!r}: run `keras-densenet train` first, "
+                     "or name a .keras file")
 
     import tensorflow as tf
 

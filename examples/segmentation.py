@@ -2,13 +2,20 @@
 
     python examples/segmentation.py                 # FC-DenseNet-style net, 64x64 images
     python examples/segmentation.py --epochs 30 --growth-rate 12
+    python examples/segmentation.py --quick         # a smoke run, seconds
 
 The data is made here: images with random discs and squares on a noisy
 background; the mask labels each pixel background (0), disc (1) or square (2).
-Prints the mean intersection-over-union on held-out images.
+Prints the mean intersection-over-union on held-out images and the time taken.
+The defaults take several minutes on 2 CPU cores (over 3). Short runs (``--quick``,
+or a few hundred training steps or fewer) only show the mechanics: the
+BatchNormalization moving statistics have not settled yet, so the held-out IoU
+is poor even when the training accuracy is high (256 images for 10 epochs: 96%
+training accuracy, IoU 0.05).
 """
 
 import argparse
+import time
 
 import keras
 import numpy as np
@@ -16,6 +23,11 @@ import numpy as np
 from keras_densenet.fcn import DenseNetFCN
 
 CLASSES = ("background", "disc", "square")
+QUICK = dict(images=16, size=32, epochs=1, growth_rate=4, layers=1)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Keep the docstring's layout and show every default."""
 
 
 def make_shapes(count, size=64, seed=0):
@@ -49,15 +61,21 @@ def mean_iou(masks, predicted, classes):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--images", type=int, default=512, help="training images")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--growth-rate", type=int, default=8)
     parser.add_argument("--layers", type=int, default=2, help="dense layers per block")
     parser.add_argument("--blocks", type=int, default=3)
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: --images 16 --size 32 --epochs 1 --growth-rate 4 "
+                             "--layers 1")
     args = parser.parse_args()
+    if args.quick:
+        for name, value in QUICK.items():
+            setattr(args, name, value)
+    start = time.perf_counter()
 
     x_train, y_train = make_shapes(args.images, args.size, seed=0)
     x_test, y_test = make_shapes(max(16, args.images // 4), args.size, seed=1)
@@ -70,7 +88,8 @@ def main():
               validation_data=(x_test, y_test))
     predicted = np.argmax(model.predict(x_test, verbose=0), axis=-1)
     print(f"mean IoU on {len(x_test)} held-out images: "
-          f"{mean_iou(y_test, predicted, len(CLASSES)):.3f}")
+          f"{mean_iou(y_test, predicted, len(CLASSES)):.3f} "
+          f"({time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -23,19 +23,35 @@ CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 CAFFE_SCALE = 0.017
 
 
-def preprocess_input(x, mode="torch", data_format=None):
+def preprocess_input(x, mode=None, data_format=None, model=None):
     """Preprocess RGB images with values in [0, 255]; the input is never modified.
 
     Args:
         x: images, ``(..., H, W, 3)`` for channels_last or ``(..., 3, H, W)``
             for channels_first; a NumPy array (a float32 array is returned)
             or a backend tensor / KerasTensor (a tensor is returned).
-        mode: ``"torch"`` or ``"caffe_bgr"`` (see the module docstring).
-        data_format: default ``keras.config.image_data_format()``.
+        mode: ``"torch"`` or ``"caffe_bgr"`` (see the module docstring);
+            default: what ``model`` records, else ``"torch"``.
+        data_format: default: ``model``'s, else ``keras.config.image_data_format()``.
+        model: a model of this package (e.g. ``DenseNetImageNet161(weights="imagenet")``,
+            whose original-release weights need ``"caffe_bgr"``): ``mode`` and
+            ``data_format`` are taken from ``keras_densenet.model_config(model)``.
+            A ``mode`` that contradicts the model's recorded one is an error.
 
     Returns:
         The preprocessed images, same shape, float32.
     """
+    if model is not None:
+        from keras_densenet.model import model_config
+
+        config = model_config(model)
+        recorded = config["preprocessing"]
+        if mode is not None and recorded is not None and mode != recorded:
+            raise ValueError(f"mode={mode!r} contradicts the model, whose weights expect "
+                             f"mode={recorded!r}; leave mode out.")
+        mode = mode or recorded
+        data_format = data_format or config["data_format"]
+    mode = mode or "torch"
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}.")
     data_format = data_format or keras.config.image_data_format()

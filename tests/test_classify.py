@@ -1,24 +1,142 @@
-"""keras-densenet classify: resize-then-crop, per-file errors, folders."""
+"""keras-densenet classify: any model this package makes, its eval transform, --json, errors."""
+
+import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from keras_densenet import DenseNet
-from keras_densenet.apps import classify
+from keras_densenet import DenseNet, preprocess_input
+from keras_densenet.apps import classify, cli
+from keras_densenet.apps import train as train_lib
+from keras_densenet.apps.recipes import RECIPES
 
 skimage_data = pytest.importorskip("skimage.data")
 
+TINY = RECIPES["digits"].replace(
+    model=dict(depth=10, growth_rate=4, bottleneck=True, reduction=0.5),
+    image_size=16, epochs=1, batch_size=128)
+
+
+@pytest.fixture(scope="module")
+def trained_model(tmp_path_factory):
+    """The model.keras that `keras-densenet train` writes, for a tiny recipe (1 epoch)."""
+    run = tmp_path_factory.mktemp("run") / "digits"
+    train_lib.train(TINY, str(run), verbose=0)
+    return str(run / "model.keras")
+
+
+@pytest.fixture(scope="module")
+def digit_images(tmp_path_factory):
+    """Three 16x16 PNG digits (as the tiny model was trained on) and a file that is no image."""
+    from sklearn.datasets import load_digits
+
+    folder = tmp_path_factory.mktemp("digits")
+    bunch = load_digits()
+    for index in (0, 1, 2):
+        pixels = (bunch.images[index] * (255 / 16)).astype("uint8")
+        Image.fromarray(pixels).resize((16, 16), Image.BILINEAR).save(folder / f"{index}.png")
+    (folder / "notes.png").write_text("not an image")
+    return folder
+
+
+def test_classify_a_freshly_trained_model_with_json(trained_model, digit_images, capsys):
+    code = cli.main(["classify", str(digit_images), "--model", trained_model, "--json",
+                     "--top", "3"])
+    captured = capsys.readouterr()
+    assert code == 1  # notes.png failed, the three digits were classified
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["path"].rsplit("/", 1)[-1] for r in records] == ["0.png", "1.png", "2.png",
+                                                               "notes.png"]
+    for record in records[:3]:
+        assert [sorted(entry) for entry in record["top"]] == [["index", "label", "score"]] * 3
+        assert all(entry["label"] == str(entry["index"]) for entry in record["top"])  # digits
+        scores = [entry["score"] for entry in record["top"]]
+        assert scores == sorted(scores, reverse=True) and 0 <= scores[0] <= 1
+    assert "not a readable image" in records[3]["error"]
+    assert "notes.png: not a readable image" in captured.err
+
+
+def test_classify_feeds_the_model_as_it_was_trained(trained_model, digit_images):
+    """The recipe's eval transform: 16 px, no crop (crop_pct 1), torch preprocessing."""
+    import keras
+
+    model = keras.models.load_model(trained_model)
+    settings = classify.serving_settings(model)
+    assert (settings["size"], settings["resize"], settings["preprocessing"],
+            settings["interpolation"]) == (16, 16, "torch", "bilinear")
+    assert settings["class_names"] == [str(d) for d in range(10)]
+    path = str(digit_images / "1.png")
+    [(_, predictions, error)] = classify.classify([path], settings, classify.keras_scores(model),
+                                                  top=10)
+    pixels = np.asarray(Image.open(path).convert("RGB"))[None]
+    expected = model.predict(preprocess_input(pixels), verbose=0)[0]
+    got = {index: score for _, index, score in predictions}
+    np.testing.assert_allclose([got[i] for i in range(10)], expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="--crop 24: this model takes 16x16 images only"):
+        classify.serving_settings(model, crop=24)
+
+
+@pytest.fixture(scope="module")
+def imagenet_like_model(tmp_path_factory):
+    """A tiny 1000-class model that takes any image size (halves it 3 times)."""
+    path = str(tmp_path_factory.mktemp("m") / "imagenet_like.keras")
+    DenseNet(nb_dense_block=2, nb_layers_per_block=1, growth_rate=4, nb_filter=8,
+             subsample_initial_block=True, classes=1000).save(path)
+    return path
+
 
 @pytest.fixture
-def image_folder(tmp_path):
+def photos(tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
     Image.fromarray(skimage_data.astronaut()).save(folder / "astronaut.png")
-    Image.fromarray(skimage_data.coffee()).save(folder / "coffee.jpg")
     Image.fromarray(skimage_data.camera()).save(folder / "camera.png")  # grayscale
-    (folder / "notes.jpg").write_text("not an image")
     return folder
+
+
+def test_imagenet_names_and_crop_for_a_model_of_any_size(imagenet_like_model, photos, capsys):
+    assert cli.main(["classify", str(photos), "--model", imagenet_like_model, "--crop", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "astronaut.png" in out and "camera.png" in out and out.count("  5. ") == 2
+    import keras
+
+    settings = classify.serving_settings(keras.models.load_model(imagenet_like_model), crop=32)
+    assert settings["size"] == 32 and settings["resize"] == round(32 / 0.875)
+    assert settings["class_names"][1] == "goldfish"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--crop", "4"], "--crop 4 is too small: this model halves the image 3 times, so it "
+                      "needs at least 8 pixels."),
+    (["--crop", "0"], "--crop must be a positive integer; got 0."),
+    (["--top", "-1"], "--top must be a positive integer; got -1."),
+    (["--crop", "64", "--resize", "32"], "--resize 32 is smaller than the 64-pixel crop."),
+])
+def test_bad_sizes_are_one_line_errors(imagenet_like_model, photos, argv, message, capsys):
+    assert cli.main(["classify", str(photos), "--model", imagenet_like_model, *argv]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert message in line and line.startswith("keras-densenet classify: error:")
+
+
+def test_a_head_without_names_is_numbered(tmp_path, photos, capsys):
+    path = str(tmp_path / "three.keras")
+    DenseNet(depth=7, growth_rate=4, classes=3, input_shape=(32, 32, 3)).save(path)
+    assert cli.main(["classify", str(photos / "astronaut.png"), "--model", path, "--json"]) == 0
+    [record] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(entry["label"] for entry in record["top"]) == ["class 0", "class 1", "class 2"]
+
+
+def test_a_decompression_bomb_is_reported_and_the_run_goes_on(imagenet_like_model, tmp_path,
+                                                              monkeypatch, capsys):
+    Image.new("RGB", (40, 40)).save(tmp_path / "small.png")
+    Image.new("RGB", (400, 400)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40_000)  # 400x400 is over twice this
+    assert cli.main(["classify", str(tmp_path), "--model", imagenet_like_model,
+                     "--crop", "32"]) == 1
+    captured = capsys.readouterr()
+    assert "bomb.png: refused, too many pixels to decode safely" in captured.err
+    assert "small.png" in captured.out and "  5. " in captured.out
 
 
 def test_load_image_resizes_the_shorter_side_then_center_crops(tmp_path):
@@ -31,25 +149,12 @@ def test_load_image_resizes_the_shorter_side_then_center_crops(tmp_path):
     assert image[:, :14].max() < 10 and image[:, 18:].min() > 245
 
 
-def test_classify_prints_top5_and_reports_bad_files(tmp_path, image_folder, capsys):
-    model_path = str(tmp_path / "m.keras")
-    DenseNet(depth=10, growth_rate=4, bottleneck=True, reduction=0.5, classes=1000,
-             input_shape=(32, 32, 3)).save(model_path)
-    code = classify.main([str(image_folder), "--model", model_path, "--resize", "40",
-                          "--crop", "32"])
-    captured = capsys.readouterr()
-    assert code == 1  # one file failed
-    assert "notes.jpg: not a readable image" in captured.err
-    for name in ("astronaut.png", "coffee.jpg", "camera.png"):
-        assert name in captured.out
-    assert captured.out.count("  5. ") == 3
+def test_missing_files_and_empty_folders(tmp_path, capsys):
+    assert cli.main(["classify", str(tmp_path)]) == 2
+    assert "no images in" in capsys.readouterr().err
+    assert cli.main(["classify", "x.png", "--weights", str(tmp_path / "none.h5")]) == 2
+    assert "existing weights file" in capsys.readouterr().err
 
-
-def test_classify_argument_errors(tmp_path, capsys):
-    assert classify.main(["x.png", "--resize", "200", "--crop", "224"]) == 2
-    assert "exceeds --resize" in capsys.readouterr().out
-    assert classify.main(["x.png", "--weights", str(tmp_path / "none.h5")]) == 2
-    assert "existing weights file" in capsys.readouterr().out
 
 
 def test_classify_on_onnx_and_openvino_prints_what_keras_prints(tmp_path, image_folder, capsys):
@@ -57,21 +162,15 @@ def test_classify_on_onnx_and_openvino_prints_what_keras_prints(tmp_path, image_
     model_path = str(tmp_path / "m.keras")
     DenseNet(depth=10, growth_rate=4, bottleneck=True, reduction=0.5, classes=1000,
              input_shape=(32, 32, 3)).save(model_path)
-    common = [str(image_folder / "coffee.jpg"), "--model", model_path, "--resize", "40",
-              "--crop", "32"]
+    common = ["classify", str(image_folder / "coffee.jpg"), "--model", model_path]
     outputs = {}
     for runtime in ("keras", "onnx", "openvino"):
-        assert classify.main(common + ["--runtime", runtime]) == 0
+        assert cli.main(common + ["--runtime", runtime]) == 0
         outputs[runtime] = capsys.readouterr().out
     assert outputs["onnx"] == outputs["keras"] == outputs["openvino"]
     assert outputs["keras"].count("  5. ") == 1
     for extra, message in [(["--precision", "int8"], "--precision int8 needs --runtime openvino"),
                            (["--runtime", "openvino", "--precision", "int8"],
-                            "--precision int8 needs --model an int8 .xml"),
-                           (["--runtime", "openvino", "--precision", "fp8"], None)]:
-        if message is None:
-            with pytest.raises(SystemExit):  # argparse names the choices
-                classify.main(common + extra)
-            continue
-        assert classify.main(common + extra) == 2
-        assert message in capsys.readouterr().out
+                            "--precision int8 needs --model an int8 .xml")]:
+        assert cli.main(common + extra) == 2
+        assert message in capsys.readouterr().err

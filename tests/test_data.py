@@ -10,9 +10,10 @@ from keras_densenet.apps import data
 from keras_densenet.preprocessing import preprocess_input
 
 
-def test_digits_are_rgb_images_split_80_20():
-    (x_train, y_train), (x_test, y_test), names = data.digits(image_size=24)
-    assert x_train.shape == (1437, 24, 24, 3) and x_test.shape == (360, 24, 24, 3)
+def test_digits_are_rgb_images_split_70_10_20():
+    (x_train, y_train), (x_val, y_val), (x_test, y_test), names = data.digits(image_size=24)
+    assert x_train.shape == (1257, 24, 24, 3) and x_test.shape == (360, 24, 24, 3)
+    assert x_val.shape == (180, 24, 24, 3) and set(np.unique(y_val)) == set(range(10))
     assert 0.0 <= x_train.min() and x_train.max() <= 255.0 and x_train.max() > 200
     assert names == [str(d) for d in range(10)]
     assert set(np.unique(y_test)) == set(range(10))  # stratified
@@ -22,7 +23,7 @@ def test_pipeline_normalizes_like_preprocess_input():
     splits = data.load("digits", image_size=16, batch_size=8, augment=False)
     images, labels = next(iter(splits.test))
     assert images.shape == (8, 16, 16, 3) and labels.dtype == tf.int32
-    (_, _), (x_test, _), _ = data.digits(image_size=16)
+    *_, (x_test, _), _ = data.digits(image_size=16)
     np.testing.assert_allclose(images.numpy(), preprocess_input(x_test[:8]), atol=1e-5)
     assert splits.image_shape == (16, 16, 3)
 
@@ -49,6 +50,12 @@ def test_image_folder_with_mixed_channels_becomes_rgb(tmp_path):
     assert splits.class_names == ["cat", "dog"]
     images, _ = next(iter(splits.train))
     assert images.shape[1:] == (16, 16, 3)
+    # 10 images: 7 train, 1 validation, 2 test, the same ones in every epoch
+    sizes = [sum(int(tf.shape(y)[0]) for _, y in split)
+             for split in (splits.train, splits.validation, splits.test)]
+    assert sizes == [7, 1, 2]
+    first = [y.numpy().tolist() for _, y in splits.test]
+    assert [y.numpy().tolist() for _, y in splits.test] == first
 
 
 def test_image_folder_errors(tmp_path):

@@ -82,3 +82,23 @@ def test_decode_predictions_uses_the_shipped_class_index():
 def test_decode_predictions_rejects_other_shapes():
     with pytest.raises(ValueError, match="shape \\(batch, 1000\\)"):
         decode_predictions(np.zeros((1, 10)))
+
+
+def test_preprocess_input_takes_the_mode_and_format_from_a_model():
+    from keras_densenet import DenseNet
+
+    model = DenseNet(depth=7, growth_rate=4, input_shape=(3, 32, 32),
+                     data_format="channels_first")
+    images = np.random.default_rng(0).uniform(0, 255, (2, 3, 32, 32))
+    # no recorded preprocessing (random weights): torch, in the model's data format
+    np.testing.assert_allclose(preprocess_input(images, model=model),
+                               preprocess_input(images, mode="torch",
+                                                data_format="channels_first"))
+    # what loading the original Keras release records (DenseNetImageNet161(weights="imagenet"))
+    model.densenet_config["preprocessing"] = "caffe_bgr"
+    np.testing.assert_allclose(preprocess_input(images, model=model),
+                               preprocess_input(images, mode="caffe_bgr",
+                                                data_format="channels_first"))
+    with pytest.raises(ValueError, match="mode='torch' contradicts the model, whose weights "
+                                         "expect mode='caffe_bgr'"):
+        preprocess_input(images, mode="torch", model=model)

@@ -1,7 +1,14 @@
 """The ``keras-densenet`` command: one subcommand per module.
 
-Each subcommand lives in its own module, which provides ``main(argv)``;
+Each subcommand lives in its own module, which provides ``main(argv)`` (and
+``USES_FRAMEWORK = False`` if it never imports Keras);
 ``keras-densenet SUBCOMMAND --help`` shows its options.
+
+Errors are one line on stderr (``keras-densenet CMD: error: MESSAGE``, exit
+code 2); ``--debug`` (before the subcommand) or ``KERAS_DENSENET_DEBUG=1``
+shows the full traceback instead. This module imports no framework, so
+``keras-densenet --help`` and ``--version`` are instant; TensorFlow's C++
+start-up lines are silenced before it is first imported.
 """
 
 import importlib
@@ -10,29 +17,89 @@ import sys
 
 COMMANDS = {
     # subcommand: (module, one-line help)
-    "summary": ("keras_densenet.apps.summary", "parameter counts of every preset"),
-    "classify": ("keras_densenet.apps.classify", "top-5 ImageNet classes of images"),
+    "train": ("keras_densenet.apps.train", "train a DenseNet (default: the embedded digits)"),
+    "classify": ("keras_densenet.apps.classify",
+                 "top classes of images, with a trained .keras model or ImageNet weights"),
     "export": ("keras_densenet.apps.export", "export a .keras model: SavedModel, ONNX, TFLite"),
     "port": ("keras_densenet.apps.port", "convert published weights to Keras 3 .weights.h5"),
-    "train": ("keras_densenet.apps.train", "train a DenseNet (default: the embedded digits)"),
+    "summary": ("keras_densenet.apps.summary", "parameter counts of every preset"),
 }
+DEBUG_VARIABLE = "KERAS_DENSENET_DEBUG"
+"""Set to 1 to see full tracebacks instead of one-line errors."""
+FRAMEWORK_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ", "W0000 ")
+"""Start-up lines that TensorFlow's C++ runtime writes before its log level applies."""
+
+
+def usage():
+    lines = [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return ("usage: keras-densenet [--version] [--debug] {%s} ...\n\n%s\n\n"
+            "keras-densenet COMMAND --help shows a command's options; --debug (or %s=1) "
+            "shows full tracebacks." % (",".join(COMMANDS), "\n".join(lines), DEBUG_VARIABLE))
 
 
 def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up logs quiet
+    """Run ``keras-densenet ARGV``; returns the exit code (0 ok, 1 some inputs failed, 2 error)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported
     # channels_first convolutions on a CPU need oneDNN, on by default on Intel CPUs only
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        lines = [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
-        usage = "usage: keras-densenet {%s} ...\n\n%s" % (",".join(COMMANDS), "\n".join(lines))
-        if argv and argv[0] not in ("-h", "--help"):
-            print(f"keras-densenet: unknown command {argv[0]!r}\n\n{usage}", file=sys.stderr)
-            return 2
-        print(usage)
+    debug = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    while argv and argv[0] in ("--debug", "--version"):
+        if argv.pop(0) == "--version":
+            from keras_densenet import __version__
+
+            print(f"keras-densenet {__version__}")
+            return 0
+        debug = True
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
         return 0
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    return module.main(argv[1:])
+    command, argv = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"keras-densenet: error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    try:
+        module = import_quietly(COMMANDS[command][0])
+        if getattr(module, "USES_FRAMEWORK", True) and not {"-h", "--help"} & set(argv):
+            import_quietly("keras")  # the framework's start-up, silenced, before any work
+        return module.main(argv)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as error:  # the subcommand's own errors, reported as one line
+        if debug:
+            raise
+        message = " ".join(str(error).split()) or error.__class__.__name__
+        print(f"keras-densenet {command}: error: {message} (--debug shows the traceback)",
+              file=sys.stderr)
+        return 2
+
+
+def import_quietly(name):
+    """Import module ``name`` with the C++ runtime's start-up lines filtered out of stderr.
+
+    TensorFlow's stub loader logs "Could not find cuda drivers" through absl
+    before ``TF_CPP_MIN_LOG_LEVEL`` applies, straight to file descriptor 2; the
+    descriptor is redirected to a file during the import and every line but
+    ``FRAMEWORK_NOISE`` is written back.
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            return importlib.import_module(name)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not line.startswith(FRAMEWORK_NOISE):
+                    sys.stderr.write(line)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ import tensorflow as tf
 from keras_densenet.apps.images import IMAGE_EXTENSIONS, is_image_name
 from keras_densenet.preprocessing import TORCH_MEAN, TORCH_STD
 
-Splits = collections.namedtuple("Splits", "train test class_names image_shape")
-"""``train``/``test``: ``tf.data.Dataset``; ``class_names``: list of str;
-``image_shape``: ``(size, size, 3)``."""
+Splits = collections.namedtuple("Splits", "train validation test class_names image_shape")
+"""``train``/``validation``/``test``: ``tf.data.Dataset``, disjoint (validation for model
+selection during training, test reported once at the end); ``class_names``: list of
+str; ``image_shape``: ``(size, size, 3)``."""
 
 IMAGE_SIGNATURES = {
     # magic bytes of the formats keras.utils.image_dataset_from_directory reads
@@ -27,6 +28,9 @@ IMAGE_SIGNATURES = {
     b"BM": "bmp",
 }
 TEST_FRACTION = 0.2
+VALIDATION_FRACTION = 0.1
+"""Shares of all examples held out for testing and validation (CIFAR: of its training set,
+since CIFAR has its own test set); the rest is trained on."""
 
 
 def load(dataset, image_size, batch_size, augment=False, flip=True, seed=0,
@@ -41,9 +45,9 @@ def load(dataset, image_size, batch_size, augment=False, flip=True, seed=0,
         raise ValueError("No dataset given: pass --data digits|cifar10|cifar100|PATH "
                          "(PATH: an image folder with one sub-folder per class).")
     if dataset == "digits":
-        (x_train, y_train), (x_test, y_test), names = digits(image_size, seed)
+        (x_train, y_train), (x_val, y_val), (x_test, y_test), names = digits(image_size, seed)
     elif dataset in ("cifar10", "cifar100"):
-        (x_train, y_train), (x_test, y_test), names = cifar(dataset, image_size)
+        (x_train, y_train), (x_val, y_val), (x_test, y_test), names = cifar(dataset, image_size)
     elif os.path.isdir(dataset) or os.path.sep in dataset or os.path.exists(dataset):
         return image_folder(dataset, image_size, batch_size, augment, flip, seed,
                             drop_remainder)
@@ -52,15 +56,16 @@ def load(dataset, image_size, batch_size, augment=False, flip=True, seed=0,
                          f"image folder; got {dataset!r}.")
     train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(
         len(x_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size, drop_remainder)
+    validation = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(batch_size, drop_remainder)
     test = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(batch_size, drop_remainder)
-    return _finish(train, test, names, image_size, augment, flip, seed)
+    return _finish(train, validation, test, names, image_size, augment, flip, seed)
 
 
 def digits(image_size=32, seed=0):
     """scikit-learn's 1,797 8x8 digits as RGB ``image_size`` images in [0, 255].
 
-    Returns ``((x_train, y_train), (x_test, y_test), class_names)`` with a
-    stratified 80/20 split.
+    Returns ``((x_train, y_train), (x_val, y_val), (x_test, y_test), class_names)``,
+    a stratified 70/10/20 split.
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -72,11 +77,18 @@ def digits(image_size=32, seed=0):
     labels = bunch.target.astype("int32")
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=TEST_FRACTION, stratify=labels, random_state=seed)
-    return (x_train, y_train), (x_test, y_test), [str(d) for d in range(10)]
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_train, y_train, test_size=VALIDATION_FRACTION / (1 - TEST_FRACTION), stratify=y_train,
+        random_state=seed)
+    return (x_train, y_train), (x_val, y_val), (x_test, y_test), [str(d) for d in range(10)]
 
 
 def cifar(name, image_size=32):
-    """CIFAR-10 or CIFAR-100 through ``keras.datasets`` (downloads once, needs network)."""
+    """CIFAR-10 or CIFAR-100 through ``keras.datasets`` (downloads once, needs network).
+
+    Returns train, validation (the last ``VALIDATION_FRACTION`` of CIFAR's training
+    set) and test (CIFAR's test set) as ``(x, y)`` pairs, and the class names.
+    """
     module = keras.datasets.cifar10 if name == "cifar10" else keras.datasets.cifar100
     try:
         (x_train, y_train), (x_test, y_test) = module.load_data()
@@ -86,27 +98,33 @@ def cifar(name, image_size=32):
     resize = (lambda x: x) if image_size == 32 else (
         lambda x: tf.image.resize(x, (image_size, image_size)).numpy())
     names = [str(i) for i in range(10 if name == "cifar10" else 100)]
-    return ((resize(x_train.astype("float32")), y_train[:, 0].astype("int32")),
+    kept = len(x_train) - int(VALIDATION_FRACTION * len(x_train))
+    x_train, y_train = resize(x_train.astype("float32")), y_train[:, 0].astype("int32")
+    return ((x_train[:kept], y_train[:kept]), (x_train[kept:], y_train[kept:]),
             (resize(x_test.astype("float32")), y_test[:, 0].astype("int32")), names)
 
 
 def image_folder(path, image_size, batch_size, augment=False, flip=True, seed=0,
                  drop_remainder=False):
-    """An image folder with one sub-folder per class, split 80/20 into train and test.
+    """An image folder with one sub-folder per class, split 70/10/20 into train,
+    validation and test (the held-out 30% in a fixed order, its first third validation).
 
     Grayscale and RGBA images are converted to RGB. Raises ``ValueError`` for a
     missing or empty folder, a single class, or a file that is not an image.
     """
-    check_image_folder(path)
-    train, test = keras.utils.image_dataset_from_directory(
-        path, validation_split=TEST_FRACTION, subset="both", seed=seed,
-        image_size=(image_size, image_size), batch_size=batch_size, color_mode="rgb",
+    total = sum(check_image_folder(path).values())
+    held_out_fraction = TEST_FRACTION + VALIDATION_FRACTION
+    train, held_out = keras.utils.image_dataset_from_directory(
+        path, validation_split=held_out_fraction, subset="both", seed=seed,
+        image_size=(image_size, image_size), batch_size=None, color_mode="rgb",
         label_mode="int")
     names = train.class_names
-    if drop_remainder:
-        train, test = (split.unbatch().batch(batch_size, drop_remainder=True)
-                       for split in (train, test))
-    return _finish(train, test, names, image_size, augment, flip, seed)
+    validation_count = max(1, int(VALIDATION_FRACTION * total))
+    validation = held_out.take(validation_count)  # held_out is unshuffled
+    test = held_out.skip(validation_count)
+    train, validation, test = (split.batch(batch_size, drop_remainder)
+                               for split in (train, validation, test))
+    return _finish(train, validation, test, names, image_size, augment, flip, seed)
 
 
 def check_image_folder(path):
@@ -147,15 +165,17 @@ def torch_normalize(images):
     return (tf.cast(images, "float32") - mean) / std
 
 
-def _finish(train, test, names, image_size, augment, flip, seed):
+def _finish(train, validation, test, names, image_size, augment, flip, seed):
     if augment:
         pad = max(1, image_size // 8)  # the paper's 4 pixels at 32x32
         train = train.map(lambda x, y: (_pad_crop_flip(x, pad, flip, seed), y),
                           num_parallel_calls=tf.data.AUTOTUNE)
     train = train.map(lambda x, y: (torch_normalize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    test = test.map(lambda x, y: (torch_normalize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return Splits(train.prefetch(tf.data.AUTOTUNE), test.prefetch(tf.data.AUTOTUNE),
-                  list(names), (image_size, image_size, 3))
+    validation, test = (
+        split.map(lambda x, y: (torch_normalize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE) for split in (validation, test))
+    return Splits(train.prefetch(tf.data.AUTOTUNE), validation, test, list(names),
+                  (image_size, image_size, 3))
 
 
 def _pad_crop_flip(images, pad, flip, seed):

@@ -8,20 +8,31 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 """The formats that both training (``keras.utils.image_dataset_from_directory``) and classify read."""
 
 
-def load_image(path, resize=256, crop=224):
-    """RGB ``(crop, crop, 3)`` uint8 array: shorter side resized to ``resize`` (bicubic),
-    then center-cropped. Raises ``ValueError`` if the file is not a readable image."""
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+def load_image(path, resize=256, crop=224, interpolation="bicubic"):
+    """RGB ``(crop, crop, 3)`` uint8 array: shorter side resized to ``resize`` with
+    ``interpolation`` (one of ``INTERPOLATIONS``), then center-cropped.
+
+    Raises ``ValueError`` naming the file if it is not a readable image, or if it
+    is so large that Pillow refuses to decode it (a decompression bomb).
+    """
     from PIL import Image, UnidentifiedImageError
 
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}; got {interpolation!r}.")
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{path}: refused, too many pixels to decode safely ({error})") from error
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{path}: not a readable image ({error.__class__.__name__})") from error
     width, height = image.size
     scale = resize / min(width, height)
     image = image.resize((max(crop, round(width * scale)), max(crop, round(height * scale))),
-                         Image.BICUBIC)
+                         getattr(Image.Resampling, interpolation.upper()))
     left = (image.size[0] - crop) // 2
     top = (image.size[1] - crop) // 2
     return np.asarray(image.crop((left, top, left + crop, top + crop)), dtype="uint8")

@@ -20,17 +20,33 @@ def plot_history(csv_path, png_path):
         rows = list(csv.DictReader(handle))
     if not rows:
         raise ValueError(f"{csv_path!r} holds no logged epoch to plot.")
+    figure = history_figure(rows)
+    with atomic_path(png_path) as temporary:
+        figure.savefig(temporary, dpi=100)
+    plt.close(figure)
+
+
+def history_figure(rows):
+    """A matplotlib figure of ``CSVLogger`` rows: loss (log axis) and accuracy, per epoch.
+
+    The loss panel has a log axis, so that a large first-epoch loss does not
+    flatten the rest. "validation" is the split held out from the training data
+    for model selection; the test split is evaluated once, after training, and
+    is not plotted.
+    """
+    import matplotlib.pyplot as plt
+
     epochs = [int(row["epoch"]) + 1 for row in rows]
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, metric in zip(axes, ("loss", "accuracy")):
-        for prefix, label in (("", "train"), ("val_", "test")):
+        for prefix, label in (("", "train"), ("val_", "validation")):
             if prefix + metric in rows[0]:
                 axis.plot(epochs, [float(row[prefix + metric]) for row in rows], label=label)
         axis.set_xlabel("epoch")
         axis.set_ylabel(metric)
-        axis.grid(alpha=0.3)
+        if metric == "loss":
+            axis.set_yscale("log")
+        axis.grid(alpha=0.3, which="both")
         axis.legend()
     figure.tight_layout()
-    with atomic_path(png_path) as temporary:
-        figure.savefig(temporary, dpi=100)
-    plt.close(figure)
+    return figure

@@ -1,40 +1,118 @@
-"""``keras-densenet summary``: the parameter count of every preset, as a table."""
+"""``keras-densenet summary``: the parameter count of every preset, as a table.
+
+The counts are computed from the architecture (``trainable_parameters``), not
+by building the models, so the table prints at once; the tests check the
+formula against ``model.count_params()`` of built models.
+"""
 
 import argparse
-import math
 
 from keras_densenet.architectures import CIFAR_PRESETS, IMAGENET_ARCHITECTURES
-from keras_densenet.presets import DenseNetCIFAR, DenseNetImageNet
+
+USES_FRAMEWORK = False  # the CLI need not start Keras for this command
+BOTTLENECK_WIDTH = 4  # as keras_densenet.blocks.BOTTLENECK_WIDTH (not imported: it loads Keras)
+HEADER = ("preset", "input", "classes", "trainable params")
 
 
-def trainable_parameters(model):
-    """Number of trainable scalars (conv kernels, BN gamma/beta, classifier)."""
-    return sum(int(math.prod(w.shape)) for w in model.trainable_weights)
+def trainable_parameters(nb_layers_per_block, growth_rate, nb_filter, bottleneck=False,
+                         reduction=0.0, subsample_initial_block=False, include_top=True,
+                         classes=1000, stem_type="standard", input_channels=3):
+    """Trainable scalars of a DenseNet: conv kernels (no bias), BN gamma and beta, classifier.
+
+    Arguments are ``DenseNet``'s (``nb_layers_per_block`` one count per block,
+    ``nb_filter`` resolved). Equals ``sum of trainable weight sizes`` of the
+    built model; BN moving statistics are not trainable and not counted.
+    """
+
+    def conv(size, channels_in, channels_out):
+        return size * size * channels_in * channels_out
+
+    def bn(channels):
+        return 2 * channels
+
+    if not subsample_initial_block:
+        total = conv(3, input_channels, nb_filter)  # CIFAR stem: one 3x3 conv, no BN
+    elif stem_type == "deep":
+        half = nb_filter // 2
+        total = (conv(3, input_channels, half) + bn(half) + conv(3, half, half) + bn(half)
+                 + conv(3, half, nb_filter) + bn(nb_filter))
+    else:
+        total = conv(7, input_channels, nb_filter) + bn(nb_filter)
+    channels = nb_filter
+    for index, nb_layers in enumerate(nb_layers_per_block):
+        for _ in range(nb_layers):
+            if bottleneck:
+                width = BOTTLENECK_WIDTH * growth_rate
+                total += bn(channels) + conv(1, channels, width) + bn(width)
+                total += conv(3, width, growth_rate)
+            else:
+                total += bn(channels) + conv(3, channels, growth_rate)
+            channels += growth_rate
+        if index < len(nb_layers_per_block) - 1:
+            compressed = int(channels * (1.0 - reduction))
+            total += bn(channels) + conv(1, channels, compressed)
+            channels = compressed
+    total += bn(channels)  # final_bn
+    if include_top:
+        total += channels * classes + classes
+    return total
+
+
+def cifar_arguments(preset):
+    """``trainable_parameters`` arguments of a ``CIFAR_PRESETS`` entry (3 blocks, depth rule)."""
+    spec = CIFAR_PRESETS[preset]
+    bottleneck = spec.get("bottleneck", False)
+    per_block = (spec["depth"] - 4) // (3 * (2 if bottleneck else 1))
+    return dict(nb_layers_per_block=(per_block,) * 3, growth_rate=spec["growth_rate"],
+                nb_filter=spec.get("nb_filter", 2 * spec["growth_rate"]),
+                bottleneck=bottleneck, reduction=spec.get("reduction", 0.0))
 
 
 def preset_table(names=None):
-    """Rows of ``(preset, input, classes, trainable parameters)``."""
+    """Rows of ``(preset, input, classes, trainable parameters)``, ImageNet presets first."""
     rows = []
-    for name in IMAGENET_ARCHITECTURES:
+    for name, (per_block, growth_rate, nb_filter) in IMAGENET_ARCHITECTURES.items():
         if names is None or name in names:
-            model = DenseNetImageNet(name, input_shape=(224, 224, 3))
-            rows.append((name, "224x224x3", 1000, trainable_parameters(model)))
+            rows.append((name, "224x224x3", 1000, trainable_parameters(
+                per_block, growth_rate, nb_filter, bottleneck=True, reduction=0.5,
+                subsample_initial_block=True, classes=1000)))
     for name in CIFAR_PRESETS:
         if names is None or name in names:
-            model = DenseNetCIFAR(name)
-            rows.append((name, "32x32x3", 10, trainable_parameters(model)))
+            rows.append((name, "32x32x3", 10,
+                         trainable_parameters(**cifar_arguments(name), classes=10)))
     return rows
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="keras-densenet summary", description=__doc__)
+def format_table(rows):
+    """The rows as aligned text: columns as wide as their longest entry, numbers right-aligned."""
+    cells = [HEADER] + [(name, shape, str(classes), f"{params:,}")
+                        for name, shape, classes, params in rows]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(HEADER))]
+    lines = []
+    for row in cells:
+        left = [cell.ljust(width) for cell, width in zip(row[:2], widths)]
+        right = [cell.rjust(width) for cell, width in zip(row[2:], widths[2:])]
+        lines.append("  ".join(left + right).rstrip())
+    return "\n".join(lines)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="keras-densenet summary", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("presets", nargs="*", help="presets to show (default: all)")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
-    known = set(IMAGENET_ARCHITECTURES) | set(CIFAR_PRESETS)
-    unknown = set(args.presets) - known
+    known = list(IMAGENET_ARCHITECTURES) + list(CIFAR_PRESETS)
+    unknown = sorted(set(args.presets) - set(known))
     if unknown:
-        parser.error(f"unknown presets {sorted(unknown)}; choose from {sorted(known)}")
-    print(f"{'preset':<22}{'input':<12}{'classes':>8}{'trainable params':>20}")
-    for name, shape, classes, params in preset_table(args.presets or None):
-        print(f"{name:<22}{shape:<12}{classes:>8}{params:>20,}")
+        parser.error(f"unknown presets {unknown}; choose from {known}")
+    print(format_table(preset_table(args.presets or None)))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -8,10 +8,11 @@
 
 A run directory holds ``config.json`` (the recipe), ``backup/`` (the state
 saved after every epoch, removed once the run completes), ``log.csv``,
-``curves.png``, ``model.keras`` (the final model) and ``metrics.json``.
-With ``--distribute multiworker`` only the chief writes these; every other
-worker keeps only its own backup, in ``backup-worker{N}/``. See
-docs/distributed.md.
+``curves.png``, ``model.keras`` (the final model) and ``metrics.json``. The data
+is split into train, validation (reported each epoch) and test (evaluated once,
+at the end, into ``metrics.json``). With ``--distribute multiworker`` only the
+chief writes these; every other worker keeps only its own backup, in
+``backup-worker{N}/``. See docs/distributed.md.
 """
 
 import argparse
@@ -89,7 +90,7 @@ def _fit(recipe, output_dir, splits, strategy, worker, backup_dir, callbacks, ve
                          classes=len(splits.class_names))
         # What classify and export need to feed the model as it was trained.
         model.update_config(class_names=splits.class_names, preprocessing="torch",
-                                     crop_pct=1.0, interpolation="bilinear")
+                            crop_pct=1.0, interpolation="bilinear")
         steps_per_epoch = int(splits.train.cardinality())
         model.compile(
             optimizer=keras.optimizers.SGD(
@@ -101,7 +102,7 @@ def _fit(recipe, output_dir, splits, strategy, worker, backup_dir, callbacks, ve
     log_path = os.path.join(output_dir, "log.csv")
     model.fit(
         splits.train,
-        validation_data=splits.test,
+        validation_data=splits.validation,  # model selection; test is reported once, below
         epochs=recipe.epochs,
         shuffle=False,  # the pipeline reshuffles every epoch itself
         verbose=verbose,
@@ -281,12 +282,8 @@ def main(argv=None):
         learning_rate=args.learning_rate, image_size=args.image_size, augment=args.augment,
         model={**recipe.model, **model_overrides})
     output_dir = args.output or os.path.join("runs", args.recipe)
-    try:
-        metrics = train(recipe, output_dir, resume=args.resume, distribute=args.distribute,
-                        verbose=0 if args.quiet else 1)
-    except ValueError as error:
-        print(f"keras-densenet train: error: {error}")
-        return 2
+    metrics = train(recipe, output_dir, resume=args.resume, distribute=args.distribute,
+                    verbose=0 if args.quiet else 1)  # errors: one line, from apps.cli
     print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f}")
     print(f"model: {os.path.join(output_dir, 'model.keras')}")
     return 0
