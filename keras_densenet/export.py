@@ -11,11 +11,14 @@ All three go through Keras' own ``model.export``. Options shared by all:
 The serving input is named ``images`` (``INPUT_NAME``).
 """
 
+import importlib.util
+
 import keras
 
 from keras_densenet.fusion import fold_batch_norms
 from keras_densenet.model import model_config
 from keras_densenet.preprocessing import MODES, preprocess_input
+from keras_densenet.utils import atomic_path
 
 FORMATS = {"saved_model": "tf_saved_model", "onnx": "onnx", "tflite": "litert"}
 TENSORFLOW_ONLY = ("saved_model", "tflite")
@@ -45,11 +48,15 @@ def serving_model(model, preprocessing=None, fuse=False):
     return keras.Model(raw, model(normalized), name=model.name)
 
 
-def export(model, path, format="saved_model", preprocessing=None, fuse=False, verbose=False):
+def export(model, path, format="saved_model", preprocessing=None, fuse=False, verbose=False,
+           overwrite=False):
     """Export ``model`` to ``path`` in ``format`` (``"saved_model"``, ``"onnx"``, ``"tflite"``).
 
     Returns the path written. SavedModel and TFLite need the TensorFlow
-    backend; ONNX works from TensorFlow, JAX and PyTorch.
+    backend; ONNX works from TensorFlow, JAX (with ``jax2onnx``) and PyTorch.
+    The export is written to a temporary sibling and renamed, so ``path`` is
+    never half-written and a SavedModel never mixes with an older one; an
+    existing ``path`` raises ``FileExistsError`` unless ``overwrite``.
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {tuple(FORMATS)}; got {format!r}.")
@@ -59,9 +66,15 @@ def export(model, path, format="saved_model", preprocessing=None, fuse=False, ve
             f"Exporting to {format} needs the TensorFlow backend (this is {backend!r}). "
             "Use format='onnx' here, or model.export(..., format='torch') on PyTorch; "
             "or re-load the .keras model with KERAS_BACKEND=tensorflow and export there.")
-    exported = serving_model(model, preprocessing, fuse)
-    dtype = "uint8" if preprocessing else "float32"
-    signature = [keras.InputSpec(shape=(None, *exported.input.shape[1:]), dtype=dtype,
-                                 name=INPUT_NAME)]
-    exported.export(path, format=FORMATS[format], verbose=verbose, input_signature=signature)
+    if format == "onnx" and backend == "jax" and importlib.util.find_spec("jax2onnx") is None:
+        raise ImportError("ONNX export from the JAX backend needs jax2onnx (pip install "
+                          "jax2onnx), or re-load the .keras model with KERAS_BACKEND=tensorflow "
+                          "and export there.")
+    with atomic_path(path, overwrite=overwrite) as temporary:
+        exported = serving_model(model, preprocessing, fuse)
+        dtype = "uint8" if preprocessing else "float32"
+        signature = [keras.InputSpec(shape=(None, *exported.input.shape[1:]), dtype=dtype,
+                                     name=INPUT_NAME)]
+        exported.export(temporary, format=FORMATS[format], verbose=verbose,
+                        input_signature=signature)
     return path

@@ -12,6 +12,7 @@ import keras
 
 from keras_densenet.export import FORMATS, INPUT_NAME, __doc__ as EXPORT_DOC, export
 from keras_densenet.preprocessing import MODES
+from keras_densenet.utils import check_output_path
 
 
 def build_parser():
@@ -23,6 +24,8 @@ def build_parser():
     parser.add_argument("--preprocessing", choices=MODES,
                         help="bake preprocess_input into the graph: the export takes uint8 images")
     parser.add_argument("--fuse", action="store_true", help="fold BN layers into convs")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output (never the input model)")
     return parser
 
 
@@ -32,9 +35,11 @@ def main(argv=None):
         print(f"keras-densenet export: error: no such model file {args.model!r}")
         return 2
     try:
+        check_output_path(args.output, args.overwrite, inputs=[args.model])
         model = keras.models.load_model(args.model)
-        export(model, args.output, args.format, args.preprocessing, args.fuse)
-    except ValueError as error:
+        export(model, args.output, args.format, args.preprocessing, args.fuse,
+               overwrite=args.overwrite)
+    except (ValueError, OSError, ImportError) as error:
         print(f"keras-densenet export: error: {error}")
         return 2
     print(f"wrote {args.output} ({args.format}, input {INPUT_NAME!r}"

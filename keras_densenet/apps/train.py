@@ -65,8 +65,8 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
         model = DenseNet(**recipe.model, input_shape=splits.image_shape,
                          classes=len(splits.class_names))
         # What classify and export need to feed the model as it was trained.
-        model.densenet_config.update(class_names=splits.class_names, preprocessing="torch",
-                                     crop_pct=1.0, interpolation="bilinear")
+        model.densenet_config.update(dict(class_names=splits.class_names, preprocessing="torch",
+                                          crop_pct=1.0, interpolation="bilinear"))
         steps_per_epoch = int(splits.train.cardinality())
         model.compile(
             optimizer=keras.optimizers.SGD(
