@@ -349,9 +349,9 @@ def _check_call_size(inputs, config):
     (a variable-size model accepts any H, W when built; 1-3 px images otherwise fail deep
     inside a pooling layer, or give garbage in eager mode)."""
     shape = getattr(inputs, "shape", None)
-    if not config or shape is None or len(shape) != 4:
+    a = (config or {}).get("architecture")
+    if not a or shape is None or len(shape) != 4:
         return
-    a = config["architecture"]
     min_size = 2 ** ((2 if a["subsample_initial_block"] else 0) + len(a["nb_layers_per_block"]) - 1)
     spatial = shape[1:3] if config["data_format"] == "channels_last" else shape[2:]
     if any(size is not None and int(size) < min_size for size in spatial):

@@ -34,6 +34,8 @@ from keras_densenet.model import DenseNet
 from keras_densenet.utils import atomic_path, write_text
 
 DISTRIBUTE = ("mirrored", "multiworker")
+RUN_FILES = ("backup", "log.csv", "model.keras", "metrics.json", "curves.png")
+"""What a run writes besides ``config.json``; a new run refuses a folder holding any."""
 
 
 def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbose=1):
@@ -80,7 +82,7 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
     log_path = os.path.join(output_dir, "log.csv")
     model_path = os.path.join(output_dir, "model.keras")
     backup_dir = os.path.join(output_dir, "backup")
-    if not os.path.exists(model_path):
+    if not (resume and os.path.exists(model_path)):
         _trim_log(log_path, _restorable_epoch(backup_dir))
         model.fit(
             splits.train,
@@ -241,7 +243,7 @@ def _prepare_run_dir(output_dir, config, resume):
             raise ValueError(f"--resume: the run in {output_dir!r} has already finished "
                              "(model.keras is written); train into a new --output.")
         return
-    if exists:
+    if exists or any(os.path.exists(os.path.join(output_dir, name)) for name in RUN_FILES):
         raise ValueError(f"{output_dir!r} already holds a run: pass --resume to continue it, "
                          "or choose another --output.")
     os.makedirs(output_dir, exist_ok=True)
