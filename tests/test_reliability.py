@@ -228,6 +228,15 @@ def test_saved_model_replaces_an_old_folder_whole(tmp_path):
     assert not (folder / "stale.txt").exists() and (folder / "saved_model.pb").exists()
 
 
+def test_onnx_from_jax_without_jax2onnx_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(export_lib.keras.backend, "backend", lambda: "jax")
+    monkeypatch.setattr(export_lib.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ImportError, match="pip install jax2onnx") as error:
+        export_lib.export(None, str(tmp_path / "m.onnx"), "onnx")
+    one_line(error)
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_port_refuses_its_source_and_existing_outputs(tmp_path, capsys):
     source = str(tmp_path / "src.weights.h5")
     open(source, "wb").write(b"original")
