@@ -18,6 +18,7 @@ Serve any export without Keras through ``keras_densenet.runtime``.
 The serving input is named ``images`` (``INPUT_NAME``).
 """
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -90,6 +91,10 @@ def export(model, path, format="saved_model", preprocessing=None, fuse=False, qu
             f"Exporting to {format} needs the TensorFlow backend (this is {backend!r}). "
             "Use format='onnx' or 'openvino' here, or re-load the .keras model with "
             "KERAS_BACKEND=tensorflow and export there.")
+    if format == "onnx" and backend == "jax" and importlib.util.find_spec("jax2onnx") is None:
+        raise ImportError("ONNX export from the JAX backend needs jax2onnx (pip install "
+                          "jax2onnx), or re-load the .keras model with KERAS_BACKEND=tensorflow "
+                          "and export there.")
     if format == "openvino" and not str(path).endswith(".xml"):
         raise ValueError(f"An OpenVINO export path must end with .xml; got {path!r}.")
     if quantize is not None and format != "openvino":
@@ -100,7 +105,7 @@ def export(model, path, format="saved_model", preprocessing=None, fuse=False, qu
     outputs = _output_files(path, format)
     existing = [output for output in outputs if os.path.exists(output)]
     if existing and not overwrite:
-        raise ValueError(f"{existing[0]} exists; pass overwrite=True to replace it.")
+        raise FileExistsError(f"{existing[0]!r} already exists; pass overwrite to replace it.")
     dtype = "uint8" if preprocessing else "float32"
     input_shape = (None, *model.input.shape[1:])
     calibration = None if quantize is None else calibration_batches(quantize, input_shape, dtype)

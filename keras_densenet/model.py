@@ -355,6 +355,26 @@ class DenseNetModel(keras.Model):
     def get_config(self):
         return {**super().get_config(), "densenet_config": self.densenet_config}
 
+    def call(self, inputs, training=None, mask=None):
+        _check_call_size(inputs, self.densenet_config)
+        return super().call(inputs, training=training, mask=mask)
+
+
+def _check_call_size(inputs, config):
+    """A one-line ``ValueError`` for images smaller than the network's total stride
+    (a variable-size model accepts any H, W when built; 1-3 px images otherwise fail deep
+    inside a pooling layer, or give garbage in eager mode)."""
+    shape = getattr(inputs, "shape", None)
+    a = (config or {}).get("architecture")
+    if not a or shape is None or len(shape) != 4:
+        return
+    min_size = 2 ** ((2 if a["subsample_initial_block"] else 0) + len(a["nb_layers_per_block"]) - 1)
+    spatial = shape[1:3] if config["data_format"] == "channels_last" else shape[2:]
+    if any(size is not None and int(size) < min_size for size in spatial):
+        raise ValueError(
+            f"Images of {tuple(spatial)} pixels are too small for this network: it halves them "
+            f"{min_size.bit_length() - 1} times, so height and width must be at least {min_size}.")
+
 
 CONFIG_KEYS = ("architecture", "published_name", "data_format", "input_shape", "preprocessing",
                "weights_source", "class_names", "crop_pct", "interpolation", "pyramid")

@@ -12,6 +12,7 @@ Two conventions exist among published DenseNet weights:
 import functools
 import importlib.resources
 import json
+import numbers
 
 import keras
 import numpy as np
@@ -101,11 +102,13 @@ def decode_predictions(preds, top=5):
 
     Args:
         preds: ``(batch, 1000)`` scores (probabilities or logits).
-        top: how many classes to return per image.
+        top: how many classes to return per image, 1 to 1000.
 
     Returns:
         One list per image of ``(wordnet_id, class_name, score)`` tuples, best first.
     """
+    if isinstance(top, bool) or not isinstance(top, numbers.Integral) or not 1 <= top <= 1000:
+        raise ValueError(f"top must be an integer from 1 to 1000; got {top!r}.")
     preds = np.asarray(keras.ops.convert_to_numpy(preds))
     if preds.ndim != 2 or preds.shape[1] != 1000:
         raise ValueError(

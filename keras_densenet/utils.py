@@ -52,6 +52,27 @@ def atomic_path(path, overwrite=True):
             os.remove(temporary)
 
 
+def check_output_path(path, overwrite=False, inputs=(), argument="output"):
+    """A one-line error, before any work, when ``path`` cannot be written as asked.
+
+    Refuses any of ``inputs`` (never written over, even with ``overwrite``), an
+    existing ``path`` without ``overwrite`` (``FileExistsError``), and a folder
+    that does not exist or is not writable (``ValueError``).
+    """
+    path = os.fspath(path)
+    for source in inputs:
+        if os.path.exists(source) and os.path.realpath(source) == os.path.realpath(path):
+            raise ValueError(f"{argument} {path!r} is the input file; choose another path.")
+    if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(f"{argument} {path!r} already exists; pass --overwrite to "
+                              "replace it.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"{argument} {path!r}: the folder {folder!r} does not exist.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{argument} {path!r}: the folder {folder!r} is not writable.")
+
+
 def write_text(path, text):
     """Write ``text`` to ``path`` atomically (a reader sees the old or the new file, never half)."""
     with atomic_path(path) as temporary:

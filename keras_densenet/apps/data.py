@@ -128,17 +128,21 @@ def image_folder(path, image_size, batch_size, augment=False, flip=True, seed=0,
 
 
 def check_image_folder(path):
-    """Fail early, naming the problem, on a folder that cannot be trained on."""
+    """Fail early, naming the problem, on a folder that cannot be trained on.
+
+    Every image file is decoded once (in parallel, with the decoder training
+    uses), so that a truncated or corrupt file is named now, with all the others,
+    instead of stopping training mid-epoch. Returns ``{class name: image count}``.
+    """
     if not os.path.isdir(path):
         raise ValueError(f"Image folder {path!r} does not exist or is not a directory.")
     classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
-    counts = {}
+    counts, files = {}, []
     for name in classes:
-        files = [f for f in os.listdir(os.path.join(path, name))
-                 if is_image_name(f)]
-        for file in files:
-            _check_image_file(os.path.join(path, name, file))
-        counts[name] = len(files)
+        found = sorted(os.path.join(path, name, f) for f in os.listdir(os.path.join(path, name))
+                       if is_image_name(f))
+        files += found
+        counts[name] = len(found)
     with_images = [name for name, n in counts.items() if n]
     if not with_images:
         raise ValueError(
@@ -147,15 +151,35 @@ def check_image_folder(path):
     if len(with_images) < 2:
         raise ValueError(f"Image folder {path!r} has a single class ({with_images[0]!r}); "
                          "classification needs at least two class sub-folders.")
+    bad = undecodable_images(files)
+    if bad:
+        shown = ", ".join(repr(f) for f in bad[:10]) + (f" and {len(bad) - 10} more"
+                                                         if len(bad) > 10 else "")
+        raise ValueError(
+            f"{len(bad)} of {len(files)} files in image folder {path!r} cannot be decoded as "
+            f"images (not JPEG, PNG, GIF or BMP data, or truncated/corrupt): {shown}; "
+            "remove or fix them.")
     return counts
 
 
-def _check_image_file(file):
-    with open(file, "rb") as handle:
-        head = handle.read(8)
-    if not any(head.startswith(magic) for magic in IMAGE_SIGNATURES):
-        raise ValueError(f"{file!r} is not a readable image (not JPEG, PNG, GIF or BMP "
-                         "data); remove it or fix it.")
+def undecodable_images(files):
+    """The files among ``files`` that ``tf.io.decode_image`` cannot decode, in order."""
+    def has_signature(file):
+        with open(file, "rb") as handle:
+            head = handle.read(8)
+        return any(head.startswith(magic) for magic in IMAGE_SIGNATURES)
+
+    candidates = [i for i, f in enumerate(files) if has_signature(f)]
+    if not candidates:
+        return list(files)
+    decodable = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(candidates, tf.int64), tf.constant([files[i] for i in candidates]))
+    ).map(lambda index, file: (index, tf.shape(tf.io.decode_image(
+        tf.io.read_file(file), channels=3, expand_animations=False))),
+        num_parallel_calls=tf.data.AUTOTUNE
+    ).ignore_errors().map(lambda index, shape: index)
+    good = {int(i) for i in decodable.as_numpy_iterator()}
+    return [f for i, f in enumerate(files) if i not in good]
 
 
 def torch_normalize(images):

@@ -17,6 +17,7 @@ from keras_densenet.export import FORMATS, INPUT_NAME, QUANTIZATION_PRESETS, exp
 from keras_densenet.export import __doc__ as EXPORT_DOC
 from keras_densenet.model import model_config
 from keras_densenet.preprocessing import MODES
+from keras_densenet.utils import check_output_path
 
 
 def build_parser():
@@ -35,6 +36,8 @@ def build_parser():
                         help="use at most this many images of --calibration (default 300)")
     parser.add_argument("--quantization-preset", choices=QUANTIZATION_PRESETS,
                         default="performance", help="NNCF preset (default performance)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output (never the input model)")
     return parser
 
 
@@ -65,12 +68,14 @@ def main(argv=None):
         print(f"keras-densenet export: error: --calibration {args.calibration!r} is not a folder")
         return 2
     try:
+        check_output_path(args.output, args.overwrite, inputs=[args.model])
         model = keras.models.load_model(args.model)
         calibration = (calibration_images(args.calibration, model, args.calibration_size)
                        if args.calibration else None)
         export(model, args.output, args.format, args.preprocessing, args.fuse,
-               quantize=calibration, quantization_preset=args.quantization_preset)
-    except ValueError as error:
+               quantize=calibration, quantization_preset=args.quantization_preset,
+               overwrite=args.overwrite)
+    except (ValueError, OSError, ImportError) as error:
         print(f"keras-densenet export: error: {error}")
         return 2
     print(f"wrote {args.output} ({args.format}, input {INPUT_NAME!r}"

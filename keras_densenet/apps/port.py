@@ -24,6 +24,7 @@ import numpy as np
 from keras_densenet import weights
 from keras_densenet.architectures import IMAGENET_ARCHITECTURES
 from keras_densenet.presets import DenseNetBlur121d, DenseNetImageNet
+from keras_densenet.utils import check_output_path
 
 ARCHITECTURES = (*sorted(IMAGENET_ARCHITECTURES), "densenetblur121d")
 """``--arch`` choices: the ImageNet family and timm's blur-pooled deep-stem 121."""
@@ -31,14 +32,17 @@ VERIFY_SIZE = 96  # even: TF "same" and symmetric stem padding differ only there
 
 
 def port(source, architecture, output, include_top=True, data_format="channels_last",
-         verify=True):
+         verify=True, overwrite=False):
     """Write ``source``'s weights as a Keras 3 weights file for our ``architecture``.
 
+    ``output`` is written atomically; an existing one raises
+    ``FileExistsError`` unless ``overwrite``, and ``source`` itself is refused.
     Returns ``(model, max_abs_diff)``; ``max_abs_diff`` is ``None`` when the
     source framework is not installed or ``verify`` is off.
     """
     if not output.endswith(".weights.h5"):
         raise ValueError(f"--out must end with .weights.h5 (Keras 3 weights); got {output!r}.")
+    check_output_path(output, overwrite, inputs=[source], argument="--out")
     arguments = dict(weights=source, include_top=include_top, activation=None,
                      data_format=data_format)
     if architecture == "densenetblur121d":
@@ -88,6 +92,8 @@ def build_parser():
                         help="port the feature extractor only")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip the comparison with the source implementation")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out (never the source file)")
     return parser
 
 
@@ -97,10 +103,10 @@ def main(argv=None):
         print(f"keras-densenet port: error: no such file or directory {args.source!r}")
         return 2
     try:
-        fmt = weights.detect(args.source)
         model, difference = port(args.source, args.arch, args.out, args.include_top,
-                                 args.data_format, args.verify)
-    except (ValueError, ImportError) as error:
+                                 args.data_format, args.verify, args.overwrite)
+        fmt = weights.detect(args.source)
+    except (ValueError, OSError, ImportError) as error:
         print(f"keras-densenet port: error: {error}")
         return 2
     requirements = fmt.requirements(args.source)

@@ -13,18 +13,28 @@ is split into train, validation (reported each epoch) and test (evaluated once,
 at the end, into ``metrics.json``). With ``--distribute multiworker`` only the
 chief writes these; every other worker keeps only its own backup, in
 ``backup-worker{N}/``. See docs/distributed.md.
+
+Every option is checked before the run directory is created. A run can be
+killed at any instant and continued with ``--resume`` (which reads the recipe
+from ``config.json``: no need to repeat the options): ``backup/`` is removed
+only after every final file is written, a resumed run writes the final files
+that are missing, and ``log.csv`` is cut back to the restored epoch.
 """
 
 import argparse
 import contextlib
+import csv
 import dataclasses
+import io
 import json
 import os
+import shutil
 
 import keras
 
 from keras_densenet.apps import data as data_lib
-from keras_densenet.apps.recipes import RECIPES
+from keras_densenet.apps.recipes import RECIPES, Recipe
+from keras_densenet.checks import check_number, check_positive_int
 from keras_densenet.model import DenseNet
 from keras_densenet.utils import atomic_path, write_text
 
@@ -43,20 +53,27 @@ class Worker:
     name: str = "chief"
 
 
+RUN_FILES = ("backup", "log.csv", "model.keras", "metrics.json", "curves.png")
+"""What a run writes besides ``config.json``; a new run refuses a folder holding any."""
+
+
 def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbose=1):
     """Train ``recipe`` into ``output_dir``; returns the final test metrics as a dict.
 
     Args:
         recipe: a ``keras_densenet.recipes.Recipe``.
         output_dir: run directory (created).
-        resume: continue the interrupted run saved in ``output_dir``; without it
-            an existing run there is an error, so nothing is overwritten.
+        resume: continue the interrupted run saved in ``output_dir`` (``recipe`` must
+            be the one in its ``config.json``); without it an existing run there is
+            an error, so nothing is overwritten.
         distribute: ``None`` or one of ``DISTRIBUTE``; ``recipe.batch_size`` is
             then per replica (global batch: ``batch_size x replicas``). With
             ``"multiworker"`` every worker runs this with the same arguments.
         callbacks: extra Keras callbacks.
         verbose: ``model.fit`` verbosity (1: progress bars).
     """
+    check_recipe(recipe)
+    check_output_dir(output_dir)
     worker = worker_role(distribute)
     backup_dir = os.path.join(output_dir, "backup" if worker.chief else f"backup-{worker.name}")
     # Checked before the workers connect, so that bad options fail fast.
@@ -77,14 +94,15 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
                            augment=recipe.augment, flip=recipe.flip,
                            drop_remainder=distribution is not None)
     config = dict(recipe=dataclasses.asdict(recipe), class_names=splits.class_names)
-    if worker.chief:
-        _prepare_run_dir(output_dir, config, resume)
 
     with (distribution.scope() if distribution else contextlib.nullcontext()):
-        return _fit(recipe, output_dir, splits, strategy, worker, backup_dir, callbacks, verbose)
+        return _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_dir,
+                    callbacks, verbose)
 
 
-def _fit(recipe, output_dir, splits, strategy, worker, backup_dir, callbacks, verbose):
+def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_dir, callbacks,
+         verbose):
+    """Build, train and evaluate; write the run files (the chief only), resumably."""
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = DenseNet(**recipe.model, input_shape=splits.image_shape,
                          classes=len(splits.class_names))
@@ -99,36 +117,130 @@ def _fit(recipe, output_dir, splits, strategy, worker, backup_dir, callbacks, ve
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
+    # Only now, with every option checked, is anything written.
+    if worker.chief:
+        _prepare_run_dir(output_dir, config, resume)
     log_path = os.path.join(output_dir, "log.csv")
-    model.fit(
-        splits.train,
-        validation_data=splits.validation,  # model selection; test is reported once, below
-        epochs=recipe.epochs,
-        shuffle=False,  # the pipeline reshuffles every epoch itself
-        verbose=verbose,
-        callbacks=[
-            keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
-            *([keras.callbacks.CSVLogger(log_path, append=True)] if worker.chief else []),
-            *callbacks,
-        ],
-    )
-    metrics = {f"test_{name}": float(value) for name, value in
-               model.evaluate(splits.test, verbose=0, return_dict=True).items()}
-    if not worker.chief:  # every worker evaluates (collectives); the chief writes
-        return metrics
-    with atomic_path(os.path.join(output_dir, "model.keras")) as temporary:
-        model.save(temporary)
-    write_text(os.path.join(output_dir, "metrics.json"), json.dumps(metrics, indent=2))
-    try:
-        from keras_densenet.apps.plots import plot_history
-    except ImportError:
-        pass
+    model_path = os.path.join(output_dir, "model.keras")
+    if not (resume and os.path.exists(model_path)):
+        if worker.chief:
+            _trim_log(log_path, _restorable_epoch(backup_dir))
+        model.fit(
+            splits.train,
+            validation_data=splits.validation,  # model selection; test is reported once, below
+            epochs=recipe.epochs,
+            shuffle=False,  # the pipeline reshuffles every epoch itself
+            verbose=verbose,
+            callbacks=[
+                # The log row of an epoch is written before its backup, and cut on
+                # resume when the backup is older: the log never repeats an epoch.
+                *([keras.callbacks.CSVLogger(log_path, append=True)] if worker.chief else []),
+                # Kept when fit returns, removed below once every final file is written.
+                keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True,
+                                                 delete_checkpoint=False),
+                *callbacks,
+            ],
+        )
+        if not worker.chief:  # every worker evaluates (collectives); the chief writes
+            metrics = {f"test_{name}": float(value) for name, value in
+                       model.evaluate(splits.test, verbose=0, return_dict=True).items()}
+            shutil.rmtree(backup_dir, ignore_errors=True)
+            return metrics
+        with atomic_path(model_path) as temporary:
+            model.save(temporary)
+    else:  # resuming a run killed while writing its final files
+        model = keras.models.load_model(model_path)
+    metrics_path = os.path.join(output_dir, "metrics.json")
+    if os.path.exists(metrics_path):
+        with open(metrics_path) as handle:
+            metrics = json.load(handle)
     else:
+        metrics = {f"test_{name}": float(value) for name, value in
+                   model.evaluate(splits.test, verbose=0, return_dict=True).items()}
+        write_text(metrics_path, json.dumps(metrics, indent=2))
+    curves_path = os.path.join(output_dir, "curves.png")
+    if not os.path.exists(curves_path):
         try:
-            plot_history(log_path, os.path.join(output_dir, "curves.png"))
+            from keras_densenet.apps.plots import plot_history
+
+            plot_history(log_path, curves_path)
         except ImportError:
             print("matplotlib is not installed: no curves.png (pip install keras-densenet[plots]).")
+    shutil.rmtree(backup_dir, ignore_errors=True)  # the run is complete
     return metrics
+
+
+def check_recipe(recipe):
+    """A one-line ``ValueError`` naming the first field of ``recipe`` that cannot be trained."""
+    check_positive_int("epochs", recipe.epochs)
+    check_positive_int("batch_size", recipe.batch_size)
+    check_positive_int("image_size", recipe.image_size)
+    check_number("learning_rate", recipe.learning_rate, "(0, inf)", lambda v: v > 0)
+    check_number("momentum", recipe.momentum, "[0, 1)", lambda v: 0 <= v < 1)
+    for milestone in recipe.lr_milestones:
+        check_number("lr_milestones entries", milestone, "(0, 1]", lambda v: 0 < v <= 1)
+    if not isinstance(recipe.model, dict):
+        raise ValueError(f"model must be a dict of DenseNet arguments; got {recipe.model!r}.")
+
+
+def check_output_dir(output_dir):
+    """A one-line ``ValueError`` when ``output_dir`` cannot be a run directory."""
+    path = os.path.abspath(output_dir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--output {output_dir!r} is a file, not a directory.")
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        raise ValueError(f"--output {output_dir!r} cannot be created: {path!r} is a file.")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"--output {output_dir!r} cannot be written: no write permission "
+                         f"in {path!r}.")
+
+
+def _restorable_epoch(backup_dir):
+    """The epoch ``BackupAndRestore`` will resume from (0: none), repairing a half-written backup.
+
+    A kill while Keras writes ``training_metadata.json`` leaves it empty or cut;
+    the previous state (``.bkp``, kept by ``double_checkpoint``) then replaces
+    the pair, or, if there is none, the backup is dropped (the run restarts).
+    """
+    metadata_path = os.path.join(backup_dir, "training_metadata.json")
+    weights_path = os.path.join(backup_dir, "latest.weights.h5")
+
+    def epoch(path):
+        try:
+            with open(path) as handle:
+                return int(json.load(handle)["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    if not os.path.exists(metadata_path):
+        return 0
+    if epoch(metadata_path) is not None:
+        return epoch(metadata_path)
+    previous = epoch(metadata_path + ".bkp")
+    if previous is not None and os.path.exists(weights_path + ".bkp"):
+        shutil.copyfile(weights_path + ".bkp", weights_path)
+        shutil.copyfile(metadata_path + ".bkp", metadata_path)
+        return previous
+    shutil.rmtree(backup_dir)
+    return 0
+
+
+def _trim_log(log_path, epochs_done):
+    """Drop the rows of ``log.csv`` for epochs from ``epochs_done`` on (they will be redone)."""
+    if not os.path.exists(log_path):
+        return
+    with open(log_path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
+    kept = [row for row in body if row and int(row[0]) < epochs_done]
+    if len(kept) != len(body):
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows([header, *kept])
+        write_text(log_path, text.getvalue())
 
 
 def step_schedule(recipe, steps_per_epoch):
@@ -227,8 +339,7 @@ def _prepare_run_dir(output_dir, config, resume):
     config_path = os.path.join(output_dir, "config.json")
     _check_run_dir(output_dir, resume)
     if resume:
-        with open(config_path) as handle:
-            saved = json.load(handle)
+        saved = read_run_config(output_dir)
         current = json.loads(json.dumps(config))  # tuples become lists, as in the file
         if saved != current:
             differences = sorted(key for key, value in current["recipe"].items()
@@ -236,25 +347,44 @@ def _prepare_run_dir(output_dir, config, resume):
             raise ValueError(
                 f"--resume: the run in {output_dir!r} was made with another recipe or data "
                 f"(differs in {differences}); its checkpoint does not fit "
-                "this model. Resume with the same options, or train into a new --output.")
-        if os.path.exists(os.path.join(output_dir, "model.keras")):
+                "this model. Resume without those options (config.json has the run's), "
+                "or train into a new --output.")
+        if (os.path.exists(os.path.join(output_dir, "model.keras"))
+                and not os.path.exists(os.path.join(output_dir, "backup"))):
             raise ValueError(f"--resume: the run in {output_dir!r} has already finished "
                              "(model.keras is written); train into a new --output.")
         return
+    if any(os.path.exists(os.path.join(output_dir, name)) for name in RUN_FILES):
+        raise ValueError(f"{output_dir!r} already holds a run: pass --resume to continue it, "
+                         "or choose another --output.")
     os.makedirs(output_dir, exist_ok=True)
     write_text(config_path, json.dumps(config, indent=2))
+
+
+def read_run_config(output_dir):
+    """The ``config.json`` of the run in ``output_dir`` (``{"recipe": ..., "class_names": ...}``)."""
+    config_path = os.path.join(output_dir, "config.json")
+    if not os.path.exists(config_path):
+        raise ValueError(f"--resume: {output_dir!r} holds no run to resume (no config.json).")
+    try:
+        with open(config_path) as handle:
+            return json.load(handle)
+    except ValueError as error:
+        raise ValueError(f"--resume: {config_path!r} is not valid JSON ({error}).") from None
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-densenet train", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default="digits",
-                        help="named hyper-parameters (default: digits)")
+    parser.add_argument("--recipe", choices=sorted(RECIPES),
+                        help="named hyper-parameters (default: digits; with --resume, the "
+                             "run's own, from its config.json)")
     parser.add_argument("--data", help="digits, cifar10, cifar100 or an image folder "
                                        "(default: the recipe's)")
     parser.add_argument("--output", help="run directory (default: runs/RECIPE)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --output")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --output with the options it was started with")
     parser.add_argument("--distribute", choices=DISTRIBUTE,
                         help="mirrored: all local devices, multiworker: the TF_CONFIG cluster "
                              "(TensorFlow); data-parallel: all devices (JAX)")
@@ -273,7 +403,12 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    recipe = RECIPES[args.recipe]
+    output_dir = args.output or os.path.join("runs", args.recipe or "digits")
+    if args.resume and args.recipe is None:
+        saved = read_run_config(output_dir)["recipe"]
+        recipe = Recipe(**{**saved, "lr_milestones": tuple(saved["lr_milestones"])})
+    else:
+        recipe = RECIPES[args.recipe or "digits"]
     model_overrides = {k: v for k, v in dict(
         depth=args.depth, growth_rate=args.growth_rate, weight_decay=args.weight_decay,
         dropout_rate=args.dropout_rate).items() if v is not None}
@@ -281,7 +416,6 @@ def main(argv=None):
         dataset=args.data, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, image_size=args.image_size, augment=args.augment,
         model={**recipe.model, **model_overrides})
-    output_dir = args.output or os.path.join("runs", args.recipe)
     metrics = train(recipe, output_dir, resume=args.resume, distribute=args.distribute,
                     verbose=0 if args.quiet else 1)  # errors: one line, from apps.cli
     print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f}")

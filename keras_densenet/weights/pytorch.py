@@ -11,6 +11,7 @@ binomial filter and is not a weight. BN epsilon 1e-5, symmetric stem padding,
 """
 
 import collections
+import pickle
 import re
 import struct
 import zipfile
@@ -61,16 +62,61 @@ SAFETENSORS = SafetensorsFormat("safetensors", "safetensors (torchvision/timm ke
                                 bn_epsilon=1e-5, stem_padding="symmetric", preprocessing="torch")
 
 
+CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema",
+                   "net", "network")
+"""Keys under which training checkpoints keep the state dict (timm, DeiT, Lightning, ...)."""
+
+
 def read_state_dict(path):
-    """The state dict (name -> tensor) saved in a ``.pth`` file; needs torch."""
+    """The state dict (name -> tensor) saved in a ``.pth`` file; needs torch.
+
+    Unwraps the common checkpoint wrappers: ``{"model": state_dict, "epoch": ...}``
+    and the other ``CHECKPOINT_KEYS``, and the ``module.`` prefix of
+    ``DataParallel``. Anything else (a list, a tensor, a pickled module) raises a
+    ``ValueError`` that says what the file holds.
+    """
     try:
         import torch
     except ImportError as error:
         raise ImportError(
             f"Reading the PyTorch file {path!r} needs torch: pip install 'keras-densenet[torch]', "
             "or convert it once with `keras-densenet port` where torch is installed.") from error
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = str(error).strip().splitlines()
+        raise ValueError(
+            f"{path!r} holds pickled Python objects besides tensors (e.g. a whole nn.Module "
+            "saved with torch.save(model)), which are not loaded because unpickling can run "
+            "code; save model.state_dict() instead"
+            f"{' (' + found[-1] + ')' if found else ''}.") from None
+    return unwrap_state_dict(state, path)
+
+
+def unwrap_state_dict(state, path):
+    """The ``name -> tensor`` dict in ``state`` (what ``torch.load`` returned for ``path``)."""
+    if _is_state_dict(state):
+        return _strip_prefix(state, "module.")
+    if isinstance(state, dict):
+        for key in CHECKPOINT_KEYS:
+            if _is_state_dict(state.get(key)):
+                return _strip_prefix(state[key], "module.")
+        raise ValueError(
+            f"{path!r} holds a dict with keys {sorted(map(str, state))[:8]} but no state dict "
+            f"of tensors, neither at the top nor under {list(CHECKPOINT_KEYS)}.")
+    raise ValueError(f"{path!r} holds a {type(state).__name__}, not a state dict "
+                     "(a dict of parameter name -> tensor).")
+
+
+def _is_state_dict(value):
+    return (isinstance(value, dict) and bool(value)
+            and all(isinstance(k, str) and hasattr(v, "shape") for k, v in value.items()))
+
+
+def _strip_prefix(state_dict, prefix):
+    if all(key.startswith(prefix) for key in state_dict):
+        return {key[len(prefix):]: value for key, value in state_dict.items()}
+    return state_dict
 
 
 # torchvision checkpoints before 2019 name "norm.1" what later ones call "norm1"
