@@ -37,7 +37,11 @@ import dataclasses
 import keras
 from keras import layers
 
-from keras_densenet.memory_efficient import FeatureMoments, recomputed_bn_relu_conv
+from keras_densenet.memory_efficient import (
+    FeatureMoments,
+    recomputed_bn_relu_conv,
+    recomputed_dense_layer,
+)
 
 BOTTLENECK_WIDTH = 4
 """The 1x1 bottleneck conv produces ``BOTTLENECK_WIDTH * growth_rate`` maps."""
@@ -55,15 +59,16 @@ class BlockSettings:
             gamma and beta regularizers add ``weight_decay / 2 * ||w||^2`` so
             that the gradient is ``weight_decay * w`` as in the paper.
         dropout_rate: dropout after each 3x3 conv and each transition conv.
-        memory_efficient: recompute each dense layer's concat-BN-ReLU-conv in
-            the backward pass (``keras_densenet.memory_efficient``).
+        memory_efficient: ``True``: recompute each dense layer's
+            concat-BN-ReLU-conv in the backward pass; ``"full"``: recompute each
+            whole bottleneck dense layer (``keras_densenet.memory_efficient``).
     """
 
     data_format: str = "channels_last"
     bn_epsilon: float = 1.001e-5
     weight_decay: float = 0.0
     dropout_rate: float = 0.0
-    memory_efficient: bool = False
+    memory_efficient: bool | str = False  # False, True or "full"
 
     @property
     def channel_axis(self):
@@ -246,6 +251,9 @@ def _memory_efficient_dense_block(x, settings, nb_layers, growth_rate, bottlenec
     reads the list of earlier feature maps and their moments
     (``block{b}_moments{i}``: of layer ``i``'s output, 0: the block input; see
     ``memory_efficient``), and the block ends with one concatenation, ``block{b}_concat``.
+    With ``settings.memory_efficient == "full"`` a bottleneck layer's four
+    weighted layers recompute all of it (``memory_efficient.recomputed_dense_layer``);
+    without bottleneck the layer is one BN-ReLU-conv, as with ``True``.
     """
     features, statistics = [x], []
     for layer_index in range(1, nb_layers + 1):
@@ -253,7 +261,10 @@ def _memory_efficient_dense_block(x, settings, nb_layers, growth_rate, bottlenec
             settings.channel_axis, name=f"block{block_index}_moments{layer_index - 1}",
         )(features[-1]))
         name = f"block{block_index}_layer{layer_index}"
-        if bottleneck:
+        if bottleneck and settings.memory_efficient == "full":
+            y = recomputed_dense_layer(features, statistics, settings, growth_rate,
+                                       BOTTLENECK_WIDTH, name)
+        elif bottleneck:
             y = recomputed_bn_relu_conv(features, statistics, settings,
                                         BOTTLENECK_WIDTH * growth_rate, 1, name, "1")
             y = settings.bn_relu(y, name, "2")

@@ -19,6 +19,7 @@ POOLINGS = (None, "avg", "max")
 ACTIVATIONS = ("softmax", "sigmoid", None)
 STEM_PADDINGS = ("symmetric", "same")
 STEM_TYPES = ("standard", "deep")
+MEMORY_EFFICIENT_MODES = (False, True, "full")
 DEFAULT_BN_EPSILON = 1.001e-5
 
 
@@ -91,12 +92,14 @@ def DenseNet(
         weights_source: with ``weights="imagenet"``, which published weights
             to take (see ``keras_densenet.weights.SOURCES``); default: the
             first source publishing this architecture.
-        memory_efficient: recompute each dense layer's concat-BN-ReLU-conv
-            during back-propagation instead of storing it, so that training
-            memory grows linearly with depth (``keras_densenet.memory_efficient``);
-            same layer names and weights (weight files and ``.keras`` files load
-            whatever the flag), same outputs and gradients, some extra compute.
-            Default False.
+        memory_efficient: ``True``: recompute each dense layer's
+            concat-BN-ReLU-conv during back-propagation instead of storing it,
+            so that training memory grows linearly with depth
+            (``keras_densenet.memory_efficient``); ``"full"``: recompute each
+            whole bottleneck dense layer (BN1-ReLU-conv1-BN2-ReLU-conv2), keeping
+            only its new maps: least memory, most extra compute. Same layer names
+            and weights (weight files and ``.keras`` files load whatever the
+            mode), same outputs and gradients. Default False.
         stem_type: with ``subsample_initial_block``, ``"standard"`` (7x7/2 conv)
             or ``"deep"`` (three 3x3 convs, as timm's ``densenet*d``).
         anti_alias: with ``subsample_initial_block``, blur-pool the stem
@@ -114,6 +117,9 @@ def DenseNet(
     _check_choice("activation", activation, ACTIVATIONS)
     _check_choice("stem_padding", stem_padding, STEM_PADDINGS)
     _check_choice("stem_type", stem_type, STEM_TYPES)
+    if not (isinstance(memory_efficient, bool) or memory_efficient == "full"):  # not 1, not "yes"
+        raise ValueError(f"memory_efficient must be one of {MEMORY_EFFICIENT_MODES}; "
+                         f"got {memory_efficient!r}.")
     nb_dense_block = _check_positive_int("nb_dense_block", nb_dense_block)
     growth_rate = _check_positive_int("growth_rate", growth_rate)
     classes = _check_positive_int("classes", classes)
