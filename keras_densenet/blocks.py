@@ -61,7 +61,8 @@ class BlockSettings:
         dropout_rate: dropout after each 3x3 conv and each transition conv.
         memory_efficient: ``True``: recompute each dense layer's
             concat-BN-ReLU-conv in the backward pass; ``"full"``: recompute each
-            whole bottleneck dense layer (``keras_densenet.memory_efficient``).
+            whole bottleneck dense layer and each transition's concat-BN-ReLU-conv
+            (``keras_densenet.memory_efficient``).
     """
 
     data_format: str = "channels_last"
@@ -228,32 +229,50 @@ def new_feature_maps(x, settings, growth_rate, bottleneck, name):
     return settings.dropout(y, f"{name}_drop")
 
 
-def dense_block(x, settings, nb_layers, growth_rate, bottleneck, block_index):
+def dense_block(x, settings, nb_layers, growth_rate, bottleneck, block_index,
+                transition_filters=None):
     """``nb_layers`` dense layers named ``block{block_index}_layer{1..n}``.
 
-    Returns ``(batch, H, W, C + nb_layers * growth_rate)``.
+    With ``transition_filters``, the block is followed by ``transition_block``
+    to that many channels (transition ``block_index``); with
+    ``memory_efficient="full"`` that transition is recomputed too.
+
+    Returns ``(batch, H, W, C + nb_layers * growth_rate)``, or with
+    ``transition_filters`` ``(batch, H // 2, W // 2, transition_filters)``.
     """
     if settings.memory_efficient:
-        return _memory_efficient_dense_block(
+        features, statistics = _memory_efficient_dense_layers(
             x, settings, nb_layers, growth_rate, bottleneck, block_index)
-    for layer_index in range(1, nb_layers + 1):
-        x = dense_layer(
-            x, settings, growth_rate, bottleneck, f"block{block_index}_layer{layer_index}"
-        )
-    return x
+        if transition_filters is not None and settings.memory_efficient == "full":
+            return _recomputed_transition(features, statistics, settings, transition_filters,
+                                          block_index)
+        x = layers.Concatenate(axis=settings.channel_axis,
+                               name=f"block{block_index}_concat")(features)
+    else:
+        for layer_index in range(1, nb_layers + 1):
+            x = dense_layer(
+                x, settings, growth_rate, bottleneck, f"block{block_index}_layer{layer_index}"
+            )
+    if transition_filters is None:
+        return x
+    return transition_block(x, settings, transition_filters, block_index)
 
 
-def _memory_efficient_dense_block(x, settings, nb_layers, growth_rate, bottleneck, block_index):
-    """The dense block with each concat-BN-ReLU-conv recomputed in the backward pass.
+def _memory_efficient_dense_layers(x, settings, nb_layers, growth_rate, bottleneck, block_index):
+    """The dense layers with each concat-BN-ReLU-conv recomputed in the backward pass.
 
     Same weighted layers and names as the plain block; the first BN-ReLU-conv of
     each layer (``_bn1``/``_conv1``, or ``_bn2``/``_conv2`` without bottleneck)
     reads the list of earlier feature maps and their moments
     (``block{b}_moments{i}``: of layer ``i``'s output, 0: the block input; see
-    ``memory_efficient``), and the block ends with one concatenation, ``block{b}_concat``.
+    ``memory_efficient``); the caller concatenates them (``block{b}_concat``)
+    or hands them to ``_recomputed_transition``.
     With ``settings.memory_efficient == "full"`` a bottleneck layer's four
     weighted layers recompute all of it (``memory_efficient.recomputed_dense_layer``);
     without bottleneck the layer is one BN-ReLU-conv, as with ``True``.
+
+    Returns ``(features, statistics)``: the block input and each layer's output,
+    and the moments of all but the last.
     """
     features, statistics = [x], []
     for layer_index in range(1, nb_layers + 1):
@@ -272,8 +291,22 @@ def _memory_efficient_dense_block(x, settings, nb_layers, growth_rate, bottlenec
         else:
             y = recomputed_bn_relu_conv(features, statistics, settings, growth_rate, 3, name, "2")
         features.append(settings.dropout(y, f"{name}_drop"))
-    return layers.Concatenate(axis=settings.channel_axis,
-                              name=f"block{block_index}_concat")(features)
+    return features, statistics
+
+
+def _recomputed_transition(features, statistics, settings, filters, transition_index):
+    """``transition_block`` on the block's feature list, its BN-ReLU-conv recomputed.
+
+    Same weighted layers as ``transition_block`` (``transition{t}_bn``,
+    ``transition{t}_conv``, as ``memory_efficient.recomputed_bn_relu_conv``); the
+    block's concatenation is never stored.
+    """
+    statistics = [*statistics, FeatureMoments(
+        settings.channel_axis, name=f"block{transition_index}_moments{len(features) - 1}",
+    )(features[-1])]
+    name = f"transition{transition_index}"
+    x = recomputed_bn_relu_conv(features, statistics, settings, filters, 1, name, "")
+    return _transition_pool(settings.dropout(x, f"{name}_drop"), settings, name)
 
 
 def transition_block(x, settings, filters, transition_index):
@@ -284,7 +317,10 @@ def transition_block(x, settings, filters, transition_index):
     name = f"transition{transition_index}"
     x = settings.bn_relu(x, name)
     x = settings.conv(filters, 1, f"{name}_conv")(x)
-    x = settings.dropout(x, f"{name}_drop")
+    return _transition_pool(settings.dropout(x, f"{name}_drop"), settings, name)
+
+
+def _transition_pool(x, settings, name):
     return layers.AveragePooling2D(
         2, strides=2, data_format=settings.data_format, name=f"{name}_pool"
     )(x)

@@ -97,7 +97,8 @@ def DenseNet(
             so that training memory grows linearly with depth
             (``keras_densenet.memory_efficient``); ``"full"``: recompute each
             whole bottleneck dense layer (BN1-ReLU-conv1-BN2-ReLU-conv2), keeping
-            only its new maps: least memory, most extra compute. Same layer names
+            only its new maps, and each transition's BN-ReLU-conv: least
+            memory, most extra compute. Same layer names
             and weights (weight files and ``.keras`` files load whatever the
             mode), same outputs and gradients. Default False.
         stem_type: with ``subsample_initial_block``, ``"standard"`` (7x7/2 conv)
@@ -162,11 +163,12 @@ def DenseNet(
                     stem_type, anti_alias)
     channels = nb_filter
     for block_index, nb_layers in enumerate(layers_per_block, start=1):
-        x = blocks.dense_block(x, settings, nb_layers, growth_rate, bottleneck, block_index)
         channels += nb_layers * growth_rate
-        if block_index < nb_dense_block:
+        transition = block_index < nb_dense_block
+        if transition:
             channels = int(channels * (1.0 - reduction))
-            x = blocks.transition_block(x, settings, channels, block_index)
+        x = blocks.dense_block(x, settings, nb_layers, growth_rate, bottleneck, block_index,
+                               transition_filters=channels if transition else None)
     x = settings.bn_relu(x, "final")
 
     if include_top:

@@ -68,8 +68,12 @@ def test_full_mode_layers(images):
                       memory_efficient.DenseLayerBatchNormalization)
     for conv in ("conv1", "conv2"):
         assert isinstance(full.get_layer(f"block2_layer1_{conv}"), memory_efficient.KernelConv2D)
+    assert isinstance(full.get_layer("transition1_bn"), memory_efficient.BatchNormalization)
+    assert isinstance(full.get_layer("transition1_conv"), memory_efficient.Conv2D)
     names = [layer.name for layer in full.layers]
-    assert not [n for n in names if "relu" in n and n.startswith("block")]
+    assert not [n for n in names if "relu" in n and not n.startswith("final")]
+    # the transitions read the feature lists: only the last block is concatenated
+    assert [n for n in names if n.endswith("_concat")] == ["block3_concat"]
     x, _ = _batch(images)
     np.testing.assert_allclose(full.predict(x, verbose=0), plain.predict(x, verbose=0), atol=1e-6)
 
