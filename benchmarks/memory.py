@@ -149,7 +149,7 @@ def depth_fits(depths, values):
     return linear_r2, quadratic, share
 
 
-def compare(size, batch, steps):
+def compare(size, batch, steps, csv_name):
     rows = []
     for kind in (REFERENCE, *MODES):
         rows.append(dict(model=f"DenseNet121 {kind}", kind=kind, batch=batch, size=size,
@@ -167,7 +167,7 @@ def compare(size, batch, steps):
         print(f"{row['model']:<34}{row['load_1min']:>6}{row['peak_mb']:>9}{row['training_mb']:>10}"
               f"{row['step_s']:>8}{row['step_cpu_s']:>8}{row['peak_vs_ref']:>9}x"
               f"{row['training_vs_ref']:>9}x{row['time_vs_ref']:>9}x{row['cpu_time_vs_ref']:>9}x")
-    write_csv("memory.csv", rows)
+    write_csv(csv_name, rows)
 
 
 def depth_series(depths, steps):
@@ -269,6 +269,10 @@ def main():
                         default=["compare", "depth", "budget"])
     parser.add_argument("--batch", type=int, help="compare: DenseNet121 batch (default 16)")
     parser.add_argument("--size", type=int, help="compare and budget: image size (default 224)")
+    parser.add_argument("--steps", type=int,
+                        help="timed steps after the warm-up step (default 3, --quick 2)")
+    parser.add_argument("--depths", nargs="+", type=int,
+                        help="depth: DenseNet-BC depths (default 40 100 190 250)")
     parser.add_argument("--budget-models", nargs="+", type=int, choices=(121, 264),
                         default=[121, 264])
     parser.add_argument("--budgets", nargs="+", type=int, default=[4000, 8000],
@@ -280,11 +284,12 @@ def main():
                              "fraction of the fitting one (default 0.1)")
     args = parser.parse_args()
     size = args.size or (112 if args.quick else 224)
-    steps = 2 if args.quick else 3
+    steps = args.steps or (2 if args.quick else 3)
     if "compare" in args.parts:
-        compare(size, args.batch or (8 if args.quick else 16), steps)
+        compare(size, args.batch or (8 if args.quick else 16), steps,
+                "memory.csv" if args.batch in (None, 16) else f"memory_b{args.batch}.csv")
     if "depth" in args.parts:
-        depth_series((16, 40, 64) if args.quick else (40, 100, 190, 250), steps)
+        depth_series(args.depths or ((16, 40, 64) if args.quick else (40, 100, 190, 250)), steps)
     if "budget" in args.parts:
         budgets(args.budget_models, args.budgets, size, args.budget_kinds, args.precision)
     plot()

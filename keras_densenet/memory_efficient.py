@@ -25,6 +25,21 @@ Gradients are those of the plain layers. Without bottleneck the recomputed
 conv is the 3x3 ``_conv2`` after ``_bn2``. Because the weighted layers have the
 plain model's names and classes, weight files (``save_weights``, ``weights=``)
 move between the two layouts unchanged, and ``.keras`` files load either way.
+
+``memory_efficient="full"`` recomputes each whole bottleneck dense layer, so
+that only its ``growth_rate`` new maps are stored (``recomputed_dense_layer``):
+``_bn1`` is the ``BatchNormalization`` above, ``_conv1`` and ``_conv2`` are
+``KernelConv2D`` layers that only pass on their kernels, and ``_bn2``
+(``DenseLayerBatchNormalization``) computes BN1-ReLU-conv1-BN2-ReLU-conv2 in one
+``keras.remat``, normalizing with conv1's batch moments, which it also returns
+so that its moving statistics are updated once, outside the recomputation.
+Dropout (on the ``growth_rate`` maps) stays outside: a recomputation would draw
+another mask. The transitions' BN-ReLU-conv read the block's feature list
+through the ``BatchNormalization``/``Conv2D`` pair above, so no block
+concatenation is stored either. Weight files keep working because they address
+layers by class name and position within that class (``_named_for_weight_files``);
+``get_weights()`` lists, which go by layer order, put a layer's ``_conv2`` before
+its ``_bn2`` in this mode: copy weights between modes by variable path or file.
 """
 
 import keras
