@@ -149,9 +149,9 @@ def depth_fits(depths, values):
     return linear_r2, quadratic, share
 
 
-def compare(size, batch, steps, csv_name):
+def compare(size, batch, steps, csv_name, kinds):
     rows = []
-    for kind in (REFERENCE, *MODES):
+    for kind in (REFERENCE, *[k for k in MODES if k in kinds]):
         rows.append(dict(model=f"DenseNet121 {kind}", kind=kind, batch=batch, size=size,
                          **measure(kind, 121, size, batch, steps)))
         print(rows[-1], flush=True)
@@ -170,15 +170,15 @@ def compare(size, batch, steps, csv_name):
     write_csv(csv_name, rows)
 
 
-def depth_series(depths, steps):
+def depth_series(depths, steps, kinds):
     rows = []
     for depth in depths:
-        for kind in MODES:
+        for kind in [k for k in MODES if k in kinds]:
             rows.append(dict(model=f"DenseNet-BC-{depth} k=12 {kind}", kind=kind, depth=depth,
                              **measure(kind, depth, 32, 64, steps)))
             print(rows[-1], flush=True)
     fit_rows = []
-    for kind in MODES:
+    for kind in [k for k in MODES if k in kinds]:
         series = [r for r in rows if r["kind"] == kind]
         linear_r2, (a, b, c), share = depth_fits([r["depth"] for r in series],
                                                  [r["training_mb"] for r in series])
@@ -245,7 +245,8 @@ def plot():
     left.set_xlabel("depth L (DenseNet-BC, k=12, batch 64, 32px)")
     left.set_ylabel("training memory (MB: peak RSS minus RSS before the first step)")
     left.grid(alpha=0.3)
-    left.legend()
+    if depth_rows:
+        left.legend()
     if compare_rows:
         labels = [r["kind"] for r in compare_rows]
         positions = np.arange(len(labels))
@@ -277,8 +278,9 @@ def main():
                         default=[121, 264])
     parser.add_argument("--budgets", nargs="+", type=int, default=[4000, 8000],
                         help="peak-RSS budgets in MB (default 4000 8000)")
-    parser.add_argument("--budget-kinds", nargs="+", choices=(REFERENCE, *MODES),
-                        default=list(MODES))
+    parser.add_argument("--kinds", nargs="+", choices=(REFERENCE, *MODES),
+                        default=[REFERENCE, *MODES],
+                        help="which models to measure (compare always runs the reference)")
     parser.add_argument("--precision", type=float, default=0.1,
                         help="budget: stop bisecting when the failing batch is within this "
                              "fraction of the fitting one (default 0.1)")
@@ -287,11 +289,13 @@ def main():
     steps = args.steps or (2 if args.quick else 3)
     if "compare" in args.parts:
         compare(size, args.batch or (8 if args.quick else 16), steps,
-                "memory.csv" if args.batch in (None, 16) else f"memory_b{args.batch}.csv")
+                "memory.csv" if args.batch in (None, 16) else f"memory_b{args.batch}.csv",
+                args.kinds)
     if "depth" in args.parts:
-        depth_series(args.depths or ((16, 40, 64) if args.quick else (40, 100, 190, 250)), steps)
+        depth_series(args.depths or ((16, 40, 64) if args.quick else (40, 100, 190, 250)), steps,
+                     args.kinds)
     if "budget" in args.parts:
-        budgets(args.budget_models, args.budgets, size, args.budget_kinds, args.precision)
+        budgets(args.budget_models, args.budgets, size, args.kinds, args.precision)
     plot()
 
 

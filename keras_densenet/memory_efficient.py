@@ -69,7 +69,7 @@ def recomputed_bn_relu_conv(features, statistics, settings, filters, kernel_size
 
 
 def recomputed_dense_layer(features, statistics, settings, growth_rate, bottleneck_width, prefix):
-    """A whole bottleneck dense layer (BN1-ReLU-conv1-BN2-ReLU-conv2), recomputed in the backward pass.
+    """A whole bottleneck dense layer (BN1-ReLU-conv1-BN2-ReLU-conv2), recomputed in backprop.
 
     Args:
         features, statistics, settings: as ``recomputed_bn_relu_conv``.
@@ -240,7 +240,7 @@ def _named_for_weight_files(class_name):
 @_named_for_weight_files("Conv2D")
 @keras.saving.register_keras_serializable(package="keras_densenet")
 class KernelConv2D(keras.layers.Conv2D):
-    """A ``Conv2D`` that only holds its kernel, for a convolution done by ``DenseLayerBatchNormalization``.
+    """A ``Conv2D`` that holds its kernel for ``DenseLayerBatchNormalization``, which convolves.
 
     Same arguments and variables as ``keras.layers.Conv2D`` (no bias, no
     activation), and the class name ``Conv2D`` (see ``_named_for_weight_files``).
@@ -327,7 +327,7 @@ class DenseLayerBatchNormalization(keras.layers.BatchNormalization):
         return self._forward(True, *args)
 
     def _forward(self, batch_moments, scale, offset, conv1_kernel, conv2_kernel, *features):
-        """Returns ``(new maps, mean, variance)`` of conv1's output (the moving ones at inference)."""
+        """``(new maps, mean, variance)``: conv1's batch moments, or the moving ones."""
         axis = self.axis % 4
         x = _affine_relu(ops.concatenate(features, axis=axis), scale, offset, axis)
         data_format = "channels_first" if axis == 1 else "channels_last"

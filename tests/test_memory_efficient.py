@@ -1,4 +1,4 @@
-"""memory_efficient=True and "full": same outputs, gradients, BN statistics and weight files as the plain model."""
+"""memory_efficient=True and "full": the plain model's outputs, gradients, BN statistics, weight files."""
 
 import os
 import subprocess
@@ -26,7 +26,7 @@ def _pair(mode=True, **overrides):
 
 
 def _copy_weights(source, target):
-    """By variable path: ``"full"`` lists a layer's conv2 before its bn2 (see ``_weights_by_class``)."""
+    """By variable path: ``"full"`` lists a layer's conv2 before its bn2."""
     values = {w.path: w.numpy() for w in source.weights}
     for w in target.weights:
         w.assign(values[w.path])
