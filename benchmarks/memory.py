@@ -243,7 +243,7 @@ def plot():
             left.plot([int(r["depth"]) for r in series], [int(r["training_mb"]) for r in series],
                       "o-", label=f"memory_efficient={flag!r}")
     left.set_xlabel("depth L (DenseNet-BC, k=12, batch 64, 32px)")
-    left.set_ylabel("training memory (MB: peak RSS minus RSS before the first step)")
+    left.set_ylabel("training MB (peak RSS - RSS before step 1)")
     left.grid(alpha=0.3)
     if depth_rows:
         left.legend()
