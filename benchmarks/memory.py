@@ -1,14 +1,31 @@
-"""Training memory and step time: memory_efficient vs plain vs keras.applications.
+"""Training memory and step time of the memory_efficient modes vs keras.applications.
 
-    python benchmarks/memory.py           # DenseNet121 b16 224px; DenseNet-BC k=12 depths 40/100/190/250, 32px b64
-    python benchmarks/memory.py --quick   # smaller: to check that it runs
+    python benchmarks/memory.py                      # all three parts below (slow: hours on 2 cores)
+    python benchmarks/memory.py --parts compare depth
+    python benchmarks/memory.py --parts budget --budget-models 121 --budgets 4000 8000
+    python benchmarks/memory.py --quick              # smaller everything: to check that it runs
 
-Each configuration trains in a fresh process (so that peak RSS is its own):
-one warm-up step (tracing), then timed steps on random data. "training MB" is
-the peak RSS minus the RSS after the model was built and compiled. Prints a
-table with ratios against keras.applications.DenseNet121 and least-squares fits
-of training memory against depth (linear and quadratic: how much of the memory
-the depth^2 term explains), and writes benchmarks/results/memory.csv and memory.png.
+Parts, each writing its CSV under benchmarks/results/ (memory.png is redrawn
+from whichever CSVs exist):
+
+- ``compare`` (memory.csv): DenseNet-121, batch 16, 224px: keras.applications,
+  ours with ``memory_efficient`` False, True and "full".
+- ``depth`` (memory_depth.csv, memory_depth_fit.csv): DenseNet-BC k=12,
+  L=40/100/190/250, batch 64, 32px, each mode; least-squares fits of training
+  memory against depth (linear R^2; the L^2 term's share of a quadratic fit)
+  and the MB added per unit of depth between consecutive depths.
+- ``budget`` (memory_budget.csv): the largest batch whose training step stays
+  within a peak-RSS budget (4 GB and 8 GB), DenseNet-121 and DenseNet-264 at
+  224px, each mode, by doubling then bisection (to 10% by default); a probe
+  that crosses the budget is stopped.
+
+Every configuration runs in a fresh process, so that peak RSS is its own: one
+warm-up step (tracing), then timed steps of SGD with momentum on random data.
+"training MB" is the peak RSS minus the process's RSS just before the first
+step (model built and compiled). Each row records the 1-minute load average
+when it started: on a shared machine step times are only comparable within
+one run; the process CPU time per step (all its threads) is less sensitive
+to other jobs, and is reported next to the wall time.
 """
 
 import argparse
@@ -21,44 +38,100 @@ import numpy as np
 
 from common import RESULTS, write_csv
 
+MODES = {"plain": False, "efficient": True, "full": "full"}
+"""Our model's benchmark kinds and their ``memory_efficient`` values."""
+REFERENCE = "keras.applications"
 
 WORKER = r"""
-import json, os, resource, sys, time
+import json, os, resource, sys, threading, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+kind, depth, size, batch, steps, budget_mb, mode = sys.argv[1:8]
+depth, size, batch, steps, budget_mb, mode = (int(depth), int(size), int(batch), int(steps),
+                                              float(budget_mb), json.loads(mode))
+def rss_mb():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+def watchdog():  # stop a probe as soon as it crosses the budget
+    while True:
+        if rss_mb() > budget_mb:
+            os._exit(3)
+        time.sleep(0.02)
+if budget_mb:
+    threading.Thread(target=watchdog, daemon=True).start()
 import keras, numpy as np
-kind, depth, size, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-from keras_densenet import DenseNet, DenseNetImageNet121
+from keras_densenet import DenseNet, DenseNetImageNet121, DenseNetImageNet264
 if kind == "keras.applications":
     model = keras.applications.DenseNet121(weights=None, input_shape=(size, size, 3))
-elif depth == 121:
-    model = DenseNetImageNet121(input_shape=(size, size, 3), memory_efficient=kind == "efficient")
+elif depth in (121, 264):
+    preset = DenseNetImageNet121 if depth == 121 else DenseNetImageNet264
+    model = preset(input_shape=(size, size, 3), memory_efficient=mode)
 else:
     model = DenseNet(depth=depth, growth_rate=12, bottleneck=True, reduction=0.5,
-                     input_shape=(size, size, 3), classes=10, memory_efficient=kind == "efficient")
+                     input_shape=(size, size, 3), classes=10, memory_efficient=mode)
 classes = model.output.shape[-1]
 model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "sparse_categorical_crossentropy")
 x = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
 y = np.arange(batch) % classes
-def rss_mb():
-    with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
 built = rss_mb()
 model.train_on_batch(x, y)  # warm-up: tracing
-start = time.perf_counter()
+start, start_cpu = time.perf_counter(), time.process_time()
 for _ in range(steps):
     model.train_on_batch(x, y)
-step = (time.perf_counter() - start) / steps
+step = (time.perf_counter() - start) / steps if steps else float("nan")
+cpu = (time.process_time() - start_cpu) / steps if steps else float("nan")
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps(dict(peak_mb=round(peak), training_mb=round(peak - built), step_s=round(step, 3))))
+if budget_mb and peak > budget_mb:
+    sys.exit(3)
+print(json.dumps(dict(peak_mb=round(peak), training_mb=round(peak - built), step_s=round(step, 3),
+                 step_cpu_s=round(cpu, 3))))
 """
+OVER_BUDGET = 3
 
 
-def measure(kind, depth, size, batch, steps):
-    result = subprocess.run([sys.executable, "-c", WORKER, kind, str(depth), str(size),
-                             str(batch), str(steps)], capture_output=True, text=True)
+def measure(kind, depth, size, batch, steps, budget_mb=0):
+    """Train ``steps`` (+1 warm-up) steps in a fresh process.
+
+    Returns ``{"load_1min", "peak_mb", "training_mb", "step_s", "step_cpu_s"}``
+    (wall and process CPU seconds per step), or ``None``
+    when the process crossed ``budget_mb`` of RSS (0: no budget).
+    """
+    load = round(os.getloadavg()[0], 2)
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER, kind, str(depth), str(size), str(batch), str(steps),
+         str(budget_mb), json.dumps(MODES.get(kind, False))],
+        capture_output=True, text=True)
+    if budget_mb and result.returncode == OVER_BUDGET:
+        return None
     if result.returncode:
-        raise RuntimeError(f"{kind} depth {depth} failed:\n{result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{kind} depth {depth} batch {batch} failed:\n{result.stderr[-2000:]}")
+    return dict(load_1min=load, **json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def largest_batch(kind, depth, size, budget_mb, precision, start=8):
+    """The largest batch whose training step stays within ``budget_mb`` of peak RSS.
+
+    Doubles from ``start`` until a batch crosses the budget, then bisects until
+    the failing batch is within ``precision`` (relative, at least 1) of the
+    fitting one. Returns ``(largest fitting batch found or 0, smallest failing
+    batch, probes)``.
+    """
+    fits, fails, probes = 0, None, 0
+    batch = start
+    while fails is None:
+        probes += 1
+        if measure(kind, depth, size, batch, 0, budget_mb) is None:
+            fails = batch
+        else:
+            fits, batch = batch, batch * 2
+    while fails - fits > max(1, precision * fits):
+        probes += 1
+        batch = (fits + fails) // 2
+        if measure(kind, depth, size, batch, 0, budget_mb) is None:
+            fails = batch
+        else:
+            fits = batch
+        print(f"  {kind} DenseNet-{depth} {budget_mb} MB: fits {fits}, fails {fails}", flush=True)
+    return fits, fails, probes
 
 
 def depth_fits(depths, values):
@@ -76,51 +149,84 @@ def depth_fits(depths, values):
     return linear_r2, quadratic, share
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--batch", type=int, help="DenseNet121 batch (default 16)")
-    parser.add_argument("--size", type=int, help="DenseNet121 image size (default 224)")
-    args = parser.parse_args()
-    size, batch = (args.size or (112 if args.quick else 224)), (args.batch or (8 if args.quick else 16))
-    depths = (16, 40, 64, 100) if args.quick else (40, 100, 190, 250)
-    steps = 2 if args.quick else 3
-
+def compare(size, batch, steps, csv_name, kinds):
     rows = []
-    for kind in ("keras.applications", "plain", "efficient"):
-        rows.append(dict(model=f"DenseNet121 {kind}", kind=kind, depth=121,
+    for kind in (REFERENCE, *[k for k in MODES if k in kinds]):
+        rows.append(dict(model=f"DenseNet121 {kind}", kind=kind, batch=batch, size=size,
                          **measure(kind, 121, size, batch, steps)))
         print(rows[-1], flush=True)
+    reference = rows[0]
+    for row in rows:
+        for key, ratio in (("peak_mb", "peak_vs_ref"), ("training_mb", "training_vs_ref"),
+                           ("step_s", "time_vs_ref"), ("step_cpu_s", "cpu_time_vs_ref")):
+            row[ratio] = round(row[key] / reference[key], 3)
+    print(f"\nDenseNet121, batch {batch}, {size}px")
+    print(f"{'model':<34}{'load':>6}{'peak MB':>9}{'train MB':>10}{'step s':>8}{'CPU s':>8}"
+          f"{'peak/ref':>10}{'train/ref':>10}{'time/ref':>10}{'CPU/ref':>10}")
+    for row in rows:
+        print(f"{row['model']:<34}{row['load_1min']:>6}{row['peak_mb']:>9}{row['training_mb']:>10}"
+              f"{row['step_s']:>8}{row['step_cpu_s']:>8}{row['peak_vs_ref']:>9}x"
+              f"{row['training_vs_ref']:>9}x{row['time_vs_ref']:>9}x{row['cpu_time_vs_ref']:>9}x")
+    write_csv(csv_name, rows)
+
+
+def depth_series(depths, steps, kinds):
+    rows = []
     for depth in depths:
-        for kind in ("plain", "efficient"):
+        for kind in [k for k in MODES if k in kinds]:
             rows.append(dict(model=f"DenseNet-BC-{depth} k=12 {kind}", kind=kind, depth=depth,
                              **measure(kind, depth, 32, 64, steps)))
             print(rows[-1], flush=True)
-
-    reference = rows[0]
-    print(f"\nDenseNet121, batch {batch}, {size}px; DenseNet-BC (k=12), batch 64, 32px")
-    print(f"{'model':<36}{'peak MB':>9}{'train MB':>10}{'step s':>8}{'peak/ref':>10}"
-          f"{'train/ref':>10}{'time/ref':>10}")
-    for row in rows:
-        ratios = ("", "", "")
-        if row["depth"] == 121:
-            ratios = tuple(f"{row[k] / reference[k]:.2f}x" for k in ("peak_mb", "training_mb", "step_s"))
-        print(f"{row['model']:<36}{row['peak_mb']:>9}{row['training_mb']:>10}{row['step_s']:>8}"
-              f"{ratios[0]:>10}{ratios[1]:>10}{ratios[2]:>10}")
-    fits = {}
-    for kind in ("plain", "efficient"):
-        series = [r for r in rows if r["kind"] == kind and r["depth"] != 121]
-        fits[kind] = depth_fits([r["depth"] for r in series], [r["training_mb"] for r in series])
-        linear_r2, (a, b, c), share = fits[kind]
+    fit_rows = []
+    for kind in [k for k in MODES if k in kinds]:
+        series = [r for r in rows if r["kind"] == kind]
+        linear_r2, (a, b, c), share = depth_fits([r["depth"] for r in series],
+                                                 [r["training_mb"] for r in series])
+        per_depth = [round((s["training_mb"] - r["training_mb"]) / (s["depth"] - r["depth"]), 1)
+                     for r, s in zip(series, series[1:])]
         print(f"training MB vs depth L, {kind}: linear fit R^2 = {linear_r2:.4f}; quadratic fit "
-              f"{a:.4f} L^2 + {b:.2f} L + {c:.0f}, L^2 term = {share:.0%} of it at L={depths[-1]}")
+              f"{a:.4f} L^2 + {b:.2f} L + {c:.0f}, L^2 term = {share:.0%} of it at L={depths[-1]}; "
+              f"MB per unit of depth between consecutive depths: {per_depth}")
+        fit_rows.append(dict(kind=kind, linear_r2=round(linear_r2, 4), quadratic_a=a,
+                             quadratic_b=b, quadratic_c=c,
+                             quadratic_share_at_max_depth=round(share, 3),
+                             mb_per_depth=" ".join(map(str, per_depth))))
+    write_csv("memory_depth.csv", rows)
+    write_csv("memory_depth_fit.csv", fit_rows)
 
-    write_csv("memory.csv", rows)
-    write_csv("memory_depth_fit.csv", [
-        dict(kind=kind, linear_r2=round(linear_r2, 4), quadratic_a=a, quadratic_b=b,
-             quadratic_c=c, quadratic_share_at_max_depth=round(share, 3))
-        for kind, (linear_r2, (a, b, c), share) in fits.items()])
+
+def budgets(models, budgets_mb, size, kinds, precision):
+    rows = []
+    for depth in models:
+        for budget in budgets_mb:
+            for kind in kinds:
+                if kind == REFERENCE and depth != 121:
+                    continue  # keras.applications has no DenseNet-264
+                load = round(os.getloadavg()[0], 2)
+                fits, fails, probes = largest_batch(kind, depth, size, budget, precision)
+                rows.append(dict(model=f"DenseNet{depth}", kind=kind, size=size, budget_mb=budget,
+                                 largest_batch=fits, first_failing_batch=fails, probes=probes,
+                                 load_1min=load))
+                print(rows[-1], flush=True)
+    for row in rows:
+        plain = [r["largest_batch"] for r in rows if r["kind"] == "plain"
+                 and r["model"] == row["model"] and r["budget_mb"] == row["budget_mb"]]
+        row["vs_plain"] = round(row["largest_batch"] / plain[0], 2) if plain and plain[0] else ""
+    write_csv("memory_budget.csv", rows)
+
+
+def read_csv(name):
+    import csv
+
+    path = os.path.join(RESULTS, name)
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def plot():
+    """memory.png from the CSVs: training memory vs depth, and DenseNet-121's bars."""
     try:
         import matplotlib
 
@@ -129,20 +235,68 @@ def main():
     except ImportError:
         print("matplotlib not installed: no memory.png")
         return
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for kind in ("plain", "efficient"):
-        series = [r for r in rows if r["kind"] == kind and r["depth"] != 121]
-        line, = axis.plot([r["depth"] for r in series], [r["training_mb"] for r in series], "o",
-                          label=f"memory_efficient={kind == 'efficient'}")
-        curve = np.linspace(depths[0], depths[-1], 50)
-        axis.plot(curve, np.polyval(fits[kind][1], curve), "--", color=line.get_color(),
-                  label=f"quadratic fit (L^2 term {fits[kind][2]:.0%} at L={depths[-1]})")
-    axis.set_xlabel("depth (DenseNet-BC, k=12, batch 64, 32px)")
-    axis.set_ylabel("training memory (MB over the built model)")
-    axis.grid(alpha=0.3)
-    axis.legend()
+    depth_rows, compare_rows = read_csv("memory_depth.csv"), read_csv("memory.csv")
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for kind, flag in MODES.items():
+        series = [r for r in depth_rows if r["kind"] == kind]
+        if series:
+            left.plot([int(r["depth"]) for r in series], [int(r["training_mb"]) for r in series],
+                      "o-", label=f"memory_efficient={flag!r}")
+    left.set_xlabel("depth L (DenseNet-BC, k=12, batch 64, 32px)")
+    left.set_ylabel("training MB (peak RSS - RSS before step 1)")
+    left.grid(alpha=0.3)
+    if depth_rows:
+        left.legend()
+    if compare_rows:
+        labels = [r["kind"] for r in compare_rows]
+        positions = np.arange(len(labels))
+        right.bar(positions - 0.2, [int(r["training_mb"]) for r in compare_rows], 0.4,
+                  label="training MB")
+        right.bar(positions + 0.2, [int(r["peak_mb"]) for r in compare_rows], 0.4, label="peak MB")
+        right.set_xticks(positions, [f"{k}\n{float(r['step_s']):.2f} s/step"
+                                     for k, r in zip(labels, compare_rows)], fontsize=8)
+        first = compare_rows[0]
+        right.set_title(f"DenseNet-121, batch {first['batch']}, {first['size']}px")
+        right.legend()
     figure.tight_layout()
     figure.savefig(os.path.join(RESULTS, "memory.png"), dpi=100)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, to check that it runs")
+    parser.add_argument("--parts", nargs="+", choices=("compare", "depth", "budget"),
+                        default=["compare", "depth", "budget"])
+    parser.add_argument("--batch", type=int, help="compare: DenseNet121 batch (default 16)")
+    parser.add_argument("--size", type=int, help="compare and budget: image size (default 224)")
+    parser.add_argument("--steps", type=int,
+                        help="timed steps after the warm-up step (default 3, --quick 2)")
+    parser.add_argument("--depths", nargs="+", type=int,
+                        help="depth: DenseNet-BC depths (default 40 100 190 250)")
+    parser.add_argument("--budget-models", nargs="+", type=int, choices=(121, 264),
+                        default=[121, 264])
+    parser.add_argument("--budgets", nargs="+", type=int, default=[4000, 8000],
+                        help="peak-RSS budgets in MB (default 4000 8000)")
+    parser.add_argument("--kinds", nargs="+", choices=(REFERENCE, *MODES),
+                        default=[REFERENCE, *MODES],
+                        help="which models to measure (compare always runs the reference)")
+    parser.add_argument("--precision", type=float, default=0.1,
+                        help="budget: stop bisecting when the failing batch is within this "
+                             "fraction of the fitting one (default 0.1)")
+    args = parser.parse_args()
+    size = args.size or (112 if args.quick else 224)
+    steps = args.steps or (2 if args.quick else 3)
+    if "compare" in args.parts:
+        compare(size, args.batch or (8 if args.quick else 16), steps,
+                "memory.csv" if args.batch in (None, 16) else f"memory_b{args.batch}.csv",
+                args.kinds)
+    if "depth" in args.parts:
+        depth_series(args.depths or ((16, 40, 64) if args.quick else (40, 100, 190, 250)), steps,
+                     args.kinds)
+    if "budget" in args.parts:
+        budgets(args.budget_models, args.budgets, size, args.kinds, args.precision)
+    plot()
 
 
 if __name__ == "__main__":

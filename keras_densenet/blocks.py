@@ -38,7 +38,11 @@ import keras
 from keras import layers
 
 from keras_densenet.layers import BlurPool2D
-from keras_densenet.memory_efficient import FeatureMoments, recomputed_bn_relu_conv
+from keras_densenet.memory_efficient import (
+    FeatureMoments,
+    recomputed_bn_relu_conv,
+    recomputed_dense_layer,
+)
 from keras_densenet.utils import channel_axis
 
 BOTTLENECK_WIDTH = 4
@@ -57,15 +61,17 @@ class BlockSettings:
             gamma and beta regularizers add ``weight_decay / 2 * ||w||^2`` so
             that the gradient is ``weight_decay * w`` as in the paper.
         dropout_rate: dropout after each 3x3 conv and each transition conv.
-        memory_efficient: recompute each dense layer's concat-BN-ReLU-conv in
-            the backward pass (``keras_densenet.memory_efficient``).
+        memory_efficient: ``True``: recompute each dense layer's
+            concat-BN-ReLU-conv in the backward pass; ``"full"``: recompute each
+            whole bottleneck dense layer and each transition's concat-BN-ReLU-conv
+            (``keras_densenet.memory_efficient``).
     """
 
     data_format: str = "channels_last"
     bn_epsilon: float = 1.001e-5
     weight_decay: float = 0.0
     dropout_rate: float = 0.0
-    memory_efficient: bool = False
+    memory_efficient: bool | str = False  # False, True or "full"
 
     @property
     def channel_axis(self):
@@ -201,8 +207,9 @@ def dense_block(x, settings, nb_layers, growth_rate, bottleneck, name, return_ne
     if settings.memory_efficient:
         if return_new_maps:
             raise ValueError("return_new_maps needs memory_efficient=False.")
-        return _memory_efficient_dense_block(
+        features, _ = _memory_efficient_dense_layers(
             x, settings, nb_layers, growth_rate, bottleneck, name)
+        return layers.Concatenate(axis=settings.channel_axis, name=f"{name}_concat")(features)
     new = []
     for layer_index in range(1, nb_layers + 1):
         prefix = f"{name}_layer{layer_index}"
@@ -215,14 +222,40 @@ def dense_block(x, settings, nb_layers, growth_rate, bottleneck, name, return_ne
     return x, layers.Concatenate(axis=settings.channel_axis, name=f"{name}_new_maps")(new)
 
 
-def _memory_efficient_dense_block(x, settings, nb_layers, growth_rate, bottleneck, name):
-    """The dense block with each concat-BN-ReLU-conv recomputed in the backward pass.
+def recomputed_block_and_transition(x, settings, nb_layers, growth_rate, bottleneck,
+                                    block_index, filters):
+    """``memory_efficient="full"``: block ``block{b}`` then transition ``transition{b}``
+    to ``filters`` channels, recomputed from the block's feature list, so the
+    block's concatenation is never stored.
+
+    Same weighted layers as ``dense_block`` + ``transition_block``. Returns
+    ``(batch, H // 2, W // 2, filters)``.
+    """
+    features, statistics = _memory_efficient_dense_layers(
+        x, settings, nb_layers, growth_rate, bottleneck, f"block{block_index}")
+    statistics = [*statistics, FeatureMoments(
+        settings.channel_axis, name=f"block{block_index}_moments{len(features) - 1}",
+    )(features[-1])]
+    name = f"transition{block_index}"
+    x = recomputed_bn_relu_conv(features, statistics, settings, filters, 1, name, "")
+    return _pool(settings.dropout(x, f"{name}_drop"), settings, name, "avg")
+
+
+def _memory_efficient_dense_layers(x, settings, nb_layers, growth_rate, bottleneck, name):
+    """The dense layers with each concat-BN-ReLU-conv recomputed in the backward pass.
 
     Same weighted layers and names as the plain block; the first BN-ReLU-conv of
     each layer (``_bn1``/``_conv1``, or ``_bn2``/``_conv2`` without bottleneck)
     reads the list of earlier feature maps and their moments
     (``{name}_moments{i}``: of layer ``i``'s output, 0: the block input; see
-    ``memory_efficient``), and the block ends with one concatenation, ``{name}_concat``.
+    ``memory_efficient``); the caller concatenates them (``{name}_concat``) or
+    hands them to the recomputed transition.
+    With ``settings.memory_efficient == "full"`` a bottleneck layer's four
+    weighted layers recompute all of it (``memory_efficient.recomputed_dense_layer``);
+    without bottleneck the layer is one BN-ReLU-conv, as with ``True``.
+
+    Returns ``(features, statistics)``: the block input and each layer's output,
+    and the moments of all but the last.
     """
     features, statistics = [x], []
     for layer_index in range(1, nb_layers + 1):
@@ -230,7 +263,10 @@ def _memory_efficient_dense_block(x, settings, nb_layers, growth_rate, bottlenec
             settings.channel_axis, name=f"{name}_moments{layer_index - 1}",
         )(features[-1]))
         prefix = f"{name}_layer{layer_index}"
-        if bottleneck:
+        if bottleneck and settings.memory_efficient == "full":
+            y = recomputed_dense_layer(features, statistics, settings, growth_rate,
+                                       BOTTLENECK_WIDTH, prefix)
+        elif bottleneck:
             y = recomputed_bn_relu_conv(features, statistics, settings,
                                         BOTTLENECK_WIDTH * growth_rate, 1, prefix, "1")
             y = settings.bn_relu(y, prefix, "2")
@@ -238,7 +274,7 @@ def _memory_efficient_dense_block(x, settings, nb_layers, growth_rate, bottlenec
         else:
             y = recomputed_bn_relu_conv(features, statistics, settings, growth_rate, 3, prefix, "2")
         features.append(settings.dropout(y, f"{prefix}_drop"))
-    return layers.Concatenate(axis=settings.channel_axis, name=f"{name}_concat")(features)
+    return features, statistics
 
 
 def transition_block(x, settings, filters, name, pooling="avg"):
@@ -250,6 +286,9 @@ def transition_block(x, settings, filters, name, pooling="avg"):
     """
     x = settings.bn_relu(x, name)
     x = settings.conv(filters, 1, f"{name}_conv")(x)
-    x = settings.dropout(x, f"{name}_drop")
+    return _pool(settings.dropout(x, f"{name}_drop"), settings, name, pooling)
+
+
+def _pool(x, settings, name, pooling):
     pool = layers.AveragePooling2D if pooling == "avg" else layers.MaxPooling2D
     return pool(2, strides=2, data_format=settings.data_format, name=f"{name}_pool")(x)

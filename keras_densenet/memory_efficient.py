@@ -25,6 +25,21 @@ Gradients are those of the plain layers. Without bottleneck the recomputed
 conv is the 3x3 ``_conv2`` after ``_bn2``. Because the weighted layers have the
 plain model's names and classes, weight files (``save_weights``, ``weights=``)
 move between the two layouts unchanged, and ``.keras`` files load either way.
+
+``memory_efficient="full"`` recomputes each whole bottleneck dense layer, so
+that only its ``growth_rate`` new maps are stored (``recomputed_dense_layer``):
+``_bn1`` is the ``BatchNormalization`` above, ``_conv1`` and ``_conv2`` are
+``KernelConv2D`` layers that only pass on their kernels, and ``_bn2``
+(``DenseLayerBatchNormalization``) computes BN1-ReLU-conv1-BN2-ReLU-conv2 in one
+``keras.remat``, normalizing with conv1's batch moments, which it also returns
+so that its moving statistics are updated once, outside the recomputation.
+Dropout (on the ``growth_rate`` maps) stays outside: a recomputation would draw
+another mask. The transitions' BN-ReLU-conv read the block's feature list
+through the ``BatchNormalization``/``Conv2D`` pair above, so no block
+concatenation is stored either. Weight files keep working because they address
+layers by class name and position within that class (``_named_for_weight_files``);
+``get_weights()`` lists, which go by layer order, put a layer's ``_conv2`` before
+its ``_bn2`` in this mode: copy weights between modes by variable path or file.
 """
 
 import keras
@@ -51,6 +66,29 @@ def recomputed_bn_relu_conv(features, statistics, settings, filters, kernel_size
     conv = settings.conv(filters, kernel_size, f"{prefix}_conv{suffix}",
                          layer_class=Conv2D)
     return conv(features, scale, offset)
+
+
+def recomputed_dense_layer(features, statistics, settings, growth_rate, bottleneck_width, prefix):
+    """A whole bottleneck dense layer (BN1-ReLU-conv1-BN2-ReLU-conv2), recomputed in backprop.
+
+    Args:
+        features, statistics, settings: as ``recomputed_bn_relu_conv``.
+        growth_rate: output channels (k).
+        bottleneck_width: conv1 produces ``bottleneck_width * growth_rate`` channels.
+        prefix: ``block{b}_layer{l}``: the layers ``_bn1``, ``_conv1``, ``_conv2``
+            (``KernelConv2D``) and ``_bn2`` (``DenseLayerBatchNormalization``, which computes).
+
+    Returns:
+        ``(batch, H, W, growth_rate)``.
+    """
+    scale, offset = settings.batch_norm(
+        f"{prefix}_bn1", layer_class=BatchNormalization)(statistics)
+    conv1_kernel = settings.conv(bottleneck_width * growth_rate, 1, f"{prefix}_conv1",
+                                 layer_class=KernelConv2D)(scale)
+    conv2_kernel = settings.conv(growth_rate, 3, f"{prefix}_conv2",
+                                 layer_class=KernelConv2D)(conv1_kernel)
+    bn2 = settings.batch_norm(f"{prefix}_bn2", layer_class=DenseLayerBatchNormalization)
+    return bn2(features, scale, offset, conv1_kernel, conv2_kernel)
 
 
 @keras.saving.register_keras_serializable(package="keras_densenet")
@@ -175,16 +213,149 @@ class Conv2D(keras.layers.Conv2D):
         return self._forward(scale, offset, *features)
 
     def _forward(self, scale, offset, *features):
-        x = ops.cast(ops.concatenate(features, axis=self._channel_axis), "float32")
-        if self._channel_axis == 1:
-            scale, offset = ops.reshape(scale, (-1, 1, 1)), ops.reshape(offset, (-1, 1, 1))
-        x = ops.cast(ops.relu(x * scale + offset), self.compute_dtype)
+        x = ops.concatenate(features, axis=self._channel_axis)
+        x = ops.cast(_affine_relu(x, scale, offset, self._channel_axis), self.compute_dtype)
         # Cast explicitly: the recomputation runs outside the layer's autocast scope.
         return self.convolution_op(x, ops.cast(self.kernel, self.compute_dtype))
 
     def compute_output_spec(self, features, scale, offset):
         shape = _concatenated_shape([f.shape for f in features], self._channel_axis)
         return keras.KerasTensor(self.compute_output_shape(shape), self.compute_dtype)
+
+
+def _named_for_weight_files(class_name):
+    """Give a layer class the Keras class name whose weights it holds.
+
+    ``save_weights`` files address layers by snake-cased class name and
+    position (``batch_normalization_3``), so a subclass must carry its parent's
+    name for the plain model's files to load; ``.keras`` files find the class
+    by its registered name (``keras_densenet>{original name}``), which is kept.
+    """
+    def rename(cls):
+        cls.__name__ = cls.__qualname__ = class_name
+        return cls
+    return rename
+
+
+@_named_for_weight_files("Conv2D")
+@keras.saving.register_keras_serializable(package="keras_densenet")
+class KernelConv2D(keras.layers.Conv2D):
+    """A ``Conv2D`` that holds its kernel for ``DenseLayerBatchNormalization``, which convolves.
+
+    Same arguments and variables as ``keras.layers.Conv2D`` (no bias, no
+    activation), and the class name ``Conv2D`` (see ``_named_for_weight_files``).
+
+    Call: ``previous``, a tensor whose last axis has the kernel's input channels:
+    the ``(C,)`` scale of the BN before it, or the previous conv's kernel (so
+    that the layer follows them in the model's layer order). Returns the kernel,
+    ``(kernel_size, kernel_size, previous.shape[-1], filters)``, in the compute dtype.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.use_bias or self.activation is not keras.activations.linear:
+            raise ValueError("KernelConv2D takes no bias and no activation: "
+                             "pass use_bias=False and activation=None.")
+        self._convert_input_args = False
+        self.input_spec = None
+
+    def build(self, previous_shape):
+        channels = previous_shape[-1]
+        super().build((None, None, None, channels) if self.data_format == "channels_last"
+                      else (None, channels, None, None))
+        self.input_spec = None
+
+    def call(self, previous):
+        return ops.cast(self.kernel, self.compute_dtype)
+
+    def compute_output_spec(self, previous):
+        return keras.KerasTensor(self.kernel.shape, self.compute_dtype)
+
+
+@_named_for_weight_files("BatchNormalization")
+@keras.saving.register_keras_serializable(package="keras_densenet")
+class DenseLayerBatchNormalization(keras.layers.BatchNormalization):
+    """A whole bottleneck dense layer, recomputed in the backward pass: ``memory_efficient="full"``.
+
+    The layer's second BN (``block{b}_layer{l}_bn2``): same arguments and
+    variables as ``keras.layers.BatchNormalization``, class name
+    ``BatchNormalization`` (see ``_named_for_weight_files``). It computes
+
+        ``conv2(relu(BN2(conv1(relu(concat(features) * scale + offset)))))``
+
+    inside ``keras.remat``, so the backward pass keeps only the layer's inputs
+    (each feature map once per block, small vectors and kernels) and its
+    ``growth_rate`` output maps. In training, BN2 normalizes with the batch
+    moments of conv1's output, which the recomputed function also returns, so
+    that the moving statistics are updated once per step, outside the
+    recomputation.
+
+    Call arguments:
+        features: list of ``(batch, H, W, C_i)`` maps (or channels first).
+        scale, offset: float32 ``(sum C_i,)``, BN1 as an affine map
+            (``BatchNormalization``).
+        conv1_kernel: ``(1, 1, sum C_i, F)`` and conv2_kernel: ``(3, 3, F, k)``,
+            from ``KernelConv2D`` layers, in the compute dtype.
+        training: batch moments, moving-average update and recomputation; else
+            the moving statistics.
+
+    Output: ``(batch, H, W, k)`` in the compute dtype.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._convert_input_args = False  # float32 scale and offset, also under mixed precision
+
+    def build(self, features_shape, conv1_kernel_shape):
+        channels = conv1_kernel_shape[-1]
+        super().build((None, channels, None, None) if self.axis == 1 else (None, None, None, channels))
+        self.input_spec = None
+
+    def call(self, features, scale, offset, conv1_kernel, conv2_kernel, training=None):
+        if not (training and self.trainable):
+            return self._forward(False, scale, offset, conv1_kernel, conv2_kernel, *features)[0]
+        new, mean, variance = keras.remat(self._forward_with_moments)(
+            scale, offset, conv1_kernel, conv2_kernel, *features)
+        momentum = self.momentum
+        self.moving_mean.assign(
+            self.moving_mean * momentum + ops.stop_gradient(mean) * (1.0 - momentum))
+        self.moving_variance.assign(
+            self.moving_variance * momentum + ops.stop_gradient(variance) * (1.0 - momentum))
+        return new
+
+    def _forward_with_moments(self, *args):
+        return self._forward(True, *args)
+
+    def _forward(self, batch_moments, scale, offset, conv1_kernel, conv2_kernel, *features):
+        """``(new maps, mean, variance)``: conv1's batch moments, or the moving ones."""
+        axis = self.axis % 4
+        x = _affine_relu(ops.concatenate(features, axis=axis), scale, offset, axis)
+        data_format = "channels_first" if axis == 1 else "channels_last"
+        y = ops.cast(ops.conv(ops.cast(x, conv1_kernel.dtype), conv1_kernel, padding="same",
+                              data_format=data_format), "float32")
+        if batch_moments:
+            mean, variance = ops.moments(y, axes=[i for i in range(4) if i != axis])
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        # gamma and beta are read here, not passed: tf.recompute_grad differentiates
+        # the variables its function reads (a variable argument would count twice).
+        scale2 = self.gamma * ops.rsqrt(variance + self.epsilon)
+        x = _affine_relu(y, scale2, self.beta - mean * scale2, axis)
+        new = ops.conv(ops.cast(x, conv2_kernel.dtype), conv2_kernel, padding="same",
+                       data_format=data_format)
+        return new, ops.stop_gradient(mean), ops.stop_gradient(variance)
+
+    def compute_output_spec(self, features, scale, offset, conv1_kernel, conv2_kernel):
+        shape = list(features[0].shape)
+        shape[self.axis] = conv2_kernel.shape[-1]
+        return keras.KerasTensor(tuple(shape), self.compute_dtype)
+
+
+def _affine_relu(x, scale, offset, axis):
+    """``relu(x * scale + offset)`` in float32, per channel along ``axis`` (1: channels first)."""
+    if axis == 1:
+        scale, offset = ops.reshape(scale, (-1, 1, 1)), ops.reshape(offset, (-1, 1, 1))
+    return ops.relu(ops.cast(x, "float32") * scale + offset)
 
 
 def weighted_layers(model):

@@ -29,7 +29,7 @@ from keras_densenet.checks import (check_activation, check_bool, check_choice,
 POOLINGS = (None, "avg", "max")
 STEM_PADDINGS = (None, "symmetric", "same")
 STEM_TYPES = ("standard", "deep")
-MEMORY_EFFICIENT_MODES = (False, True)
+MEMORY_EFFICIENT_MODES = (False, True, "full")
 DEFAULT_BN_EPSILON = 1.001e-5
 MAX_LAYERS = 1000
 """More dense layers than this is refused: building would take minutes and no published net comes close."""
@@ -217,12 +217,15 @@ def DenseNet(
         weights_source: with ``weights="imagenet"``, which published weights
             to take (see ``keras_densenet.weights.SOURCES``); default: the
             first source publishing this architecture.
-        memory_efficient: ``False`` (default) or ``True``: recompute each dense
-            layer's concat-BN-ReLU-conv during back-propagation instead of
-            storing it, so that training memory grows linearly with depth
-            (``keras_densenet.memory_efficient``); same layer names and weights
-            (weight files and ``.keras`` files load whatever the flag), same
-            outputs and gradients, some extra compute.
+        memory_efficient: ``True``: recompute each dense layer's
+            concat-BN-ReLU-conv during back-propagation instead of storing it,
+            so that training memory grows linearly with depth
+            (``keras_densenet.memory_efficient``); ``"full"``: recompute each
+            whole bottleneck dense layer (BN1-ReLU-conv1-BN2-ReLU-conv2), keeping
+            only its new maps, and each transition's BN-ReLU-conv: least
+            memory, most extra compute. Same layer names
+            and weights (weight files and ``.keras`` files load whatever the
+            mode), same outputs and gradients. Default False.
         stem_type: with ``subsample_initial_block``, ``"standard"`` (7x7/2 conv)
             or ``"deep"`` (three 3x3 convs, as timm's ``densenet*d``).
         anti_alias: with ``subsample_initial_block``, blur-pool the stem
@@ -271,12 +274,18 @@ def build(architecture, input_tensor=None, name=None, plan=None):
     first_level = 2 if a.subsample_initial_block else 0
     pyramid, channels = {}, a.nb_filter
     for block_index, nb_layers in enumerate(a.nb_layers_per_block, start=1):
+        channels += nb_layers * a.growth_rate
+        last = block_index == len(a.nb_layers_per_block)
+        if not last:
+            channels = int(channels * (1.0 - a.reduction))
+        if a.memory_efficient == "full" and not last:  # no block output is stored
+            x = blocks.recomputed_block_and_transition(
+                x, settings, nb_layers, a.growth_rate, a.bottleneck, block_index, channels)
+            continue
         x = blocks.dense_block(x, settings, nb_layers, a.growth_rate, a.bottleneck,
                                f"block{block_index}")
         pyramid[f"P{first_level + block_index - 1}"] = _layer_name(x)
-        channels += nb_layers * a.growth_rate
-        if block_index < len(a.nb_layers_per_block):
-            channels = int(channels * (1.0 - a.reduction))
+        if not last:
             x = blocks.transition_block(x, settings, channels, f"transition{block_index}")
     x = settings.bn_relu(x, "final")
     x = _head(x, a, settings)
@@ -327,7 +336,8 @@ class DenseNetModel(keras.Model):
     * ``class_names``: list of names, or ``None`` (ImageNet's with 1000 classes);
     * ``crop_pct``, ``interpolation``: the eval transform (resize the shorter
       side to ``size / crop_pct`` with ``interpolation``, center-crop ``size``);
-    * ``pyramid``: ``{"P2": layer name, ...}`` of every dense block's output,
+    * ``pyramid``: ``{"P2": layer name, ...}`` of every dense block's output (with
+      ``memory_efficient="full"`` only the last block's: the others are never stored),
       by stride (see ``keras_densenet.features``).
 
     ``model_config(model)`` reads it (also for models saved before it existed).

@@ -45,9 +45,11 @@ def main(workdir):
         out[f"{name}_last"] = np.asarray(last.predict(x, verbose=0))
         out[f"{name}_first"] = np.asarray(first.predict(channels_first(x), verbose=0))
 
-    efficient = DenseNet(**CIFAR, input_shape=(64, 64, 3), memory_efficient=True,
-                         weights=os.path.join(workdir, "cifar.weights.h5"))
+    efficient, full = (DenseNet(**CIFAR, input_shape=(64, 64, 3), memory_efficient=mode,
+                                weights=os.path.join(workdir, "cifar.weights.h5"))
+                       for mode in (True, "full"))
     out["efficient"] = np.asarray(efficient.predict(x, verbose=0))
+    out["full"] = np.asarray(full.predict(x, verbose=0))
 
     fcn = DenseNetFCN((32, 32, 3), **FCN)
     fcn.load_weights(os.path.join(workdir, "fcn.weights.h5"))
@@ -62,7 +64,7 @@ def main(workdir):
     np.testing.assert_allclose(keras.models.load_model(path).predict(x, verbose=0),
                                out["torch_last"], atol=1e-6)
 
-    for model in (DenseNet(**CIFAR, input_shape=(64, 64, 3)), efficient):
+    for model in (DenseNet(**CIFAR, input_shape=(64, 64, 3)), efficient, full):
         before = [w.copy() for w in model.get_weights()]
         model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
         loss = model.fit(x, labels, epochs=1, batch_size=len(x), verbose=0).history["loss"][0]

@@ -2,7 +2,7 @@
 
 Each backend runs tests/backend_worker.py in its own process (the backend is
 fixed at import): building, both data formats, weights in Keras 3 and
-safetensors (torchvision layout) form, memory_efficient, FC-DenseNet,
+safetensors (torchvision layout) form, memory_efficient (True and "full"), FC-DenseNet,
 preprocessing of backend tensors, a training step, .keras save/load, and the
 clear errors of the TensorFlow-only features.
 """
@@ -89,5 +89,6 @@ def test_data_formats_agree_and_torch_weights_reproduce_torch(results, backend):
     out = outputs[backend]
     np.testing.assert_allclose(out["cifar_first"], out["cifar_last"], atol=1e-4)
     np.testing.assert_allclose(out["efficient"], out["cifar_last"], atol=1e-5)
+    np.testing.assert_allclose(out["full"], out["cifar_last"], atol=1e-5)
     np.testing.assert_allclose(out["torch_last"], torch_logits, atol=1e-4)
     np.testing.assert_allclose(out["torch_first"], torch_logits, atol=1e-4)

@@ -1,4 +1,4 @@
-"""memory_efficient=True: same outputs, gradients, BN statistics and weight files as the plain model."""
+"""memory_efficient=True and "full": the plain model's outputs, gradients, BN statistics, weight files."""
 
 import os
 import subprocess
@@ -13,14 +13,31 @@ from keras_densenet import DenseNet, memory_efficient
 
 BC = dict(depth=16, growth_rate=4, bottleneck=True, reduction=0.5, weight_decay=1e-4,
           input_shape=(32, 32, 3), classes=4)
+MODES = (True, "full")
 
 
-def _pair(**overrides):
+def _pair(mode=True, **overrides):
+    """A plain model and one with ``memory_efficient=mode``, with the same weights."""
     config = {**BC, **overrides}
     plain = DenseNet(**config)
-    efficient = DenseNet(**config, memory_efficient=True)
-    efficient.set_weights(plain.get_weights())
+    efficient = DenseNet(**config, memory_efficient=mode)
+    _copy_weights(plain, efficient)
     return plain, efficient
+
+
+def _copy_weights(source, target):
+    """By variable path: ``"full"`` lists a layer's conv2 before its bn2."""
+    values = {w.path: w.numpy() for w in source.weights}
+    for w in target.weights:
+        w.assign(values[w.path])
+
+
+def _weights_by_class(model):
+    """``{class name: [weight paths in layer order]}``: what ``save_weights`` files go by."""
+    by_class = {}
+    for layer in model.layers:
+        by_class.setdefault(type(layer).__name__, []).extend(w.path for w in layer.weights)
+    return {name: paths for name, paths in by_class.items() if paths}
 
 
 def _batch(images):
@@ -42,105 +59,148 @@ def test_same_weighted_layers_and_recomputed_layers(images):
                                atol=1e-6)
 
 
-@pytest.mark.parametrize("bottleneck, depth", [(True, 16), (False, 13)])
-def test_gradients_equal_the_plain_model(images, bottleneck, depth):
-    plain, efficient = _pair(bottleneck=bottleneck, depth=depth)
+def test_full_mode_layers(images):
+    plain, full = _pair("full")
+    assert _weights_by_class(full) == _weights_by_class(plain)
+    assert sorted(w.path for w in full.weights) == sorted(w.path for w in plain.weights)
+    assert isinstance(full.get_layer("block2_layer1_bn1"), memory_efficient.BatchNormalization)
+    assert isinstance(full.get_layer("block2_layer1_bn2"),
+                      memory_efficient.DenseLayerBatchNormalization)
+    for conv in ("conv1", "conv2"):
+        assert isinstance(full.get_layer(f"block2_layer1_{conv}"), memory_efficient.KernelConv2D)
+    assert isinstance(full.get_layer("transition1_bn"), memory_efficient.BatchNormalization)
+    assert isinstance(full.get_layer("transition1_conv"), memory_efficient.Conv2D)
+    names = [layer.name for layer in full.layers]
+    assert not [n for n in names if "relu" in n and not n.startswith("final")]
+    # the transitions read the feature lists: only the last block is concatenated
+    assert [n for n in names if n.endswith("_concat")] == ["block3_concat"]
+    x, _ = _batch(images)
+    np.testing.assert_allclose(full.predict(x, verbose=0), plain.predict(x, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("value", ["yes", "False", 1, None])
+def test_rejects_other_values(value):
+    with pytest.raises(ValueError, match="memory_efficient must be one of"):
+        DenseNet(**BC, memory_efficient=value)
+
+
+@pytest.mark.parametrize("mode, bottleneck, depth",
+                         [(True, True, 16), (True, False, 13), ("full", True, 16),
+                          ("full", False, 13)])
+def test_gradients_equal_the_plain_model(images, mode, bottleneck, depth):
+    plain, efficient = _pair(mode, bottleneck=bottleneck, depth=depth)
     x, y = _batch(images)
-    for expected, got, variable in zip(_gradients(plain, x, y), _gradients(efficient, x, y),
-                                       plain.trainable_weights):
-        np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=variable.path)
+    got = _gradients(efficient, x, y)
+    for path, expected in _gradients(plain, x, y).items():
+        np.testing.assert_allclose(got[path], expected, atol=1e-5, err_msg=path)
 
 
 def _gradients(model, x, y):
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
             y, model(x, training=True))) + tf.add_n(model.losses)
-    return [g.numpy() for g in tape.gradient(loss, model.trainable_weights)]
+    gradients = tape.gradient(loss, model.trainable_weights)
+    return {w.path: g.numpy() for w, g in zip(model.trainable_weights, gradients)}
 
 
-def test_one_train_step_updates_bn_statistics_once(images):
+@pytest.mark.parametrize("mode", MODES)
+def test_one_train_step_updates_bn_statistics_once(images, mode):
     """After one step every weight, moving statistics included, equals the plain model's."""
-    plain, efficient = _pair()
+    plain, efficient = _pair(mode)
     x, y = _batch(images)
     for model in (plain, efficient):
         model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
         model.train_on_batch(x, y)
-    moving_variance = efficient.get_layer("block1_layer2_bn1").moving_variance.numpy()
-    assert not np.allclose(moving_variance, 1.0)  # it moved
-    for got, expected in zip(efficient.weights, plain.weights):
-        np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-5, err_msg=got.path)
+    for bn in ("bn1", "bn2"):
+        moving_variance = efficient.get_layer(f"block1_layer2_{bn}").moving_variance.numpy()
+        assert not np.allclose(moving_variance, 1.0)  # it moved
+    expected = {w.path: w.numpy() for w in plain.weights}
+    for got in efficient.weights:
+        np.testing.assert_allclose(got.numpy(), expected[got.path], atol=1e-5, err_msg=got.path)
 
 
-@pytest.mark.parametrize("saved_flag", [False, True])
-def test_weights_files_move_between_layouts(tmp_path, images, saved_flag):
-    plain, efficient = _pair()
+@pytest.mark.parametrize("saved_mode", [False, *MODES])
+def test_weights_files_move_between_layouts(tmp_path, images, saved_mode):
+    plain, efficient = _pair("full" if saved_mode == "full" else True)
     x, _ = _batch(images)
     expected = plain.predict(x, verbose=0)
     path = str(tmp_path / "model.weights.h5")
-    (efficient if saved_flag else plain).save_weights(path)
-    for flag in (False, True):
-        model = DenseNet(**BC, memory_efficient=flag)
+    (efficient if saved_mode else plain).save_weights(path)
+    for mode in (False, *MODES):
+        model = DenseNet(**BC, memory_efficient=mode)
         model.load_weights(path)
         np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-6)
-        np.testing.assert_allclose(DenseNet(**BC, memory_efficient=flag, weights=path).predict(
+        np.testing.assert_allclose(DenseNet(**BC, memory_efficient=mode, weights=path).predict(
             x, verbose=0), expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("flag", [False, True])
-def test_keras_file_round_trip(tmp_path, images, flag):
-    model = _pair()[flag]
+@pytest.mark.parametrize("mode", [False, *MODES])
+def test_keras_file_round_trip(tmp_path, images, mode):
+    model = DenseNet(**BC, memory_efficient=mode)
     x, _ = _batch(images)
     path = str(tmp_path / "model.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert type(loaded.get_layer("block1_layer1_bn1")) is type(model.get_layer("block1_layer1_bn1"))
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    for name in ("block1_layer1_bn1", "block1_layer1_conv1", "block1_layer1_bn2"):
+        assert type(loaded.get_layer(name)) is type(model.get_layer(name))
+    expected = model.predict(x, verbose=0)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected)
+    for other in (False, *MODES):  # the .keras file's weights load into every layout
+        layout = DenseNet(**BC, memory_efficient=other)
+        layout.load_weights(path)
+        np.testing.assert_allclose(layout.predict(x, verbose=0), expected, atol=1e-6)
 
 
-def test_mixed_precision_training(images):
+@pytest.mark.parametrize("mode", MODES)
+def test_mixed_precision_training(images, mode):
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        model = DenseNet(**BC, memory_efficient=True)
+        model = DenseNet(**BC, memory_efficient=mode)
         model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
         x, y = _batch(images)
         history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert np.isfinite(history.history["loss"][0])
-    conv = model.get_layer("block1_layer1_conv1")
-    assert conv.compute_dtype == "float16" and conv.output.dtype == "float16"
+    computing = model.get_layer("block1_layer1_conv1" if mode is True else "block1_layer1_bn2")
+    assert computing.compute_dtype == "float16" and computing.output.dtype == "float16"
     assert model.get_layer("block1_layer1_bn1").gamma.dtype == "float32"
+    assert model.get_layer("block1_layer1_bn2").moving_variance.dtype == "float32"
 
 
-def test_recomputed_conv_rejects_bias_and_activation():
+@pytest.mark.parametrize("conv_class", [memory_efficient.Conv2D, memory_efficient.KernelConv2D])
+def test_recomputed_conv_rejects_bias_and_activation(conv_class):
     with pytest.raises(ValueError, match="use_bias=False"):
-        memory_efficient.Conv2D(4, 1, use_bias=True)
+        conv_class(4, 1, use_bias=True)
     with pytest.raises(ValueError, match="activation=None"):
-        memory_efficient.Conv2D(4, 1, use_bias=False, activation="relu")
+        conv_class(4, 1, use_bias=False, activation="relu")
 
 
 BACKEND_SCRIPT = """
 import numpy as np, keras
 from keras_densenet import DenseNet
-model = DenseNet(depth=10, growth_rate=4, bottleneck=True, reduction=0.5,
-                 input_shape=(16, 16, 3), classes=3, memory_efficient=True)
-model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
 x = np.random.default_rng(0).normal(size=(6, 16, 16, 3)).astype("float32")
-bn = model.get_layer("block1_layer1_bn1")
-before = keras.ops.convert_to_numpy(bn.moving_mean).copy()
-loss = model.fit(x, np.array([0, 1, 2, 0, 1, 2]), epochs=1, batch_size=6, verbose=0).history["loss"][0]
-after = keras.ops.convert_to_numpy(bn.moving_mean)
-assert np.isfinite(loss) and not np.allclose(before, after)
-# channels_first (which TensorFlow's CPU convolutions lack): one step matches the plain model
-first = dict(depth=10, growth_rate=4, bottleneck=True, input_shape=(3, 16, 16), classes=3,
-             data_format="channels_first")
-plain, efficient = DenseNet(**first), DenseNet(**first, memory_efficient=True)
-efficient.set_weights(plain.get_weights())
-x = np.transpose(x, (0, 3, 1, 2))
-for m in (plain, efficient):
-    m.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
-    m.train_on_batch(x, np.array([0, 1, 2, 0, 1, 2]))
-np.testing.assert_allclose(efficient.predict(x, verbose=0), plain.predict(x, verbose=0), atol=1e-5)
+y = np.array([0, 1, 2, 0, 1, 2])
+for mode in (True, "full"):
+    model = DenseNet(depth=10, growth_rate=4, bottleneck=True, reduction=0.5,
+                     input_shape=(16, 16, 3), classes=3, memory_efficient=mode)
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    bn = model.get_layer("block1_layer1_bn2")
+    before = keras.ops.convert_to_numpy(bn.moving_mean).copy()
+    loss = model.fit(x, y, epochs=1, batch_size=6, verbose=0).history["loss"][0]
+    assert np.isfinite(loss) and not np.allclose(before, keras.ops.convert_to_numpy(bn.moving_mean))
+    # channels_first (which TensorFlow's CPU convolutions lack): one step matches the plain model
+    first = dict(depth=10, growth_rate=4, bottleneck=True, input_shape=(3, 16, 16), classes=3,
+                 data_format="channels_first")
+    plain, efficient = DenseNet(**first), DenseNet(**first, memory_efficient=mode)
+    values = {w.path: keras.ops.convert_to_numpy(w) for w in plain.weights}
+    for w in efficient.weights:
+        w.assign(values[w.path])
+    for m in (plain, efficient):
+        m.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+        m.train_on_batch(np.transpose(x, (0, 3, 1, 2)), y)
+    np.testing.assert_allclose(efficient.predict(np.transpose(x, (0, 3, 1, 2)), verbose=0),
+                               plain.predict(np.transpose(x, (0, 3, 1, 2)), verbose=0), atol=1e-5)
 print("ok", keras.backend.backend())
 """
 
