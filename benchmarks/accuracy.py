@@ -52,7 +52,7 @@ def main():
     args = parser.parse_args()
 
     model = logits_model(keras.models.load_model(args.model))
-    (x_train, _), (x_test, y_test), _ = digits(image_size=model.input.shape[1])
+    (x_train, _), _, (x_test, y_test), _ = digits(image_size=model.input.shape[1])
     test = np.round(x_test).astype("uint8")
     calibration = np.round(x_train).astype("uint8")  # the train split, never the test split
     expected = model.predict(preprocess_input(test.astype("float32")), verbose=0)

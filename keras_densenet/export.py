@@ -113,6 +113,7 @@ def export(model, path, format="saved_model", preprocessing=None, fuse=False, qu
     signature = [keras.InputSpec(shape=input_shape, dtype=dtype, name=INPUT_NAME)]
 
     folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=f".{os.path.basename(path)}.") as tmp:
         staged = [os.path.join(tmp, os.path.basename(output)) for output in outputs]
         exported.export(staged[0], format=FORMATS[format], verbose=verbose,

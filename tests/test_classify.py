@@ -156,13 +156,12 @@ def test_missing_files_and_empty_folders(tmp_path, capsys):
     assert "existing weights file" in capsys.readouterr().err
 
 
-
-def test_classify_on_onnx_and_openvino_prints_what_keras_prints(tmp_path, image_folder, capsys):
+def test_classify_on_onnx_and_openvino_prints_what_keras_prints(tmp_path, photos, capsys):
     pytest.importorskip("openvino")
     model_path = str(tmp_path / "m.keras")
     DenseNet(depth=10, growth_rate=4, bottleneck=True, reduction=0.5, classes=1000,
              input_shape=(32, 32, 3)).save(model_path)
-    common = ["classify", str(image_folder / "coffee.jpg"), "--model", model_path]
+    common = ["classify", str(photos / "astronaut.png"), "--model", model_path]
     outputs = {}
     for runtime in ("keras", "onnx", "openvino"):
         assert cli.main(common + ["--runtime", runtime]) == 0

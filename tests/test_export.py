@@ -149,7 +149,7 @@ def test_openvino_int8_export_from_a_dataset(tmp_path):
 def test_exports_refuse_to_overwrite_unless_asked(tmp_path):
     path = str(tmp_path / "m.onnx")
     export_lib.export(_model(), path, "onnx")
-    with pytest.raises(ValueError, match="exists; pass overwrite=True"):
+    with pytest.raises(FileExistsError, match="already exists; pass overwrite"):
         export_lib.export(_model(), path, "onnx")
     before = open(path, "rb").read()
     export_lib.export(_model(data_format="channels_first"), path, "onnx", overwrite=True)

@@ -7,7 +7,7 @@ import pytest
 from keras_densenet import DenseNet, DenseNetImageNet121
 from keras_densenet.features import DenseNetBackbone, pyramid_outputs
 from keras_densenet.fcn import DenseNetFCN, FCDenseNet56, FCDenseNet67, FCDenseNet103
-from keras_densenet.apps.summary import trainable_parameters
+from counting import trainable_parameters
 
 TINY = dict(nb_dense_block=3, growth_rate=4, nb_layers_per_block=1, init_conv_filters=8,
             classes=3)

@@ -95,7 +95,7 @@ def test_preprocess_input_takes_the_mode_and_format_from_a_model():
                                preprocess_input(images, mode="torch",
                                                 data_format="channels_first"))
     # what loading the original Keras release records (DenseNetImageNet161(weights="imagenet"))
-    model.densenet_config["preprocessing"] = "caffe_bgr"
+    model.update_config(preprocessing="caffe_bgr")
     np.testing.assert_allclose(preprocess_input(images, model=model),
                                preprocess_input(images, mode="caffe_bgr",
                                                 data_format="channels_first"))

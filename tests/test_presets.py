@@ -5,7 +5,7 @@ import pytest
 from keras_densenet import (DenseNetCIFAR, DenseNetImageNet, DenseNetImageNet121,
                             DenseNetImageNet161, DenseNetImageNet169, DenseNetImageNet201,
                             DenseNetImageNet232, DenseNetImageNet264)
-from keras_densenet.apps.summary import trainable_parameters
+from counting import trainable_parameters
 
 IMAGENET_COUNTS = [
     # torchvision's published counts (1000 classes)

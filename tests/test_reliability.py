@@ -20,6 +20,7 @@ import tensorflow as tf
 from keras_densenet import (DenseNet, DenseNetCIFAR, DenseNetFCN, DenseNetImageNet121,
                             decode_predictions, weights)
 from keras_densenet import export as export_lib
+from keras_densenet.apps import cli
 from keras_densenet.apps import export as export_app
 from keras_densenet.apps import port as port_app
 from keras_densenet.apps import train as train_lib
@@ -264,8 +265,8 @@ def test_port_refuses_its_source_and_existing_outputs(tmp_path, capsys):
 ])
 def test_train_rejects_bad_options_before_writing(tmp_path, capsys, flags, match):
     run = tmp_path / "run"
-    assert train_lib.main(["--output", str(run), "--quiet", *flags]) == 2
-    printed = capsys.readouterr().out
+    assert cli.main(["train", "--output", str(run), "--quiet", *flags]) == 2
+    printed = capsys.readouterr().err
     assert match in printed and len(printed.strip().splitlines()) == 1
     assert not run.exists()  # the corrected retry is not refused
 
@@ -273,10 +274,10 @@ def test_train_rejects_bad_options_before_writing(tmp_path, capsys, flags, match
 def test_train_output_that_cannot_be_a_directory(tmp_path, capsys):
     file = tmp_path / "file"
     file.write_text("x")
-    assert train_lib.main(["--output", str(file), "--quiet"]) == 2
-    assert "is a file" in capsys.readouterr().out
-    assert train_lib.main(["--output", str(file / "run"), "--quiet"]) == 2
-    assert "is a file" in capsys.readouterr().out
+    assert cli.main(["train", "--output", str(file), "--quiet"]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert cli.main(["train", "--output", str(file / "run"), "--quiet"]) == 2
+    assert "is a file" in capsys.readouterr().err
 
 
 def _png(path, value=128):
@@ -370,5 +371,5 @@ def test_resume_refuses_a_finished_run_and_changed_options(finished_run, tmp_pat
     run = _killed_copy(finished_run, tmp_path, with_backup=False)
     with pytest.raises(ValueError, match="has already finished"):
         train_lib.train(TINY, run, resume=True, verbose=0)
-    assert train_lib.main(["--output", run, "--resume", "--growth-rate", "6", "--quiet"]) == 2
-    assert "differs in ['model']" in capsys.readouterr().out
+    assert cli.main(["train", "--output", run, "--resume", "--growth-rate", "6", "--quiet"]) == 2
+    assert "differs in ['model']" in capsys.readouterr().err

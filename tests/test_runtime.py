@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
     """``(model, train images, test images, test labels, folder)``: a tiny DenseNet fitted to
     16px digits in seconds (about 95% test accuracy); images rounded to the uint8 exports take."""
     keras.utils.set_random_seed(0)
-    (x_train, y_train), (x_test, y_test), _ = digits(image_size=16)
+    (x_train, y_train), _, (x_test, y_test), _ = digits(image_size=16)
     model = DenseNet(**SMALL, input_shape=(16, 16, 3))
     for layer in model.layers:  # moving statistics that settle within a few dozen steps
         if isinstance(layer, keras.layers.BatchNormalization):

@@ -6,7 +6,7 @@ import pytest
 
 from keras_densenet import DenseNet, DenseNetBlur121d, DenseNetCIFAR
 from keras_densenet.layers import BlurPool2D
-from keras_densenet.apps.summary import trainable_parameters
+from counting import trainable_parameters
 
 SMALL = dict(nb_dense_block=4, nb_layers_per_block=1, growth_rate=4, nb_filter=8,
              bottleneck=True, reduction=0.5, subsample_initial_block=True)
