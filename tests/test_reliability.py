@@ -11,7 +11,6 @@ import os
 import shutil
 import time
 
-import h5py
 import keras
 import numpy as np
 import pytest
