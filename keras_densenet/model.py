@@ -349,6 +349,7 @@ class DenseNetModel(keras.Model):
         config = kwargs.pop("densenet_config", None)
         super().__init__(inputs, outputs, name=name, **kwargs)
         self._config_json = json.dumps(config) if config else None  # a str: Keras tracks no str
+        self._size_check = _size_check(config)
 
     @property
     def densenet_config(self):
@@ -360,26 +361,38 @@ class DenseNetModel(keras.Model):
         unknown = sorted(set(facts) - set(CONFIG_KEYS))
         if unknown:
             raise ValueError(f"Unknown config keys {unknown}; known: {CONFIG_KEYS}.")
-        self._config_json = json.dumps({**(self.densenet_config or {}), **facts})
+        config = {**(self.densenet_config or {}), **facts}
+        self._config_json = json.dumps(config)
+        self._size_check = _size_check(config)
 
     def get_config(self):
         return {**super().get_config(), "densenet_config": self.densenet_config}
 
     def call(self, inputs, training=None, mask=None):
-        _check_call_size(inputs, self.densenet_config)
+        _check_image_size(inputs, *self._size_check)
         return super().call(inputs, training=training, mask=mask)
 
 
-def _check_call_size(inputs, config):
+def min_image_size(config):
+    """Smallest height/width the recorded architecture takes (``2 ** downsamplings``),
+    or ``None`` when ``config`` records no architecture."""
+    architecture = (config or {}).get("architecture")
+    return 2 ** Architecture(**architecture).downsamplings if architecture else None
+
+
+def _size_check(config):
+    """``(min_image_size, data_format)`` of ``config``, kept so that ``call`` reads no JSON."""
+    return min_image_size(config), (config or {}).get("data_format")
+
+
+def _check_image_size(inputs, min_size, data_format):
     """A one-line ``ValueError`` for images smaller than the network's total stride
     (a variable-size model accepts any H, W when built; 1-3 px images otherwise fail deep
     inside a pooling layer, or give garbage in eager mode)."""
     shape = getattr(inputs, "shape", None)
-    a = (config or {}).get("architecture")
-    if not a or shape is None or len(shape) != 4:
+    if min_size is None or shape is None or len(shape) != 4:
         return
-    min_size = 2 ** ((2 if a["subsample_initial_block"] else 0) + len(a["nb_layers_per_block"]) - 1)
-    spatial = shape[1:3] if config["data_format"] == "channels_last" else shape[2:]
+    spatial = shape[1:3] if data_format == "channels_last" else shape[2:]
     if any(size is not None and int(size) < min_size for size in spatial):
         raise ValueError(
             f"Images of {tuple(spatial)} pixels are too small for this network: it halves them "

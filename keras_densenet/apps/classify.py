@@ -36,6 +36,8 @@ from keras_densenet.runtime import PRECISIONS, RUNTIMES
 
 PREPROCESSING_MODES = ("torch", "caffe_bgr")  # keras_densenet.preprocessing.MODES, without Keras
 DEFAULT_CROP = 224
+UNKNOWN_DOWNSAMPLINGS = 5
+"""How many times a model of unknown architecture is taken to halve the image (ImageNet's)."""
 """Input size of a model that takes any size, unless ``--crop`` says otherwise."""
 
 
@@ -61,7 +63,7 @@ def serving_settings(model, crop=None, resize=None, preprocessing=None):
     ``data_format``, ``class_names`` (one per output). Raises a one-line
     ``ValueError`` for an override the model cannot take.
     """
-    from keras_densenet.model import model_config
+    from keras_densenet.model import min_image_size, model_config
 
     config = model_config(model)
     data_format = config["data_format"]
@@ -77,7 +79,7 @@ def serving_settings(model, crop=None, resize=None, preprocessing=None):
         size = spatial[0]
     else:
         size = crop or DEFAULT_CROP
-        minimum = 2 ** downsamplings(config)
+        minimum = min_image_size(config) or 2 ** UNKNOWN_DOWNSAMPLINGS
         if size < minimum:
             raise ValueError(f"--crop {size} is too small: this model halves the image "
                              f"{minimum.bit_length() - 1} times, so it needs at least {minimum} "
@@ -123,15 +125,6 @@ def default_names(classes):
     if classes == 1000:
         return [name for _, name in (imagenet_class_index()[i] for i in range(1000))]
     return [f"class {index}" for index in range(classes)]
-
-
-def downsamplings(config):
-    """How many times the recorded architecture halves the image (5 if unknown)."""
-    architecture = config.get("architecture")
-    if not architecture:
-        return 5
-    return (2 if architecture["subsample_initial_block"] else 0) + len(
-        architecture["nb_layers_per_block"]) - 1
 
 
 def keras_scores(model):
