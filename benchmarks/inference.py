@@ -13,8 +13,10 @@ its largest logit difference from keras.applications, its speed ratio to the
 reference and the load average when it ran. OpenVINO rows go through
 ``keras_densenet.runtime`` (f32, bf16 where the CPU has it, int8 from NNCF
 with random calibration images: a speed check; accuracy is in accuracy.py),
-with the throughput hint (asynchronous requests) and the latency hint; the
-tuning rows show what BN folding and NNCF's preset change.
+with each hint (``auto``: latency for one image, throughput otherwise;
+``throughput``: asynchronous requests; ``latency``), each batch shape compiled
+once as a static shape (the warm-up compiles it); the tuning rows show what
+BN folding and NNCF's preset change.
 Writes benchmarks/results/inference.csv.
 """
 

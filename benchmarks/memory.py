@@ -21,6 +21,10 @@ from whichever CSVs exist):
 
 Every configuration runs in a fresh process, so that peak RSS is its own: one
 warm-up step (tracing), then timed steps of SGD with momentum on random data.
+glibc keeps freed tensors of up to 32 MB in its heaps, so peak RSS also
+measures how fragmented they get; ``--mmap-threshold 65536`` runs every worker,
+the reference too, with freed blocks returned to the system (the ``malloc``
+column says which).
 "training MB" is the peak RSS minus the process's RSS just before the first
 step (model built and compiled). Each row records the 1-minute load average
 when it started: on a shared machine step times are only comparable within
@@ -99,12 +103,38 @@ def measure(kind, depth, size, batch, steps, budget_mb=0):
     result = subprocess.run(
         [sys.executable, "-c", WORKER, kind, str(depth), str(size), str(batch), str(steps),
          str(budget_mb), json.dumps(MODES.get(kind, False))],
-        capture_output=True, text=True)
+        capture_output=True, text=True, env=worker_environment())
     if budget_mb and result.returncode == OVER_BUDGET:
         return None
     if result.returncode:
         raise RuntimeError(f"{kind} depth {depth} batch {batch} failed:\n{result.stderr[-2000:]}")
-    return dict(load_1min=load, **json.loads(result.stdout.strip().splitlines()[-1]))
+    return dict(load_1min=load, malloc=allocator(),
+                **json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+MMAP_THRESHOLD = None
+"""``--mmap-threshold``: glibc's ``MALLOC_MMAP_THRESHOLD_`` for every worker (None: glibc's default)."""
+
+
+def allocator():
+    """How the workers' memory is allocated, for the CSVs."""
+    return "glibc" if MMAP_THRESHOLD is None else f"glibc, MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}"
+
+
+def result_name(name):
+    """``name`` of a CSV or plot, marked when the allocator setting is not glibc's default."""
+    if MMAP_THRESHOLD is None:
+        return name
+    stem, suffix = os.path.splitext(name)
+    return f"{stem}_mmap{MMAP_THRESHOLD}{suffix}"
+
+
+def worker_environment():
+    """The workers' environment: this one, with ``MALLOC_MMAP_THRESHOLD_`` if asked for."""
+    environment = dict(os.environ)
+    if MMAP_THRESHOLD is not None:
+        environment["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
+    return environment
 
 
 def largest_batch(kind, depth, size, budget_mb, precision, start=8):
@@ -167,7 +197,7 @@ def compare(size, batch, steps, csv_name, kinds):
         print(f"{row['model']:<34}{row['load_1min']:>6}{row['peak_mb']:>9}{row['training_mb']:>10}"
               f"{row['step_s']:>8}{row['step_cpu_s']:>8}{row['peak_vs_ref']:>9}x"
               f"{row['training_vs_ref']:>9}x{row['time_vs_ref']:>9}x{row['cpu_time_vs_ref']:>9}x")
-    write_csv(csv_name, rows)
+    write_csv(result_name(csv_name), rows)
 
 
 def depth_series(depths, steps, kinds):
@@ -191,8 +221,8 @@ def depth_series(depths, steps, kinds):
                              quadratic_b=b, quadratic_c=c,
                              quadratic_share_at_max_depth=round(share, 3),
                              mb_per_depth=" ".join(map(str, per_depth))))
-    write_csv("memory_depth.csv", rows)
-    write_csv("memory_depth_fit.csv", fit_rows)
+    write_csv(result_name("memory_depth.csv"), rows)
+    write_csv(result_name("memory_depth_fit.csv"), fit_rows)
 
 
 def budgets(models, budgets_mb, size, kinds, precision):
@@ -212,7 +242,7 @@ def budgets(models, budgets_mb, size, kinds, precision):
         plain = [r["largest_batch"] for r in rows if r["kind"] == "plain"
                  and r["model"] == row["model"] and r["budget_mb"] == row["budget_mb"]]
         row["vs_plain"] = round(row["largest_batch"] / plain[0], 2) if plain and plain[0] else ""
-    write_csv("memory_budget.csv", rows)
+    write_csv(result_name("memory_budget.csv"), rows)
 
 
 def read_csv(name):
@@ -235,7 +265,8 @@ def plot():
     except ImportError:
         print("matplotlib not installed: no memory.png")
         return
-    depth_rows, compare_rows = read_csv("memory_depth.csv"), read_csv("memory.csv")
+    depth_rows = read_csv(result_name("memory_depth.csv"))
+    compare_rows = read_csv(result_name("memory.csv"))
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for kind, flag in MODES.items():
         series = [r for r in depth_rows if r["kind"] == kind]
@@ -259,7 +290,7 @@ def plot():
         right.set_title(f"DenseNet-121, batch {first['batch']}, {first['size']}px")
         right.legend()
     figure.tight_layout()
-    figure.savefig(os.path.join(RESULTS, "memory.png"), dpi=100)
+    figure.savefig(os.path.join(RESULTS, result_name("memory.png")), dpi=100)
 
 
 def main():
@@ -284,7 +315,14 @@ def main():
     parser.add_argument("--precision", type=float, default=0.1,
                         help="budget: stop bisecting when the failing batch is within this "
                              "fraction of the fitting one (default 0.1)")
+    parser.add_argument("--mmap-threshold", type=int, metavar="BYTES",
+                        help="run every worker (reference included) with glibc's "
+                             "MALLOC_MMAP_THRESHOLD_=BYTES, e.g. 65536: freed tensors go back "
+                             "to the system instead of staying in the heap; results are "
+                             "written to *_mmapBYTES.csv")
     args = parser.parse_args()
+    global MMAP_THRESHOLD
+    MMAP_THRESHOLD = args.mmap_threshold
     size = args.size or (112 if args.quick else 224)
     steps = args.steps or (2 if args.quick else 3)
     if "compare" in args.parts:

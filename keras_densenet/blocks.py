@@ -33,6 +33,7 @@ Blocks and layers are numbered from 1. ReLU layers follow their BN's name
 """
 
 import dataclasses
+import functools
 
 import keras
 from keras import layers
@@ -40,6 +41,7 @@ from keras import layers
 from keras_densenet.layers import BlurPool2D
 from keras_densenet.memory_efficient import (
     FeatureMoments,
+    StemBatchNormalization,
     recomputed_bn_relu_conv,
     recomputed_dense_layer,
 )
@@ -63,7 +65,8 @@ class BlockSettings:
         dropout_rate: dropout after each 3x3 conv and each transition conv.
         memory_efficient: ``True``: recompute each dense layer's
             concat-BN-ReLU-conv in the backward pass; ``"full"``: recompute each
-            whole bottleneck dense layer and each transition's concat-BN-ReLU-conv
+            whole bottleneck dense layer, each transition's concat-BN-ReLU-conv
+            and the ImageNet stem's BN-ReLU-max pool
             (``keras_densenet.memory_efficient``).
     """
 
@@ -136,6 +139,11 @@ def stem(x, settings, filters, subsample, padding="symmetric", stem_type="standa
             3x3 conv to ``filters``, each followed by BN-ReLU: ``stem_conv1..3``).
         anti_alias: replace the 3x3/2 max pool by a 3x3/1 max pool and a 3x3
             binomial blur with stride 2 (``stem_blur``), as timm's ``densenetblur121d``.
+
+    With ``settings.memory_efficient == "full"`` the standard ImageNet stem's
+    BN-ReLU-max pool is one recomputed layer, ``stem_bn``
+    (``memory_efficient.StemBatchNormalization``): no ``stem_relu``,
+    ``stem_pool_pad`` or ``stem_pool`` layers.
     """
     if not subsample:
         return settings.conv(filters, 3, "stem_conv")(x)
@@ -152,6 +160,9 @@ def stem(x, settings, filters, subsample, padding="symmetric", stem_type="standa
         if padding == "symmetric":
             x = layers.ZeroPadding2D(3, data_format=fmt, name="stem_pad")(x)
         x = settings.conv(filters, 7, "stem_conv", strides=2, padding=_valid_or_same(padding))(x)
+        if settings.memory_efficient == "full" and not anti_alias:
+            return settings.batch_norm("stem_bn", layer_class=functools.partial(
+                StemBatchNormalization, pool_padding=padding))(x)
         x = settings.bn_relu(x, "stem")
     if padding == "symmetric":
         # After ReLU every value is >= 0, so zero padding equals -inf padding.

@@ -20,7 +20,6 @@ The serving input is named ``images`` (``INPUT_NAME``).
 
 import importlib.util
 import os
-import shutil
 import tempfile
 
 import keras
@@ -29,6 +28,7 @@ import numpy as np
 from keras_densenet.fusion import fold_batch_norms
 from keras_densenet.model import model_config
 from keras_densenet.preprocessing import MODES, preprocess_input
+from keras_densenet.utils import move_into_place
 
 FORMATS = {"saved_model": "tf_saved_model", "onnx": "onnx", "tflite": "litert",
            "openvino": "openvino"}
@@ -70,7 +70,9 @@ def export(model, path, format="saved_model", preprocessing=None, fuse=False, qu
             (OpenVINO also writes the weights next to it, ``.bin``).
         format: ``"saved_model"`` (default), ``"onnx"``, ``"tflite"`` or
             ``"openvino"``. SavedModel and TFLite need the TensorFlow backend;
-            ONNX and OpenVINO work from TensorFlow, JAX and PyTorch.
+            ONNX works from TensorFlow, JAX (with jax2onnx) and PyTorch; OpenVINO
+            from TensorFlow and PyTorch (from JAX, Keras goes through jax2tf, whose
+            XlaCallModule ops OpenVINO cannot convert: a one-line error says so).
         preprocessing, fuse: see ``serving_model``.
         quantize: OpenVINO only: calibration images for int8 NNCF
             post-training quantization, a few hundred of them: an array
@@ -116,14 +118,20 @@ def export(model, path, format="saved_model", preprocessing=None, fuse=False, qu
     os.makedirs(folder, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=f".{os.path.basename(path)}.") as tmp:
         staged = [os.path.join(tmp, os.path.basename(output)) for output in outputs]
-        exported.export(staged[0], format=FORMATS[format], verbose=verbose,
-                        input_signature=signature)
+        try:
+            exported.export(staged[0], format=FORMATS[format], verbose=verbose,
+                            input_signature=signature)
+        except Exception as error:
+            if backend == "jax" and format == "openvino" and "XlaCallModule" in str(error):
+                raise ValueError(
+                    "OpenVINO cannot convert this JAX version's export (jax2tf emits "
+                    "XlaCallModule ops); re-load the .keras model with KERAS_BACKEND=tensorflow "
+                    "or torch and export there.") from error
+            raise
         if calibration is not None:
             _quantize_openvino(staged[0], calibration, quantization_preset)
         for source, output in sorted(zip(staged, outputs), key=lambda pair: pair[1].endswith(".xml")):
-            if os.path.isdir(output):  # a SavedModel folder being overwritten
-                shutil.rmtree(output)
-            os.replace(source, output)  # .bin before .xml: the .xml never names a missing .bin
+            move_into_place(source, output)  # .bin before .xml: the .xml never names a missing .bin
     return path
 
 

@@ -34,7 +34,8 @@ that only its ``growth_rate`` new maps are stored (``recomputed_dense_layer``):
 ``keras.remat``, normalizing with conv1's batch moments, which it also returns
 so that its moving statistics are updated once, outside the recomputation.
 Dropout (on the ``growth_rate`` maps) stays outside: a recomputation would draw
-another mask. The transitions' BN-ReLU-conv read the block's feature list
+another mask. The ImageNet stem's BN-ReLU-max pool is recomputed too
+(``StemBatchNormalization``, unless the stem is the deep or anti-aliased one). The transitions' BN-ReLU-conv read the block's feature list
 through the ``BatchNormalization``/``Conv2D`` pair above, so no block
 concatenation is stored either. Weight files keep working because they address
 layers by class name and position within that class (``_named_for_weight_files``);
@@ -155,11 +156,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     def call(self, statistics, training=None):
         if training and self.trainable:
             mean, variance = ops.unstack(ops.concatenate(statistics, axis=-1))
-            momentum = self.momentum
-            self.moving_mean.assign(
-                self.moving_mean * momentum + ops.stop_gradient(mean) * (1.0 - momentum))
-            self.moving_variance.assign(
-                self.moving_variance * momentum + ops.stop_gradient(variance) * (1.0 - momentum))
+            _update_moving_statistics(self, mean, variance)
         else:
             mean, variance = self.moving_mean, self.moving_variance
         scale = self.gamma * ops.rsqrt(variance + self.epsilon)
@@ -316,11 +313,7 @@ class DenseLayerBatchNormalization(keras.layers.BatchNormalization):
             return self._forward(False, scale, offset, conv1_kernel, conv2_kernel, *features)[0]
         new, mean, variance = keras.remat(self._forward_with_moments)(
             scale, offset, conv1_kernel, conv2_kernel, *features)
-        momentum = self.momentum
-        self.moving_mean.assign(
-            self.moving_mean * momentum + ops.stop_gradient(mean) * (1.0 - momentum))
-        self.moving_variance.assign(
-            self.moving_variance * momentum + ops.stop_gradient(variance) * (1.0 - momentum))
+        _update_moving_statistics(self, mean, variance)
         return new
 
     def _forward_with_moments(self, *args):
@@ -349,6 +342,81 @@ class DenseLayerBatchNormalization(keras.layers.BatchNormalization):
         shape = list(features[0].shape)
         shape[self.axis] = conv2_kernel.shape[-1]
         return keras.KerasTensor(tuple(shape), self.compute_dtype)
+
+
+@_named_for_weight_files("BatchNormalization")
+@keras.saving.register_keras_serializable(package="keras_densenet")
+class StemBatchNormalization(keras.layers.BatchNormalization):
+    """The ImageNet stem's BN, ReLU and 3x3/2 max pool, recomputed in the backward pass.
+
+    ``stem_bn`` with ``memory_efficient="full"``: same arguments and variables as
+    ``keras.layers.BatchNormalization``, class name ``BatchNormalization`` (see
+    ``_named_for_weight_files``). It computes ``maxpool(relu(BN(conv)))``, the
+    plain stem's ``stem_bn``, ``stem_relu``, ``stem_pool_pad`` and ``stem_pool``,
+    inside ``keras.remat``, so only the stem conv's output and the pooled maps
+    are stored, not the BN, ReLU and padded maps (three more tensors of the
+    stem conv's size: 7 MB per 224px image). In training it normalizes with the
+    batch moments, which the recomputed function also returns, so that the
+    moving statistics are updated once, outside the recomputation.
+
+    Args:
+        pool_padding: ``"symmetric"`` (zero padding 1, then a valid pool: after
+            ReLU zeros equal -inf padding) or ``"same"`` (the stem's ``padding``).
+
+    Call: ``(batch, H, W, C)`` (or channels first) -> ``(batch, H', W', C)`` in
+    the compute dtype, ``H' = (H - 1) // 2 + 1``.
+    """
+
+    def __init__(self, pool_padding="symmetric", **kwargs):
+        super().__init__(**kwargs)
+        if pool_padding not in ("symmetric", "same"):
+            raise ValueError(f"pool_padding must be 'symmetric' or 'same'; got {pool_padding!r}.")
+        self.pool_padding = pool_padding
+
+    def call(self, x, training=None):
+        if not (training and self.trainable):
+            return self._forward(False, x)[0]
+        pooled, mean, variance = keras.remat(self._forward_with_moments)(x)
+        _update_moving_statistics(self, mean, variance)
+        return pooled
+
+    def _forward_with_moments(self, x):
+        return self._forward(True, x)
+
+    def _forward(self, batch_moments, x):
+        """``(pooled maps, mean, variance)``: the batch moments, or the moving ones."""
+        axis = self.axis % 4
+        spatial = [i for i in range(1, 4) if i != axis]
+        x = ops.cast(x, "float32")
+        if batch_moments:
+            mean, variance = ops.moments(x, axes=[0, *spatial])
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        scale = self.gamma * ops.rsqrt(variance + self.epsilon)
+        x = ops.cast(_affine_relu(x, scale, self.beta - mean * scale, axis), self.compute_dtype)
+        if self.pool_padding == "symmetric":
+            x = ops.pad(x, [[1, 1] if i in spatial else [0, 0] for i in range(4)])
+        x = ops.max_pool(x, 3, strides=2, padding="valid" if self.pool_padding == "symmetric"
+                         else "same", data_format="channels_first" if axis == 1 else "channels_last")
+        return x, ops.stop_gradient(mean), ops.stop_gradient(variance)
+
+    def compute_output_spec(self, x):
+        shape = list(x.shape)
+        for i in [i for i in range(1, 4) if i != self.axis % 4]:
+            shape[i] = None if shape[i] is None else (shape[i] - 1) // 2 + 1
+        return keras.KerasTensor(tuple(shape), self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "pool_padding": self.pool_padding}
+
+
+def _update_moving_statistics(batch_norm, mean, variance):
+    """One moving-average step of ``batch_norm``'s statistics towards the batch's."""
+    momentum = batch_norm.momentum
+    batch_norm.moving_mean.assign(
+        batch_norm.moving_mean * momentum + ops.stop_gradient(mean) * (1.0 - momentum))
+    batch_norm.moving_variance.assign(
+        batch_norm.moving_variance * momentum + ops.stop_gradient(variance) * (1.0 - momentum))
 
 
 def _affine_relu(x, scale, offset, axis):

@@ -372,6 +372,20 @@ class DenseNetModel(keras.Model):
         _check_image_size(inputs, *self._size_check)
         return super().call(inputs, training=training, mask=mask)
 
+    def make_train_function(self, force=False):
+        """Keras' train function, with the optimizer's variables created first.
+
+        Under TensorFlow (without a distribution strategy) Keras creates the
+        optimizer's variables while tracing the first training step, so
+        TensorFlow traces the step twice and keeps the first graph: for
+        DenseNet-121 with ``memory_efficient="full"`` about 250 MB more training
+        memory and twice the tracing time. Building the optimizer here, as Keras
+        does before training on JAX and PyTorch, traces the step once.
+        """
+        if self.optimizer is not None and not self.optimizer.built and self.built:
+            self.optimizer.build(self.trainable_variables)
+        return super().make_train_function(force)
+
 
 def min_image_size(config):
     """Smallest height/width the recorded architecture takes (``2 ** downsamplings``),

@@ -30,11 +30,11 @@ import math
 import numpy as np
 
 PRECISIONS = ("f32", "bf16", "int8")
-HINTS = ("throughput", "latency")
+HINTS = ("auto", "throughput", "latency")
 RUNTIMES = {".onnx": "onnx", ".xml": "openvino"}
 
 
-def load(path, precision=None, hint="throughput", device="CPU"):
+def load(path, precision=None, hint="auto", device="CPU"):
     """A ``Predictor`` for the exported file ``path`` (``.onnx`` or OpenVINO ``.xml``).
 
     Args:
@@ -42,9 +42,10 @@ def load(path, precision=None, hint="throughput", device="CPU"):
             OpenVINO IR ``.xml`` (its ``.bin`` next to it).
         precision: ``None`` (what the file is), ``"f32"``, ``"bf16"`` or
             ``"int8"`` (see the module doc).
-        hint: OpenVINO's performance hint: ``"throughput"`` (default: several
-            streams; a batch is split over asynchronous requests) or
-            ``"latency"`` (one request uses every core).
+        hint: OpenVINO's performance hint: ``"auto"`` (default: latency for
+            one image, throughput for more), ``"throughput"`` (several streams; a
+            batch is split over asynchronous requests) or ``"latency"`` (one
+            request uses every core). Ignored by onnxruntime.
         device: OpenVINO device name (default ``"CPU"``).
 
     Raises ``ValueError`` (one line) for an unknown runtime, precision or hint,
@@ -118,55 +119,106 @@ class ONNXPredictor(Predictor):
 
 
 class OpenVINOPredictor(Predictor):
-    """An OpenVINO IR compiled with a performance hint and an inference precision."""
+    """An OpenVINO IR, compiled for each input shape it is given, with a performance hint.
+
+    OpenVINO runs a network faster when its input shape is fixed at compile
+    time, so each distinct batch shape is compiled once, on first use
+    (DenseNet-121: a second or two), and kept; at most ``MAX_COMPILED`` of them
+    (the least recently used is dropped). With the ``"throughput"`` hint a batch
+    is split into equal chunks over the compiled model's asynchronous requests
+    (one per stream); ``"latency"`` runs it as one request on every core;
+    ``"auto"`` takes latency for a single image and throughput otherwise.
+    """
 
     runtime = "openvino"
+    MAX_COMPILED = 8
 
-    def __init__(self, path, precision=None, hint="throughput", device="CPU"):
+    def __init__(self, path, precision=None, hint="auto", device="CPU"):
         import openvino
-        import openvino.properties as props
-        import openvino.properties.hint as hints
 
-        core = openvino.Core()
-        model = core.read_model(path)
-        quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+        self.core = openvino.Core()
+        self.model = self.core.read_model(path)
+        quantized = any(op.get_type_name() == "FakeQuantize" for op in self.model.get_ops())
         precision = precision or ("int8" if quantized else "f32")
         if precision == "int8" and not quantized:
             raise ValueError(f"{path} is not quantized; export it with quantize=calibration "
                              "images (keras-densenet export --format openvino --calibration DIR).")
         if precision != "int8" and quantized:
             raise ValueError(f"{path} is int8-quantized; use precision='int8' (or None).")
-        if precision == "bf16" and not supports_bf16(device, core):
+        if precision == "bf16" and not supports_bf16(device, self.core):
             raise ValueError(
                 f"precision='bf16' needs a {device} with bfloat16 support (OpenVINO's "
-                f"OPTIMIZATION_CAPABILITIES reports {capabilities(device, core)}); use 'f32' or "
+                f"OPTIMIZATION_CAPABILITIES reports {capabilities(device, self.core)}); use 'f32' or "
                 "'int8' here.")
-        config = {
-            hints.performance_mode: (hints.PerformanceMode.THROUGHPUT if hint == "throughput"
-                                     else hints.PerformanceMode.LATENCY),
-            hints.inference_precision: (openvino.Type.bf16 if precision == "bf16"
-                                        else openvino.Type.f32),
-        }
-        self.path, self.precision, self.hint = path, precision, hint
-        self.compiled = core.compile_model(model, device, config)
-        (model_input,) = self.compiled.inputs
+        self.path, self.precision, self.hint, self.device = path, precision, hint, device
+        (model_input,) = self.model.inputs
         self.input_shape = tuple(None if d.is_dynamic else d.get_length()
                                  for d in model_input.get_partial_shape())
         self.input_dtype = "uint8" if model_input.get_element_type() == openvino.Type.u8 \
             else "float32"
-        self.requests = openvino.AsyncInferQueue(
-            self.compiled, self.compiled.get_property(props.optimal_number_of_infer_requests))
+        self._compiled = {}  # (hint, input shape) -> AsyncInferQueue, least recently used first
+        self._requests = {}  # "throughput" -> the number of asynchronous requests it runs
 
     def _run(self, images):
         """Split the batch over the asynchronous requests; outputs in input order."""
-        chunk = math.ceil(len(images) / len(self.requests))
+        hint = self.hint if self.hint != "auto" else ("latency" if len(images) == 1
+                                                     else "throughput")
+        chunk = math.ceil(len(images) / self._request_count(hint))
         outputs = {}
-        self.requests.set_callback(
-            lambda request, start: outputs.__setitem__(start, request.get_output_tensor(0).data.copy()))
         for start in range(0, len(images), chunk):
-            self.requests.start_async(images[start:start + chunk], userdata=start)
-        self.requests.wait_all()
+            part = images[start:start + chunk]
+            self._queue(hint, part.shape).start_async(part, userdata=(outputs, start))
+        for requests in self._compiled.values():
+            requests.wait_all()
         return np.concatenate([outputs[start] for start in sorted(outputs)])
+
+    def _config(self, hint):
+        import openvino
+        import openvino.properties.hint as hints
+
+        return {
+            hints.performance_mode: (hints.PerformanceMode.THROUGHPUT if hint == "throughput"
+                                     else hints.PerformanceMode.LATENCY),
+            hints.inference_precision: (openvino.Type.bf16 if self.precision == "bf16"
+                                        else openvino.Type.f32),
+        }
+
+    def _request_count(self, hint):
+        """How many requests ``hint`` runs at once: 1 for latency; for throughput, the
+        streams OpenVINO chooses for this CPU (asked once, by compiling the file as it is)."""
+        if hint == "latency":
+            return 1
+        if hint not in self._requests:
+            import openvino.properties as props
+
+            compiled = self.core.compile_model(self.model, self.device, self._config(hint))
+            self._requests[hint] = compiled.get_property(props.optimal_number_of_infer_requests)
+        return self._requests[hint]
+
+    def _queue(self, hint, shape):
+        """The ``AsyncInferQueue`` of the model compiled for ``hint`` and input ``shape``."""
+        import openvino
+        import openvino.properties as props
+
+        key = (hint, shape)
+        requests = self._compiled.pop(key, None)
+        if requests is None:
+            model = self.model.clone()
+            model.reshape(list(shape))
+            compiled = self.core.compile_model(model, self.device, self._config(hint))
+            requests = openvino.AsyncInferQueue(
+                compiled, compiled.get_property(props.optimal_number_of_infer_requests))
+            requests.set_callback(_store_output)
+            if len(self._compiled) >= self.MAX_COMPILED:
+                self._compiled.pop(next(iter(self._compiled)))
+        self._compiled[key] = requests  # most recently used last
+        return requests
+
+
+def _store_output(request, destination):
+    """``AsyncInferQueue`` callback: ``destination`` is ``(outputs dict, first image's index)``."""
+    outputs, start = destination
+    outputs[start] = request.get_output_tensor(0).data.copy()
 
 
 def capabilities(device="CPU", core=None):

@@ -38,18 +38,24 @@ def atomic_path(path, overwrite=True):
     temporary = os.path.join(folder, f".{base}.tmp-{uuid.uuid4().hex[:8]}{suffix}")
     try:
         yield temporary
-        if os.path.isdir(temporary) and os.path.isdir(path) and not os.path.islink(path):
-            old = temporary + ".old"
-            os.replace(path, old)
-            os.replace(temporary, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(temporary, path)
+        move_into_place(temporary, path)
     finally:
         if os.path.isdir(temporary) and not os.path.islink(temporary):
             shutil.rmtree(temporary, ignore_errors=True)
         elif os.path.lexists(temporary):
             os.remove(temporary)
+
+
+def move_into_place(source, path):
+    """Rename ``source`` to ``path``, replacing what is there: a file in one rename; an
+    existing folder (a SavedModel) is renamed aside, replaced, then removed, never merged into."""
+    if os.path.isdir(source) and os.path.isdir(path) and not os.path.islink(path):
+        old = source + ".old"
+        os.replace(path, old)
+        os.replace(source, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(source, path)
 
 
 def check_output_path(path, overwrite=False, inputs=(), argument="output"):

@@ -78,6 +78,39 @@ def test_full_mode_layers(images):
     np.testing.assert_allclose(full.predict(x, verbose=0), plain.predict(x, verbose=0), atol=1e-6)
 
 
+IMAGENET_STEM = dict(nb_dense_block=3, nb_layers_per_block=[2, 2, 1], growth_rate=4,
+                     nb_filter=8, bottleneck=True, reduction=0.5, weight_decay=1e-4,
+                     subsample_initial_block=True, input_shape=(64, 64, 3), classes=4)
+
+
+@pytest.mark.parametrize("stem_padding", ["symmetric", "same"])
+def test_full_mode_recomputes_the_imagenet_stem(tmp_path, images, stem_padding):
+    """stem_bn computes BN-ReLU-max pool: same outputs, gradients and statistics as the plain stem."""
+    plain = DenseNet(**IMAGENET_STEM, stem_padding=stem_padding)
+    full = DenseNet(**IMAGENET_STEM, stem_padding=stem_padding, memory_efficient="full")
+    _copy_weights(plain, full)
+    assert isinstance(full.get_layer("stem_bn"), memory_efficient.StemBatchNormalization)
+    assert not {"stem_relu", "stem_pool_pad", "stem_pool"} & {layer.name for layer in full.layers}
+    assert _weights_by_class(full) == _weights_by_class(plain)
+    x, y = images(4, 64) / 255.0, np.array([0, 1, 2, 3])
+    np.testing.assert_allclose(full.predict(x, verbose=0), plain.predict(x, verbose=0), atol=1e-6)
+    got = _gradients(full, x, y)
+    for path, expected in _gradients(plain, x, y).items():
+        np.testing.assert_allclose(got[path], expected, atol=1e-5, err_msg=path)
+    for model in (plain, full):
+        model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+        model.train_on_batch(x, y)
+    assert not np.allclose(full.get_layer("stem_bn").moving_variance.numpy(), 1.0)
+    expected = {w.path: w.numpy() for w in plain.weights}
+    for weight in full.weights:
+        np.testing.assert_allclose(weight.numpy(), expected[weight.path], atol=1e-5,
+                                   err_msg=weight.path)
+    full.save(tmp_path / "full.keras")
+    loaded = keras.models.load_model(tmp_path / "full.keras")
+    assert loaded.get_layer("stem_bn").pool_padding == stem_padding
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), full.predict(x, verbose=0))
+
+
 @pytest.mark.parametrize("value", ["yes", "False", 1, None])
 def test_rejects_other_values(value):
     with pytest.raises(ValueError, match="memory_efficient must be one of"):
@@ -189,9 +222,10 @@ for mode in (True, "full"):
     before = keras.ops.convert_to_numpy(bn.moving_mean).copy()
     loss = model.fit(x, y, epochs=1, batch_size=6, verbose=0).history["loss"][0]
     assert np.isfinite(loss) and not np.allclose(before, keras.ops.convert_to_numpy(bn.moving_mean))
-    # channels_first (which TensorFlow's CPU convolutions lack): one step matches the plain model
+    # channels_first (which TensorFlow's CPU convolutions lack), ImageNet stem (recomputed by
+    # "full"): one step matches the plain model
     first = dict(depth=10, growth_rate=4, bottleneck=True, input_shape=(3, 16, 16), classes=3,
-                 data_format="channels_first")
+                 data_format="channels_first", subsample_initial_block=True)
     plain, efficient = DenseNet(**first), DenseNet(**first, memory_efficient=mode)
     values = {w.path: keras.ops.convert_to_numpy(w) for w in plain.weights}
     for w in efficient.weights:

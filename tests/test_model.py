@@ -185,3 +185,17 @@ def _randomize_bn_statistics(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.moving_mean.assign(rng.normal(0, 0.5, layer.moving_mean.shape))
             layer.moving_variance.assign(rng.uniform(0.5, 2.0, layer.moving_variance.shape))
+
+
+@pytest.mark.parametrize("memory_efficient", [False, "full"])
+def test_first_training_step_is_traced_once(images, memory_efficient):
+    """The optimizer is built before the step is traced: one trace, not Keras' two (TensorFlow)."""
+    model = DenseNet(**SMALL_BC, input_shape=(32, 32, 3), memory_efficient=memory_efficient)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "sparse_categorical_crossentropy")
+    traces = []
+    call = model.call
+    model.call = lambda *args, **kwargs: traces.append(1) or call(*args, **kwargs)
+    for _ in range(2):
+        model.train_on_batch(images(2, 32) / 255.0, np.array([0, 1]))
+    assert model.optimizer.built
+    assert len(traces) == 1

@@ -75,6 +75,25 @@ def test_bf16_agrees_with_keras(trained):
     assert np.mean(predicted.argmax(-1) == expected.argmax(-1)) >= 0.97
 
 
+def test_openvino_compiles_each_batch_shape_once(trained, monkeypatch):
+    """Static shapes: one compiled model per (hint, chunk shape), reused, at most MAX_COMPILED."""
+    model, _, images, _, folder = trained
+    path = export(model, str(folder / "shapes.xml"), "openvino", preprocessing="torch")
+    monkeypatch.setattr(runtime.OpenVINOPredictor, "MAX_COMPILED", 3)
+    predictor = runtime.load(path)  # hint "auto"
+    single = predictor.predict(images[:1])
+    assert list(predictor._compiled) == [("latency", (1, 16, 16, 3))]
+    batch = predictor.predict(images[:6])
+    queues = dict(predictor._compiled)
+    assert all(shape[0] <= 6 and None not in shape for _, shape in queues)
+    np.testing.assert_allclose(predictor.predict(images[:6]), batch, atol=1e-6)
+    assert all(predictor._compiled[key] is queue for key, queue in queues.items())  # reused
+    np.testing.assert_allclose(batch[:1], single, atol=1e-5)
+    for size in (2, 3, 4, 5):
+        predictor.predict(images[:size])
+    assert len(predictor._compiled) <= 3
+
+
 def test_bad_requests_give_one_line_errors(trained, monkeypatch):
     model, _, images, _, folder = trained
     path = export(model, str(folder / "checks.xml"), "openvino", preprocessing="torch")

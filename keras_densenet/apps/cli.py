@@ -20,7 +20,8 @@ COMMANDS = {
     "train": ("keras_densenet.apps.train", "train a DenseNet (default: the embedded digits)"),
     "classify": ("keras_densenet.apps.classify",
                  "top classes of images, with a trained .keras model or ImageNet weights"),
-    "export": ("keras_densenet.apps.export", "export a .keras model: SavedModel, ONNX, TFLite"),
+    "export": ("keras_densenet.apps.export",
+               "export a .keras model: SavedModel, ONNX, TFLite, OpenVINO (f32 or int8)"),
     "port": ("keras_densenet.apps.port", "convert published weights to Keras 3 .weights.h5"),
     "summary": ("keras_densenet.apps.summary", "parameter counts of every preset"),
 }
