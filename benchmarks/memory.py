@@ -17,7 +17,8 @@ from whichever CSVs exist):
 - ``budget`` (memory_budget.csv): the largest batch whose training step stays
   within a peak-RSS budget (4 GB and 8 GB), DenseNet-121 and DenseNet-264 at
   224px, each mode, by doubling then bisection (to 10% by default); a probe
-  that crosses the budget is stopped.
+  that crosses the budget is stopped. Rows of other models and budgets already
+  in the CSV are kept.
 
 Every configuration runs in a fresh process, so that peak RSS is its own: one
 warm-up step (tracing), then timed steps of SGD with momentum on random data.
@@ -242,7 +243,10 @@ def budgets(models, budgets_mb, size, kinds, precision):
         plain = [r["largest_batch"] for r in rows if r["kind"] == "plain"
                  and r["model"] == row["model"] and r["budget_mb"] == row["budget_mb"]]
         row["vs_plain"] = round(row["largest_batch"] / plain[0], 2) if plain and plain[0] else ""
-    write_csv(result_name("memory_budget.csv"), rows)
+    measured = {(row["model"], str(row["budget_mb"])) for row in rows}
+    kept = [row for row in read_csv(result_name("memory_budget.csv"))  # other models/budgets
+            if (row["model"], row["budget_mb"]) not in measured]
+    write_csv(result_name("memory_budget.csv"), kept + rows)
 
 
 def read_csv(name):

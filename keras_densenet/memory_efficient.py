@@ -35,12 +35,14 @@ that only its ``growth_rate`` new maps are stored (``recomputed_dense_layer``):
 so that its moving statistics are updated once, outside the recomputation.
 Dropout (on the ``growth_rate`` maps) stays outside: a recomputation would draw
 another mask. The ImageNet stem's BN-ReLU-max pool is recomputed too
-(``StemBatchNormalization``, unless the stem is the deep or anti-aliased one). The transitions' BN-ReLU-conv read the block's feature list
-through the ``BatchNormalization``/``Conv2D`` pair above, so no block
-concatenation is stored either. Weight files keep working because they address
-layers by class name and position within that class (``_named_for_weight_files``);
-``get_weights()`` lists, which go by layer order, put a layer's ``_conv2`` before
-its ``_bn2`` in this mode: copy weights between modes by variable path or file.
+(``StemBatchNormalization``, unless the stem is the deep or anti-aliased one).
+The transitions' BN-ReLU-conv read the block's feature list through the
+``BatchNormalization``/``Conv2D`` pair above, so no block concatenation is
+stored either. Weight files keep working because they address layers by class
+name and position within that class (``_named_for_weight_files``);
+``get_weights()`` lists, which go by layer order, put a layer's ``_conv2``
+before its ``_bn2`` in this mode: copy weights between modes by variable path or
+file.
 """
 
 import keras
@@ -355,7 +357,7 @@ class StemBatchNormalization(keras.layers.BatchNormalization):
     plain stem's ``stem_bn``, ``stem_relu``, ``stem_pool_pad`` and ``stem_pool``,
     inside ``keras.remat``, so only the stem conv's output and the pooled maps
     are stored, not the BN, ReLU and padded maps (three more tensors of the
-    stem conv's size: 7 MB per 224px image). In training it normalizes with the
+    stem conv's size: about 10 MB per 224px image in float32). In training it normalizes with the
     batch moments, which the recomputed function also returns, so that the
     moving statistics are updated once, outside the recomputation.
 

@@ -184,17 +184,22 @@ def test_keras_file_round_trip(tmp_path, images, mode):
         np.testing.assert_allclose(layout.predict(x, verbose=0), expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_mixed_precision_training(images, mode):
+@pytest.mark.parametrize("mode, config", [(True, BC), ("full", BC), ("full", IMAGENET_STEM)])
+def test_mixed_precision_training(images, mode, config):
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        model = DenseNet(**BC, memory_efficient=mode)
+        model = DenseNet(**config, memory_efficient=mode)
         model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
-        x, y = _batch(images)
+        size = config["input_shape"][0]
+        x, y = images(4, size) / 255.0, np.array([0, 1, 2, 3])
         history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert np.isfinite(history.history["loss"][0])
+    if config is IMAGENET_STEM:
+        stem = model.get_layer("stem_bn")
+        assert stem.output.dtype == "float16" and stem.moving_variance.dtype == "float32"
+        assert not np.allclose(stem.moving_variance.numpy(), 1.0)
     computing = model.get_layer("block1_layer1_conv1" if mode is True else "block1_layer1_bn2")
     assert computing.compute_dtype == "float16" and computing.output.dtype == "float16"
     assert model.get_layer("block1_layer1_bn1").gamma.dtype == "float32"
