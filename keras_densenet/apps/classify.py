@@ -36,9 +36,9 @@ from keras_densenet.runtime import PRECISIONS, RUNTIMES
 
 PREPROCESSING_MODES = ("torch", "caffe_bgr")  # keras_densenet.preprocessing.MODES, without Keras
 DEFAULT_CROP = 224
+"""Input size of a model that takes any size, unless ``--crop`` says otherwise."""
 UNKNOWN_DOWNSAMPLINGS = 5
 """How many times a model of unknown architecture is taken to halve the image (ImageNet's)."""
-"""Input size of a model that takes any size, unless ``--crop`` says otherwise."""
 
 
 def load_model(model_path=None, architecture="densenet121", weights="imagenet",
