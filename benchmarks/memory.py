@@ -104,7 +104,7 @@ def measure(kind, depth, size, batch, steps, budget_mb=0):
     result = subprocess.run(
         [sys.executable, "-c", WORKER, kind, str(depth), str(size), str(batch), str(steps),
          str(budget_mb), json.dumps(MODES.get(kind, False))],
-        capture_output=True, text=True, env=worker_environment())
+        capture_output=True, text=True)
     if budget_mb and result.returncode == OVER_BUDGET:
         return None
     if result.returncode:
@@ -113,29 +113,23 @@ def measure(kind, depth, size, batch, steps, budget_mb=0):
                 **json.loads(result.stdout.strip().splitlines()[-1]))
 
 
-MMAP_THRESHOLD = None
-"""``--mmap-threshold``: glibc's ``MALLOC_MMAP_THRESHOLD_`` for every worker (None: glibc's default)."""
+MMAP_VARIABLE = "MALLOC_MMAP_THRESHOLD_"
+"""glibc's setting that ``--mmap-threshold`` passes to every worker (read when a process starts)."""
 
 
 def allocator():
-    """How the workers' memory is allocated, for the CSVs."""
-    return "glibc" if MMAP_THRESHOLD is None else f"glibc, MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}"
+    """How the workers' memory is allocated, for the CSVs (they inherit this environment)."""
+    threshold = os.environ.get(MMAP_VARIABLE)
+    return "glibc" if threshold is None else f"glibc, {MMAP_VARIABLE}={threshold}"
 
 
 def result_name(name):
     """``name`` of a CSV or plot, marked when the allocator setting is not glibc's default."""
-    if MMAP_THRESHOLD is None:
+    threshold = os.environ.get(MMAP_VARIABLE)
+    if threshold is None:
         return name
     stem, suffix = os.path.splitext(name)
-    return f"{stem}_mmap{MMAP_THRESHOLD}{suffix}"
-
-
-def worker_environment():
-    """The workers' environment: this one, with ``MALLOC_MMAP_THRESHOLD_`` if asked for."""
-    environment = dict(os.environ)
-    if MMAP_THRESHOLD is not None:
-        environment["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
-    return environment
+    return f"{stem}_mmap{threshold}{suffix}"
 
 
 def largest_batch(kind, depth, size, budget_mb, precision, start=8):
@@ -325,8 +319,8 @@ def main():
                              "to the system instead of staying in the heap; results are "
                              "written to *_mmapBYTES.csv")
     args = parser.parse_args()
-    global MMAP_THRESHOLD
-    MMAP_THRESHOLD = args.mmap_threshold
+    if args.mmap_threshold is not None:  # for the workers: this process has already started
+        os.environ[MMAP_VARIABLE] = str(args.mmap_threshold)
     size = args.size or (112 if args.quick else 224)
     steps = args.steps or (2 if args.quick else 3)
     if "compare" in args.parts:
