@@ -326,16 +326,9 @@ class DenseLayerBatchNormalization(keras.layers.BatchNormalization):
         axis = self.axis % 4
         x = _affine_relu(ops.concatenate(features, axis=axis), scale, offset, axis)
         data_format = "channels_first" if axis == 1 else "channels_last"
-        y = ops.cast(ops.conv(ops.cast(x, conv1_kernel.dtype), conv1_kernel, padding="same",
-                              data_format=data_format), "float32")
-        if batch_moments:
-            mean, variance = ops.moments(y, axes=[i for i in range(4) if i != axis])
-        else:
-            mean, variance = self.moving_mean, self.moving_variance
-        # gamma and beta are read here, not passed: tf.recompute_grad differentiates
-        # the variables its function reads (a variable argument would count twice).
-        scale2 = self.gamma * ops.rsqrt(variance + self.epsilon)
-        x = _affine_relu(y, scale2, self.beta - mean * scale2, axis)
+        y = ops.conv(ops.cast(x, conv1_kernel.dtype), conv1_kernel, padding="same",
+                     data_format=data_format)
+        x, mean, variance = _batch_norm_relu(self, y, batch_moments, axis)
         new = ops.conv(ops.cast(x, conv2_kernel.dtype), conv2_kernel, padding="same",
                        data_format=data_format)
         return new, ops.stop_gradient(mean), ops.stop_gradient(variance)
@@ -389,13 +382,8 @@ class StemBatchNormalization(keras.layers.BatchNormalization):
         """``(pooled maps, mean, variance)``: the batch moments, or the moving ones."""
         axis = self.axis % 4
         spatial = [i for i in range(1, 4) if i != axis]
-        x = ops.cast(x, "float32")
-        if batch_moments:
-            mean, variance = ops.moments(x, axes=[0, *spatial])
-        else:
-            mean, variance = self.moving_mean, self.moving_variance
-        scale = self.gamma * ops.rsqrt(variance + self.epsilon)
-        x = ops.cast(_affine_relu(x, scale, self.beta - mean * scale, axis), self.compute_dtype)
+        x, mean, variance = _batch_norm_relu(self, x, batch_moments, axis)
+        x = ops.cast(x, self.compute_dtype)
         if self.pool_padding == "symmetric":
             x = ops.pad(x, [[1, 1] if i in spatial else [0, 0] for i in range(4)])
         x = ops.max_pool(x, 3, strides=2, padding="valid" if self.pool_padding == "symmetric"
@@ -410,6 +398,24 @@ class StemBatchNormalization(keras.layers.BatchNormalization):
 
     def get_config(self):
         return {**super().get_config(), "pool_padding": self.pool_padding}
+
+
+def _batch_norm_relu(batch_norm, x, batch_moments, axis):
+    """``(relu(BN(x)), mean, variance)`` in float32, with ``batch_norm``'s variables.
+
+    ``batch_moments``: normalize with (and return) the batch's per-channel
+    moments along ``axis`` (training), else the moving ones. Called inside the
+    recomputed functions: gamma and beta are read here, not passed in, because
+    ``tf.recompute_grad`` differentiates the variables its function reads (a
+    variable argument would count twice).
+    """
+    x = ops.cast(x, "float32")
+    if batch_moments:
+        mean, variance = ops.moments(x, axes=[i for i in range(4) if i != axis])
+    else:
+        mean, variance = batch_norm.moving_mean, batch_norm.moving_variance
+    scale = batch_norm.gamma * ops.rsqrt(variance + batch_norm.epsilon)
+    return _affine_relu(x, scale, batch_norm.beta - mean * scale, axis), mean, variance
 
 
 def _update_moving_statistics(batch_norm, mean, variance):
