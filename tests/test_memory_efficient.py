@@ -40,8 +40,8 @@ def _weights_by_class(model):
     return {name: paths for name, paths in by_class.items() if paths}
 
 
-def _batch(images):
-    return images(4, 32) / 255.0, np.array([0, 1, 2, 3])
+def _batch(images, size=32):
+    return images(4, size) / 255.0, np.array([0, 1, 2, 3])
 
 
 def test_same_weighted_layers_and_recomputed_layers(images):
@@ -92,7 +92,7 @@ def test_full_mode_recomputes_the_imagenet_stem(tmp_path, images, stem_padding):
     assert isinstance(full.get_layer("stem_bn"), memory_efficient.StemBatchNormalization)
     assert not {"stem_relu", "stem_pool_pad", "stem_pool"} & {layer.name for layer in full.layers}
     assert _weights_by_class(full) == _weights_by_class(plain)
-    x, y = images(4, 64) / 255.0, np.array([0, 1, 2, 3])
+    x, y = _batch(images, 64)
     np.testing.assert_allclose(full.predict(x, verbose=0), plain.predict(x, verbose=0), atol=1e-6)
     got = _gradients(full, x, y)
     for path, expected in _gradients(plain, x, y).items():
@@ -190,8 +190,7 @@ def test_mixed_precision_training(images, mode, config):
     try:
         model = DenseNet(**config, memory_efficient=mode)
         model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
-        size = config["input_shape"][0]
-        x, y = images(4, size) / 255.0, np.array([0, 1, 2, 3])
+        x, y = _batch(images, config["input_shape"][0])
         history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     finally:
         keras.mixed_precision.set_global_policy("float32")
