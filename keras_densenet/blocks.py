@@ -41,6 +41,8 @@ from keras import layers
 from keras_densenet.layers import BlurPool2D
 from keras_densenet.memory_efficient import (
     FeatureMoments,
+    GradientRelay,
+    KernelConv2D,
     StemBatchNormalization,
     recomputed_bn_relu_conv,
     recomputed_dense_layer,
@@ -140,10 +142,10 @@ def stem(x, settings, filters, subsample, padding="symmetric", stem_type="standa
         anti_alias: replace the 3x3/2 max pool by a 3x3/1 max pool and a 3x3
             binomial blur with stride 2 (``stem_blur``), as timm's ``densenetblur121d``.
 
-    With ``settings.memory_efficient == "full"`` the standard ImageNet stem's
-    BN-ReLU-max pool is one recomputed layer, ``stem_bn``
-    (``memory_efficient.StemBatchNormalization``): no ``stem_relu``,
-    ``stem_pool_pad`` or ``stem_pool`` layers.
+    With ``settings.memory_efficient == "full"`` the standard ImageNet stem is
+    recomputed by ``stem_bn`` (``memory_efficient.StemBatchNormalization``)
+    with the kernel of ``stem_conv`` (``memory_efficient.KernelConv2D``): no
+    ``stem_pad``, ``stem_relu``, ``stem_pool_pad`` or ``stem_pool`` layers.
     """
     if not subsample:
         return settings.conv(filters, 3, "stem_conv")(x)
@@ -156,13 +158,16 @@ def stem(x, settings, filters, subsample, padding="symmetric", stem_type="standa
         x = settings.bn_relu(x, "stem", "2")
         x = settings.conv(filters, 3, "stem_conv3")(x)
         x = settings.bn_relu(x, "stem", "3")
+    elif settings.memory_efficient == "full" and not anti_alias:
+        kernel = settings.conv(filters, 7, "stem_conv", strides=2, padding=_valid_or_same(padding),
+                               layer_class=functools.partial(
+                                   KernelConv2D, input_channels=x.shape[settings.channel_axis]))(x)
+        return settings.batch_norm("stem_bn", layer_class=functools.partial(
+            StemBatchNormalization, pool_padding=padding))(x, kernel)
     else:
         if padding == "symmetric":
             x = layers.ZeroPadding2D(3, data_format=fmt, name="stem_pad")(x)
         x = settings.conv(filters, 7, "stem_conv", strides=2, padding=_valid_or_same(padding))(x)
-        if settings.memory_efficient == "full" and not anti_alias:
-            return settings.batch_norm("stem_bn", layer_class=functools.partial(
-                StemBatchNormalization, pool_padding=padding))(x)
         x = settings.bn_relu(x, "stem")
     if padding == "symmetric":
         # After ReLU every value is >= 0, so zero padding equals -inf padding.
@@ -284,6 +289,7 @@ def _memory_efficient_dense_layers(x, settings, nb_layers, growth_rate, bottlene
             y = settings.conv(growth_rate, 3, f"{prefix}_conv2")(y)
         else:
             y = recomputed_bn_relu_conv(features, statistics, settings, growth_rate, 3, prefix, "2")
+        features, statistics = GradientRelay(name=f"{prefix}_relay")([features, statistics])
         features.append(settings.dropout(y, f"{prefix}_drop"))
     return features, statistics
 

@@ -34,8 +34,11 @@ that only its ``growth_rate`` new maps are stored (``recomputed_dense_layer``):
 ``keras.remat``, normalizing with conv1's batch moments, which it also returns
 so that its moving statistics are updated once, outside the recomputation.
 Dropout (on the ``growth_rate`` maps) stays outside: a recomputation would draw
-another mask. The ImageNet stem's BN-ReLU-max pool is recomputed too
+another mask. The ImageNet stem's conv-BN-ReLU-max pool is recomputed too
 (``StemBatchNormalization``, unless the stem is the deep or anti-aliased one).
+After each dense layer the block's maps and moments pass through a
+``GradientRelay``, so that TensorFlow sums their gradients layer by layer
+(in both modes).
 The transitions' BN-ReLU-conv read the block's feature list through the
 ``BatchNormalization``/``Conv2D`` pair above, so no block concatenation is
 stored either. Weight files keep working because they address layers by class
@@ -244,25 +247,34 @@ class KernelConv2D(keras.layers.Conv2D):
     Same arguments and variables as ``keras.layers.Conv2D`` (no bias, no
     activation), and the class name ``Conv2D`` (see ``_named_for_weight_files``).
 
+    Args:
+        input_channels: the kernel's input channels; default: the last axis of
+            ``previous``.
+
     Call: ``previous``, a tensor whose last axis has the kernel's input channels:
-    the ``(C,)`` scale of the BN before it, or the previous conv's kernel (so
-    that the layer follows them in the model's layer order). Returns the kernel,
-    ``(kernel_size, kernel_size, previous.shape[-1], filters)``, in the compute dtype.
+    the ``(C,)`` scale of the BN before it, or the previous conv's kernel (or,
+    with ``input_channels``, any tensor, e.g. the image), so that the layer
+    follows them in the model's layer order. Returns the kernel,
+    ``(kernel_size, kernel_size, input channels, filters)``, in the compute dtype.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, input_channels=None, **kwargs):
         super().__init__(*args, **kwargs)
         if self.use_bias or self.activation is not keras.activations.linear:
             raise ValueError("KernelConv2D takes no bias and no activation: "
                              "pass use_bias=False and activation=None.")
+        self.input_channels = input_channels
         self._convert_input_args = False
         self.input_spec = None
 
     def build(self, previous_shape):
-        channels = previous_shape[-1]
+        channels = self.input_channels or previous_shape[-1]
         super().build((None, None, None, channels) if self.data_format == "channels_last"
                       else (None, channels, None, None))
         self.input_spec = None
+
+    def get_config(self):
+        return {**super().get_config(), "input_channels": self.input_channels}
 
     def call(self, previous):
         return ops.cast(self.kernel, self.compute_dtype)
@@ -342,24 +354,29 @@ class DenseLayerBatchNormalization(keras.layers.BatchNormalization):
 @_named_for_weight_files("BatchNormalization")
 @keras.saving.register_keras_serializable(package="keras_densenet")
 class StemBatchNormalization(keras.layers.BatchNormalization):
-    """The ImageNet stem's BN, ReLU and 3x3/2 max pool, recomputed in the backward pass.
+    """The ImageNet stem (7x7/2 conv, BN, ReLU, 3x3/2 max pool), recomputed in the backward pass.
 
     ``stem_bn`` with ``memory_efficient="full"``: same arguments and variables as
     ``keras.layers.BatchNormalization``, class name ``BatchNormalization`` (see
-    ``_named_for_weight_files``). It computes ``maxpool(relu(BN(conv)))``, the
-    plain stem's ``stem_bn``, ``stem_relu``, ``stem_pool_pad`` and ``stem_pool``,
-    inside ``keras.remat``, so only the stem conv's output and the pooled maps
-    are stored, not the BN, ReLU and padded maps (three more tensors of the
-    stem conv's size: about 10 MB per 224px image in float32). In training it normalizes with the
-    batch moments, which the recomputed function also returns, so that the
-    moving statistics are updated once, outside the recomputation.
+    ``_named_for_weight_files``); ``stem_conv`` is a ``KernelConv2D`` that
+    passes on its kernel. It computes ``maxpool(relu(BN(conv(image))))``, the
+    plain stem's ``stem_pad``, ``stem_conv``, ``stem_bn``, ``stem_relu``,
+    ``stem_pool_pad`` and ``stem_pool``, inside ``keras.remat``, so that only
+    the image and the pooled maps are stored, not the padded image, the conv
+    output and its BN, ReLU and padded maps (four tensors of the conv output's
+    size: about 3.2 MB each per 224px image in float32). In training it
+    normalizes with the batch moments, which the recomputed function also
+    returns, so that the moving statistics are updated once, outside the
+    recomputation.
 
     Args:
-        pool_padding: ``"symmetric"`` (zero padding 1, then a valid pool: after
-            ReLU zeros equal -inf padding) or ``"same"`` (the stem's ``padding``).
+        pool_padding: ``"symmetric"`` (zero padding 3 and a valid conv, zero
+            padding 1 and a valid pool: after ReLU zeros equal -inf padding) or
+            ``"same"`` (TensorFlow's "same" padding for both; the stem's ``padding``).
 
-    Call: ``(batch, H, W, C)`` (or channels first) -> ``(batch, H', W', C)`` in
-    the compute dtype, ``H' = (H - 1) // 2 + 1``.
+    Call: ``image`` ``(batch, H, W, C)`` (or channels first) and the conv's
+    ``kernel`` ``(7, 7, C, F)`` -> ``(batch, H', W', F)`` in the compute dtype,
+    ``H' = ((H - 1) // 2) // 2 + 1``.
     """
 
     def __init__(self, pool_padding="symmetric", **kwargs):
@@ -368,32 +385,44 @@ class StemBatchNormalization(keras.layers.BatchNormalization):
             raise ValueError(f"pool_padding must be 'symmetric' or 'same'; got {pool_padding!r}.")
         self.pool_padding = pool_padding
 
-    def call(self, x, training=None):
+    def build(self, image_shape, kernel_shape):
+        channels = kernel_shape[-1]
+        super().build((None, channels, None, None) if self.axis == 1 else (None, None, None, channels))
+        self.input_spec = None
+
+    def call(self, image, kernel, training=None):
         if not (training and self.trainable):
-            return self._forward(False, x)[0]
-        pooled, mean, variance = keras.remat(self._forward_with_moments)(x)
+            return self._forward(False, image, kernel)[0]
+        pooled, mean, variance = keras.remat(self._forward_with_moments)(image, kernel)
         _update_moving_statistics(self, mean, variance)
         return pooled
 
-    def _forward_with_moments(self, x):
-        return self._forward(True, x)
+    def _forward_with_moments(self, image, kernel):
+        return self._forward(True, image, kernel)
 
-    def _forward(self, batch_moments, x):
+    def _forward(self, batch_moments, image, kernel):
         """``(pooled maps, mean, variance)``: the batch moments, or the moving ones."""
         axis = self.axis % 4
+        data_format = "channels_first" if axis == 1 else "channels_last"
+        symmetric = self.pool_padding == "symmetric"
+        padding = "valid" if symmetric else "same"
         spatial = [i for i in range(1, 4) if i != axis]
+        x = ops.cast(image, kernel.dtype)
+        if symmetric:
+            x = ops.pad(x, [[3, 3] if i in spatial else [0, 0] for i in range(4)])
+        x = ops.conv(x, kernel, strides=2, padding=padding, data_format=data_format)
         x, mean, variance = _batch_norm_relu(self, x, batch_moments, axis)
         x = ops.cast(x, self.compute_dtype)
-        if self.pool_padding == "symmetric":
+        if symmetric:
             x = ops.pad(x, [[1, 1] if i in spatial else [0, 0] for i in range(4)])
-        x = ops.max_pool(x, 3, strides=2, padding="valid" if self.pool_padding == "symmetric"
-                         else "same", data_format="channels_first" if axis == 1 else "channels_last")
+        x = ops.max_pool(x, 3, strides=2, padding=padding, data_format=data_format)
         return x, ops.stop_gradient(mean), ops.stop_gradient(variance)
 
-    def compute_output_spec(self, x):
-        shape = list(x.shape)
+    def compute_output_spec(self, image, kernel):
+        shape = list(image.shape)
+        shape[self.axis % 4] = kernel.shape[-1]
         for i in [i for i in range(1, 4) if i != self.axis % 4]:
-            shape[i] = None if shape[i] is None else (shape[i] - 1) // 2 + 1
+            shape[i] = None if shape[i] is None else ((shape[i] - 1) // 2) // 2 + 1
         return keras.KerasTensor(tuple(shape), self.compute_dtype)
 
     def get_config(self):
@@ -432,6 +461,44 @@ def _affine_relu(x, scale, offset, axis):
     if axis == 1:
         scale, offset = ops.reshape(scale, (-1, 1, 1)), ops.reshape(offset, (-1, 1, 1))
     return ops.relu(ops.cast(x, "float32") * scale + offset)
+
+
+@keras.saving.register_keras_serializable(package="keras_densenet")
+class GradientRelay(keras.layers.Layer):
+    """Passes a dense block's tensors on unchanged, so that their gradients are summed layer by layer.
+
+    Every feature map of a block (and its moments) is read by each later dense
+    layer, and its gradient is the sum of the parts those layers send back.
+    TensorFlow sums all the parts of a tensor in one ``AddN``, and grappler
+    merges chains of adds into one, so each map's parts from every later layer
+    are held until the last arrives: O(depth^2) memory per block in the
+    backward pass. The memory-efficient blocks pass their maps and moments
+    through this layer after each dense layer, so each version of a tensor has
+    two readers: the layer and the relay. On TensorFlow the relay's backward
+    pass is a ``Snapshot`` (the buffer is forwarded, not copied), which grappler
+    does not merge into the adds: each layer adds its parts to running sums
+    the size of the block's maps. On JAX and PyTorch it is the identity (their
+    autodiff already sums the parts as they arrive).
+
+    Call: a nested structure of tensors (e.g. ``[features, statistics]``) -> the
+    same tensors in the same structure.
+    """
+
+    def call(self, tensors):
+        if keras.backend.backend() != "tensorflow":
+            return keras.tree.map_structure(lambda x: x, tensors)
+        import tensorflow as tf
+
+        @tf.custom_gradient
+        def relay(*flat):
+            def gradient(*parts):
+                return [tf.raw_ops.Snapshot(input=part) for part in parts]
+            return [tf.identity(x) for x in flat], gradient
+
+        return keras.tree.pack_sequence_as(tensors, relay(*keras.tree.flatten(tensors)))
+
+    def compute_output_spec(self, tensors):
+        return keras.tree.map_structure(lambda x: keras.KerasTensor(x.shape, x.dtype), tensors)
 
 
 def weighted_layers(model):

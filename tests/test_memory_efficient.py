@@ -85,12 +85,14 @@ IMAGENET_STEM = dict(nb_dense_block=3, nb_layers_per_block=[2, 2, 1], growth_rat
 
 @pytest.mark.parametrize("stem_padding", ["symmetric", "same"])
 def test_full_mode_recomputes_the_imagenet_stem(tmp_path, images, stem_padding):
-    """stem_bn computes BN-ReLU-max pool: same outputs, gradients and statistics as the plain stem."""
+    """stem_bn recomputes the stem (conv-BN-ReLU-max pool): same outputs, gradients, statistics."""
     plain = DenseNet(**IMAGENET_STEM, stem_padding=stem_padding)
     full = DenseNet(**IMAGENET_STEM, stem_padding=stem_padding, memory_efficient="full")
     _copy_weights(plain, full)
     assert isinstance(full.get_layer("stem_bn"), memory_efficient.StemBatchNormalization)
-    assert not {"stem_relu", "stem_pool_pad", "stem_pool"} & {layer.name for layer in full.layers}
+    assert isinstance(full.get_layer("stem_conv"), memory_efficient.KernelConv2D)
+    assert not {"stem_pad", "stem_relu", "stem_pool_pad", "stem_pool"} & {
+        layer.name for layer in full.layers}
     assert _weights_by_class(full) == _weights_by_class(plain)
     x, y = _batch(images, 64)
     np.testing.assert_allclose(full.predict(x, verbose=0), plain.predict(x, verbose=0), atol=1e-6)
@@ -134,6 +136,36 @@ def _gradients(model, x, y):
             y, model(x, training=True))) + tf.add_n(model.losses)
     gradients = tape.gradient(loss, model.trainable_weights)
     return {w.path: g.numpy() for w, g in zip(model.trainable_weights, gradients)}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gradients_are_summed_layer_by_layer(mode):
+    """After grappler, no gradient is summed from more parts than a dense layer sends back.
+
+    Without the ``GradientRelay`` layers each map's gradient is one ``AddN`` of
+    a part from every later layer (9 here), which holds them all until the last.
+    """
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.grappler import tf_optimizer
+
+    model = DenseNet(depth=22, nb_dense_block=1, growth_rate=4, bottleneck=True,
+                     input_shape=(16, 16, 3), classes=3, memory_efficient=mode)
+
+    @tf.function
+    def gradients(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(x, training=True))
+        return tape.gradient(loss, model.trainable_weights)
+
+    concrete = gradients.get_concrete_function(tf.TensorSpec((2, 16, 16, 3)))
+    meta_graph = tf.compat.v1.train.export_meta_graph(
+        graph_def=concrete.graph.as_graph_def(), graph=concrete.graph)
+    meta_graph.collection_def["train_op"].node_list.value.extend(
+        t.op.name for t in concrete.outputs)
+    optimized = tf_optimizer.OptimizeGraph(config_pb2.ConfigProto(), meta_graph)
+    nodes = [*optimized.node, *(n for f in optimized.library.function for n in f.node_def)]
+    parts = [sum(not i.startswith("^") for i in n.input) for n in nodes if n.op == "AddN"]
+    assert parts and max(parts) <= 4
 
 
 @pytest.mark.parametrize("mode", MODES)
