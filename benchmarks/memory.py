@@ -24,10 +24,13 @@ Every configuration runs in a fresh process, so that peak RSS is its own: one
 warm-up step (tracing), then timed steps of SGD with momentum on random data.
 glibc keeps freed tensors of up to 32 MB in its heaps, so peak RSS also
 measures how fragmented they get; ``--mmap-threshold 65536`` runs every worker,
-the reference too, with freed blocks returned to the system (the ``malloc``
-column says which).
+the reference too, with freed blocks returned to the system, and ``--tf-bfc``
+with TensorFlow's own allocator for tensors (the ``malloc`` column says which).
 "training MB" is the peak RSS minus the process's RSS just before the first
-step (model built and compiled). Each row records the 1-minute load average
+step (model built and compiled). ``compare`` also trains each model one step at
+batch 1 ("b1 MB"): nearly all of that is the traced graph and TensorFlow's
+runtime, not tensors, and the difference ("batch share") is what the
+per-image tensors and their fragmentation add. Each row records the 1-minute load average
 when it started: on a shared machine step times are only comparable within
 one run; the process CPU time per step (all its threads) is less sensitive
 to other jobs, and is reported next to the wall time.
@@ -113,23 +116,23 @@ def measure(kind, depth, size, batch, steps, budget_mb=0):
                 **json.loads(result.stdout.strip().splitlines()[-1]))
 
 
-MMAP_VARIABLE = "MALLOC_MMAP_THRESHOLD_"
-"""glibc's setting that ``--mmap-threshold`` passes to every worker (read when a process starts)."""
+ALLOCATOR_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": "mmap", "TF_CPU_ALLOCATOR_USE_BFC": "bfc"}
+"""Variables that ``--mmap-threshold`` and ``--tf-bfc`` set for every worker (read when a
+process starts), and the tag each adds to the result files' names."""
 
 
 def allocator():
     """How the workers' memory is allocated, for the CSVs (they inherit this environment)."""
-    threshold = os.environ.get(MMAP_VARIABLE)
-    return "glibc" if threshold is None else f"glibc, {MMAP_VARIABLE}={threshold}"
+    return ", ".join(["glibc", *(f"{name}={os.environ[name]}" for name in ALLOCATOR_SETTINGS
+                                 if name in os.environ)])
 
 
 def result_name(name):
-    """``name`` of a CSV or plot, marked when the allocator setting is not glibc's default."""
-    threshold = os.environ.get(MMAP_VARIABLE)
-    if threshold is None:
-        return name
+    """``name`` of a CSV or plot, marked when an allocator setting is not the default."""
+    tags = [tag + ("" if tag == "bfc" else os.environ[variable])
+            for variable, tag in ALLOCATOR_SETTINGS.items() if variable in os.environ]
     stem, suffix = os.path.splitext(name)
-    return f"{stem}_mmap{threshold}{suffix}"
+    return "_".join([stem, *tags]) + suffix
 
 
 def largest_batch(kind, depth, size, budget_mb, precision, start=8):
@@ -177,40 +180,53 @@ def depth_fits(depths, values):
 def compare(size, batch, steps, csv_name, kinds):
     rows = []
     for kind in (REFERENCE, *[k for k in MODES if k in kinds]):
-        rows.append(dict(model=f"DenseNet121 {kind}", kind=kind, batch=batch, size=size,
-                         **measure(kind, 121, size, batch, steps)))
+        row = dict(model=f"DenseNet121 {kind}", kind=kind, batch=batch, size=size,
+                   **measure(kind, 121, size, batch, steps))
+        # The same step at batch 1: the graph's and runtime's share, nearly all of it.
+        row["batch1_training_mb"] = measure(kind, 121, size, 1, 0)["training_mb"]
+        row["batch_share_mb"] = row["training_mb"] - row["batch1_training_mb"]
+        rows.append(row)
         print(rows[-1], flush=True)
     reference = rows[0]
     for row in rows:
         for key, ratio in (("peak_mb", "peak_vs_ref"), ("training_mb", "training_vs_ref"),
-                           ("step_s", "time_vs_ref"), ("step_cpu_s", "cpu_time_vs_ref")):
+                           ("step_s", "time_vs_ref"), ("step_cpu_s", "cpu_time_vs_ref"),
+                           ("batch_share_mb", "batch_share_vs_ref")):
             row[ratio] = round(row[key] / reference[key], 3)
     print(f"\nDenseNet121, batch {batch}, {size}px")
-    print(f"{'model':<34}{'load':>6}{'peak MB':>9}{'train MB':>10}{'step s':>8}{'CPU s':>8}"
-          f"{'peak/ref':>10}{'train/ref':>10}{'time/ref':>10}{'CPU/ref':>10}")
+    print(f"{'model':<34}{'load':>6}{'peak MB':>9}{'train MB':>10}{'b1 MB':>7}{'step s':>8}"
+          f"{'CPU s':>8}{'peak/ref':>10}{'train/ref':>10}{'batch/ref':>10}{'time/ref':>10}"
+          f"{'CPU/ref':>10}")
     for row in rows:
         print(f"{row['model']:<34}{row['load_1min']:>6}{row['peak_mb']:>9}{row['training_mb']:>10}"
-              f"{row['step_s']:>8}{row['step_cpu_s']:>8}{row['peak_vs_ref']:>9}x"
-              f"{row['training_vs_ref']:>9}x{row['time_vs_ref']:>9}x{row['cpu_time_vs_ref']:>9}x")
+              f"{row['batch1_training_mb']:>7}{row['step_s']:>8}{row['step_cpu_s']:>8}"
+              f"{row['peak_vs_ref']:>9}x{row['training_vs_ref']:>9}x"
+              f"{row['batch_share_vs_ref']:>9}x{row['time_vs_ref']:>9}x"
+              f"{row['cpu_time_vs_ref']:>9}x")
     write_csv(result_name(csv_name), rows)
 
 
 def depth_series(depths, steps, kinds):
-    rows = []
+    """Rows of the modes not in ``kinds`` already in the CSV are kept (and fitted again)."""
+    measured = [k for k in MODES if k in kinds]
+    rows = [row for row in read_csv(result_name("memory_depth.csv"))
+            if row["kind"] not in measured]
     for depth in depths:
-        for kind in [k for k in MODES if k in kinds]:
+        for kind in measured:
             rows.append(dict(model=f"DenseNet-BC-{depth} k=12 {kind}", kind=kind, depth=depth,
                              **measure(kind, depth, 32, 64, steps)))
             print(rows[-1], flush=True)
+    rows.sort(key=lambda row: (int(row["depth"]), list(MODES).index(row["kind"])))
     fit_rows = []
-    for kind in [k for k in MODES if k in kinds]:
+    for kind in [k for k in MODES if any(r["kind"] == k for r in rows)]:
         series = [r for r in rows if r["kind"] == kind]
-        linear_r2, (a, b, c), share = depth_fits([r["depth"] for r in series],
-                                                 [r["training_mb"] for r in series])
-        per_depth = [round((s["training_mb"] - r["training_mb"]) / (s["depth"] - r["depth"]), 1)
-                     for r, s in zip(series, series[1:])]
+        depths_mb = [(int(r["depth"]), int(r["training_mb"])) for r in series]
+        linear_r2, (a, b, c), share = depth_fits(*zip(*depths_mb))
+        per_depth = [round((mb2 - mb1) / (d2 - d1), 1)
+                     for (d1, mb1), (d2, mb2) in zip(depths_mb, depths_mb[1:])]
         print(f"training MB vs depth L, {kind}: linear fit R^2 = {linear_r2:.4f}; quadratic fit "
-              f"{a:.4f} L^2 + {b:.2f} L + {c:.0f}, L^2 term = {share:.0%} of it at L={depths[-1]}; "
+              f"{a:.4f} L^2 + {b:.2f} L + {c:.0f}, L^2 term = {share:.0%} of it at "
+              f"L={depths_mb[-1][0]}; "
               f"MB per unit of depth between consecutive depths: {per_depth}")
         fit_rows.append(dict(kind=kind, linear_r2=round(linear_r2, 4), quadratic_a=a,
                              quadratic_b=b, quadratic_c=c,
@@ -318,9 +334,17 @@ def main():
                              "MALLOC_MMAP_THRESHOLD_=BYTES, e.g. 65536: freed tensors go back "
                              "to the system instead of staying in the heap; results are "
                              "written to *_mmapBYTES.csv")
+    parser.add_argument("--tf-bfc", action="store_true",
+                        help="run every worker (reference included) with "
+                             "TF_CPU_ALLOCATOR_USE_BFC=true: TensorFlow's own best-fit "
+                             "allocator for CPU tensors instead of malloc; results are "
+                             "written to *_bfc.csv")
     args = parser.parse_args()
-    if args.mmap_threshold is not None:  # for the workers: this process has already started
-        os.environ[MMAP_VARIABLE] = str(args.mmap_threshold)
+    # For the workers: this process has already started.
+    if args.mmap_threshold is not None:
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
+    if args.tf_bfc:
+        os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
     size = args.size or (112 if args.quick else 224)
     steps = args.steps or (2 if args.quick else 3)
     if "compare" in args.parts:

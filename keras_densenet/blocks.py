@@ -289,7 +289,8 @@ def _memory_efficient_dense_layers(x, settings, nb_layers, growth_rate, bottlene
             y = settings.conv(growth_rate, 3, f"{prefix}_conv2")(y)
         else:
             y = recomputed_bn_relu_conv(features, statistics, settings, growth_rate, 3, prefix, "2")
-        features, statistics = GradientRelay(name=f"{prefix}_relay")([features, statistics])
+        if settings.memory_efficient == "full":
+            features, statistics = GradientRelay(name=f"{prefix}_relay")([features, statistics])
         features.append(settings.dropout(y, f"{prefix}_drop"))
     return features, statistics
 
