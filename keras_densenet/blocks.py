@@ -20,6 +20,8 @@ name                        layer
 ``block{b}_layer{l}_conv2`` 3x3 conv producing ``growth_rate`` maps
 ``block{b}_layer{l}_drop``  dropout after conv2 (only if ``dropout_rate > 0``)
 ``block{b}_layer{l}_concat`` concatenation of the layer input and its output
+``block{b}_layer{l}_relay``  ``memory_efficient="full"``: passes the block's maps on
+                            (``GradientRelay``, no weights)
 ``transition{t}_bn``        BN of transition ``t`` (between block t and t+1)
 ``transition{t}_conv``      1x1 compression conv
 ``transition{t}_pool``      2x2/2 average pool
@@ -268,7 +270,10 @@ def _memory_efficient_dense_layers(x, settings, nb_layers, growth_rate, bottlene
     hands them to the recomputed transition.
     With ``settings.memory_efficient == "full"`` a bottleneck layer's four
     weighted layers recompute all of it (``memory_efficient.recomputed_dense_layer``);
-    without bottleneck the layer is one BN-ReLU-conv, as with ``True``.
+    without bottleneck the layer is one BN-ReLU-conv, as with ``True``; and the
+    maps and moments pass through ``{name}_layer{l}_relay`` after each layer
+    (``memory_efficient.GradientRelay``), so that TensorFlow sums their
+    gradients layer by layer.
 
     Returns ``(features, statistics)``: the block input and each layer's output,
     and the moments of all but the last.
