@@ -42,9 +42,10 @@ The transitions' BN-ReLU-conv read the block's feature list through the
 ``BatchNormalization``/``Conv2D`` pair above, so no block concatenation is
 stored either. Weight files keep working because they address layers by class
 name and position within that class (``_named_for_weight_files``);
-``get_weights()`` lists, which go by layer order, put a layer's ``_conv2``
-before its ``_bn2`` in this mode: copy weights between modes by variable path or
-file.
+``get_weights()`` lists and the optimizer's variables, which go by layer order,
+put a layer's ``_conv2`` before its ``_bn2`` in this mode: copy weights between
+modes by variable path or file; a checkpoint with optimizer state (e.g.
+``BackupAndRestore``'s) resumes in its own mode only.
 """
 
 import keras

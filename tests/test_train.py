@@ -9,6 +9,7 @@ import sys
 import keras
 import pytest
 
+from keras_densenet import memory_efficient
 from keras_densenet.apps import train as train_lib
 from keras_densenet.apps.recipes import RECIPES
 
@@ -55,6 +56,22 @@ def test_resume_finishes_an_interrupted_run(tmp_path):
     steps = -(-1257 // recipe.batch_size)  # the 70% of the 1,797 digits trained on
     assert int(model.optimizer.iterations) == 3 * steps  # optimizer state carried over
     assert not os.path.exists(os.path.join(run, "backup"))
+
+
+def test_cli_trains_in_the_memory_mode_asked_for(tmp_path, capsys):
+    from keras_densenet.apps import cli
+
+    run = str(tmp_path / "run")
+    assert cli.main(["train", "--output", run, "--memory-efficient", "full", "--epochs", "1",
+                     "--depth", "10", "--growth-rate", "4", "--image-size", "16",
+                     "--batch-size", "128", "--quiet"]) == 0
+    model = keras.models.load_model(os.path.join(run, "model.keras"))
+    assert isinstance(model.get_layer("block1_layer1_bn2"),
+                      memory_efficient.DenseLayerBatchNormalization)
+    assert train_lib.read_run_config(run)["recipe"]["model"]["memory_efficient"] == "full"
+    # The optimizer state lists variables in layer order, which differs between modes.
+    assert cli.main(["train", "--output", run, "--resume", "--memory-efficient", "on"]) == 2
+    assert "differs in ['model']" in capsys.readouterr().err
 
 
 def test_existing_runs_are_never_overwritten(tmp_path):
