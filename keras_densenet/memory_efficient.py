@@ -490,7 +490,10 @@ class GradientRelay(keras.layers.Layer):
     Used with ``memory_efficient="full"`` only: on DenseNet-121 (batch 16,
     224px) it lowered TensorFlow's peak of tensor memory from 735 to 570 MB,
     while with ``True``, whose stored BN2-ReLU maps dominate, DenseNet-BC
-    L=250 needed 8% more training memory (3924 against 3635 MB).
+    L=250 needed 8% more training memory (3924 against 3635 MB). Its cost is
+    O(depth^2) graph nodes per block; with ``"full"`` it lowered DenseNet-121's
+    training memory at batch 64 (224px) by 13% and raised it by 4-12% at batch
+    16 and by 16% for DenseNet-BC L=250 at 32px (docs/benchmarks.md).
 
     Call: a nested structure of tensors (e.g. ``[features, statistics]``) -> the
     same tensors in the same structure.
