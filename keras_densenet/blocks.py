@@ -20,8 +20,6 @@ name                        layer
 ``block{b}_layer{l}_conv2`` 3x3 conv producing ``growth_rate`` maps
 ``block{b}_layer{l}_drop``  dropout after conv2 (only if ``dropout_rate > 0``)
 ``block{b}_layer{l}_concat`` concatenation of the layer input and its output
-``block{b}_layer{l}_relay``  ``memory_efficient="full"``: passes the block's maps on
-                            (``GradientRelay``, no weights)
 ``transition{t}_bn``        BN of transition ``t`` (between block t and t+1)
 ``transition{t}_conv``      1x1 compression conv
 ``transition{t}_pool``      2x2/2 average pool
@@ -43,7 +41,6 @@ from keras import layers
 from keras_densenet.layers import BlurPool2D
 from keras_densenet.memory_efficient import (
     FeatureMoments,
-    GradientRelay,
     KernelConv2D,
     StemBatchNormalization,
     recomputed_bn_relu_conv,
@@ -225,9 +222,8 @@ def dense_block(x, settings, nb_layers, growth_rate, bottleneck, name, return_ne
     if settings.memory_efficient:
         if return_new_maps:
             raise ValueError("return_new_maps needs memory_efficient=False.")
-        features, _ = _memory_efficient_dense_layers(
-            x, settings, nb_layers, growth_rate, bottleneck, name)
-        return layers.Concatenate(axis=settings.channel_axis, name=f"{name}_concat")(features)
+        return _memory_efficient_dense_layers(x, settings, nb_layers, growth_rate, bottleneck,
+                                              name)[1]
     new = []
     for layer_index in range(1, nb_layers + 1):
         prefix = f"{name}_layer{layer_index}"
@@ -249,13 +245,14 @@ def recomputed_block_and_transition(x, settings, nb_layers, growth_rate, bottlen
     Same weighted layers as ``dense_block`` + ``transition_block``. Returns
     ``(batch, H // 2, W // 2, filters)``.
     """
-    features, statistics = _memory_efficient_dense_layers(
+    features, concatenation, statistics = _memory_efficient_dense_layers(
         x, settings, nb_layers, growth_rate, bottleneck, f"block{block_index}")
-    statistics = [*statistics, FeatureMoments(
+    statistics = FeatureMoments(
         settings.channel_axis, name=f"block{block_index}_moments{len(features) - 1}",
-    )(features[-1])]
+    )(features[-1], statistics)
     name = f"transition{block_index}"
-    x = recomputed_bn_relu_conv(features, statistics, settings, filters, 1, name, "")
+    x = recomputed_bn_relu_conv(concatenation, features, statistics, settings, filters, 1,
+                                name, "")
     return _pool(settings.dropout(x, f"{name}_drop"), settings, name, "avg")
 
 
@@ -264,40 +261,40 @@ def _memory_efficient_dense_layers(x, settings, nb_layers, growth_rate, bottlene
 
     Same weighted layers and names as the plain block; the first BN-ReLU-conv of
     each layer (``_bn1``/``_conv1``, or ``_bn2``/``_conv2`` without bottleneck)
-    reads the list of earlier feature maps and their moments
-    (``{name}_moments{i}``: of layer ``i``'s output, 0: the block input; see
-    ``memory_efficient``); the caller concatenates them (``{name}_concat``) or
-    hands them to the recomputed transition.
+    reads the list of earlier feature maps, their concatenation (the layer
+    before's ``{prefix}_concat``, as in the plain block, but not stored for the
+    backward pass: see ``memory_efficient.recomputed``) and its moments
+    (``{name}_moments{i}``: those of the block input and of layers 1..i's
+    outputs, concatenated).
     With ``settings.memory_efficient == "full"`` a bottleneck layer's four
     weighted layers recompute all of it (``memory_efficient.recomputed_dense_layer``);
-    without bottleneck the layer is one BN-ReLU-conv, as with ``True``; and the
-    maps and moments pass through ``{name}_layer{l}_relay`` after each layer
-    (``memory_efficient.GradientRelay``), so that TensorFlow sums their
-    gradients layer by layer.
+    without bottleneck the layer is one BN-ReLU-conv, as with ``True``.
 
-    Returns ``(features, statistics)``: the block input and each layer's output,
-    and the moments of all but the last.
+    Returns ``(features, concatenation, statistics)``: the block input and each
+    layer's output, their concatenation (``block{b}_layer{n}_concat``) and the
+    moments of all but the last map.
     """
-    features, statistics = [x], []
+    features, concatenation, statistics = [x], x, None
     for layer_index in range(1, nb_layers + 1):
-        statistics.append(FeatureMoments(
+        statistics = FeatureMoments(
             settings.channel_axis, name=f"{name}_moments{layer_index - 1}",
-        )(features[-1]))
+        )(features[-1], statistics)
         prefix = f"{name}_layer{layer_index}"
         if bottleneck and settings.memory_efficient == "full":
-            y = recomputed_dense_layer(features, statistics, settings, growth_rate,
+            y = recomputed_dense_layer(concatenation, features, statistics, settings, growth_rate,
                                        BOTTLENECK_WIDTH, prefix)
         elif bottleneck:
-            y = recomputed_bn_relu_conv(features, statistics, settings,
+            y = recomputed_bn_relu_conv(concatenation, features, statistics, settings,
                                         BOTTLENECK_WIDTH * growth_rate, 1, prefix, "1")
             y = settings.bn_relu(y, prefix, "2")
             y = settings.conv(growth_rate, 3, f"{prefix}_conv2")(y)
         else:
-            y = recomputed_bn_relu_conv(features, statistics, settings, growth_rate, 3, prefix, "2")
-        if settings.memory_efficient == "full":
-            features, statistics = GradientRelay(name=f"{prefix}_relay")([features, statistics])
-        features.append(settings.dropout(y, f"{prefix}_drop"))
-    return features, statistics
+            y = recomputed_bn_relu_conv(concatenation, features, statistics, settings,
+                                        growth_rate, 3, prefix, "2")
+        features = [*features, settings.dropout(y, f"{prefix}_drop")]
+        concatenation = layers.Concatenate(axis=settings.channel_axis,
+                                           name=f"{prefix}_concat")([concatenation, features[-1]])
+    return features, concatenation, statistics
 
 
 def transition_block(x, settings, filters, name, pooling="avg"):

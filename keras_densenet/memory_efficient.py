@@ -11,16 +11,19 @@ layers that keep the plain model's names, classes and weights:
   feature maps into the per-channel affine ``(scale, offset)`` of BN on their
   concatenation, and updates the moving statistics, once per training step.
 - ``block{b}_layer{l}_conv1``: a ``Conv2D`` (the kernel of ``keras.layers.Conv2D``)
-  computing ``conv(relu(concat(features) * scale + offset))`` inside
-  ``keras.remat`` (``tf.recompute_grad``, ``jax.checkpoint``,
-  ``torch.utils.checkpoint``): the backward pass keeps only its inputs (each
-  feature map once per block, two ``(C,)`` vectors) and its output, and
-  recomputes the concatenation and the BN-ReLU output.
+  computing ``conv(relu(concat(features) * scale + offset))``, recomputed in
+  the backward pass (``recomputed``): it keeps only the feature maps (each
+  once per block), two ``(C,)`` vectors and its output, and recomputes the
+  concatenation and the BN-ReLU output.
 
-The moments of a concatenation are the concatenated per-channel moments of its
-parts, so each feature map's moments are computed once (``FeatureMoments``)
-and shared by every later layer: each map has one consumer per later layer,
-as in the plain model, and the moments cost O(depth), not O(depth^2).
+As in the plain block, each layer's input is the previous layer's input
+concatenated with its output (``block{b}_layer{l}_concat``), but that
+concatenation is only read in the forward pass: on TensorFlow its gradient
+flows back through this chain, so each layer adds O(1) graph nodes and each
+map's gradient is summed layer by layer (``recomputed``). The moments of a
+concatenation are the concatenated per-channel moments of its parts, so each
+feature map's moments are computed once and appended to the earlier maps'
+(``FeatureMoments``, ``block{b}_moments{i}``): O(depth), not O(depth^2).
 Gradients are those of the plain layers. Without bottleneck the recomputed
 conv is the 3x3 ``_conv2`` after ``_bn2``. Because the weighted layers have the
 plain model's names and classes, weight files (``save_weights``, ``weights=``)
@@ -31,16 +34,13 @@ that only its ``growth_rate`` new maps are stored (``recomputed_dense_layer``):
 ``_bn1`` is the ``BatchNormalization`` above, ``_conv1`` and ``_conv2`` are
 ``KernelConv2D`` layers that only pass on their kernels, and ``_bn2``
 (``DenseLayerBatchNormalization``) computes BN1-ReLU-conv1-BN2-ReLU-conv2 in one
-``keras.remat``, normalizing with conv1's batch moments, which it also returns
+recomputed function, normalizing with conv1's batch moments, which it also returns
 so that its moving statistics are updated once, outside the recomputation.
 Dropout (on the ``growth_rate`` maps) stays outside: a recomputation would draw
 another mask. The ImageNet stem's conv-BN-ReLU-max pool is recomputed too
 (``StemBatchNormalization``, unless the stem is the deep or anti-aliased one).
-After each dense layer the block's maps and moments pass through a
-``GradientRelay``, so that TensorFlow sums their gradients layer by layer.
-The transitions' BN-ReLU-conv read the block's feature list through the
-``BatchNormalization``/``Conv2D`` pair above, so no block concatenation is
-stored either. Weight files keep working because they address layers by class
+The transitions' BN-ReLU-conv are the ``BatchNormalization``/``Conv2D`` pair
+above, so no block concatenation is stored either. Weight files keep working because they address layers by class
 name and position within that class (``_named_for_weight_files``);
 ``get_weights()`` lists and the optimizer's variables, which go by layer order,
 put a layer's ``_conv2`` before its ``_bn2`` in this mode: copy weights between
@@ -52,13 +52,15 @@ import keras
 from keras import ops
 
 
-def recomputed_bn_relu_conv(features, statistics, settings, filters, kernel_size, prefix,
-                            suffix):
+def recomputed_bn_relu_conv(concatenation, features, statistics, settings, filters, kernel_size,
+                            prefix, suffix):
     """concat -> BN -> ReLU -> conv over ``features``, recomputed in the backward pass.
 
     Args:
+        concatenation: ``concat(features)``, ``(batch, H, W, sum C_i)``, from the block's
+            chain of ``Concatenate`` layers (see ``recomputed``).
         features: list of ``(batch, H, W, C_i)`` maps (channels first: ``(batch, C_i, H, W)``).
-        statistics: their ``FeatureMoments``, one ``(2, C_i)`` tensor per map.
+        statistics: their ``FeatureMoments``: one ``(2, sum C_i)`` tensor.
         settings: ``blocks.BlockSettings`` (regularizers, epsilon, data format).
         filters: output channels of the conv.
         kernel_size: 1 (the bottleneck conv) or 3 (a conv without bottleneck).
@@ -68,17 +70,18 @@ def recomputed_bn_relu_conv(features, statistics, settings, filters, kernel_size
         ``(batch, H, W, filters)``.
     """
     scale, offset = settings.batch_norm(
-        f"{prefix}_bn{suffix}", layer_class=BatchNormalization)(statistics)
+        f"{prefix}_bn{suffix}", layer_class=BatchNormalization)([statistics])
     conv = settings.conv(filters, kernel_size, f"{prefix}_conv{suffix}",
                          layer_class=Conv2D)
-    return conv(features, scale, offset)
+    return conv(features, scale, offset, concatenation=concatenation)
 
 
-def recomputed_dense_layer(features, statistics, settings, growth_rate, bottleneck_width, prefix):
+def recomputed_dense_layer(concatenation, features, statistics, settings, growth_rate,
+                           bottleneck_width, prefix):
     """A whole bottleneck dense layer (BN1-ReLU-conv1-BN2-ReLU-conv2), recomputed in backprop.
 
     Args:
-        features, statistics, settings: as ``recomputed_bn_relu_conv``.
+        concatenation, features, statistics, settings: as ``recomputed_bn_relu_conv``.
         growth_rate: output channels (k).
         bottleneck_width: conv1 produces ``bottleneck_width * growth_rate`` channels.
         prefix: ``block{b}_layer{l}``: the layers ``_bn1``, ``_conv1``, ``_conv2``
@@ -88,13 +91,68 @@ def recomputed_dense_layer(features, statistics, settings, growth_rate, bottlene
         ``(batch, H, W, growth_rate)``.
     """
     scale, offset = settings.batch_norm(
-        f"{prefix}_bn1", layer_class=BatchNormalization)(statistics)
+        f"{prefix}_bn1", layer_class=BatchNormalization)([statistics])
     conv1_kernel = settings.conv(bottleneck_width * growth_rate, 1, f"{prefix}_conv1",
                                  layer_class=KernelConv2D)(scale)
     conv2_kernel = settings.conv(growth_rate, 3, f"{prefix}_conv2",
                                  layer_class=KernelConv2D)(conv1_kernel)
     bn2 = settings.batch_norm(f"{prefix}_bn2", layer_class=DenseLayerBatchNormalization)
-    return bn2(features, scale, offset, conv1_kernel, conv2_kernel)
+    return bn2(features, scale, offset, conv1_kernel, conv2_kernel, concatenation=concatenation)
+
+
+def recomputed(function, features, concatenation, axis, *args):
+    """``function(concat(features), *args)``, recomputed in the backward pass from ``features``.
+
+    Only ``features`` (stored anyway: every later layer reads them), ``args``
+    and the outputs are kept for the backward pass, not the concatenation.
+
+    On TensorFlow ``function`` reads ``concatenation`` (``concat(features)``, from
+    the block's chain of ``Concatenate`` layers, each adding one map to the
+    previous layer's) and sends its whole gradient back to it: the chain then
+    sums each map's gradient layer by layer, as the plain model's backward pass
+    does, and a layer adds O(1) graph nodes, however many maps it reads (a
+    gradient for each of them would be O(depth^2) nodes per block, each costing
+    TensorFlow about 20 KB of memory, and TensorFlow would hold each map's parts
+    until the last arrives). The backward pass recomputes the concatenation
+    from ``features`` (``keras.remat`` of ``function`` would store it). On JAX
+    and PyTorch, or without ``concatenation`` (``.keras`` files of
+    keras-densenet 0.2.0), ``keras.remat`` (``jax.checkpoint``,
+    ``torch.utils.checkpoint``) recomputes ``concat(features)`` and ``function``,
+    each map getting its own gradient part.
+
+    Args:
+        function: ``(x, *args) -> output`` or a tuple of outputs; may read variables.
+        features: list of ``(batch, H, W, C_i)`` maps (or channels first).
+        concatenation: ``concat(features, axis)`` or ``None``.
+        axis: the channel axis.
+        args: further tensor arguments (gradients flow to them).
+    """
+    if concatenation is None or keras.backend.backend() != "tensorflow":
+        def forward(*tensors):
+            return function(ops.concatenate(tensors[len(args):], axis=axis), *tensors[:len(args)])
+        return keras.remat(forward)(*args, *features)
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def forward(x, *tensors):
+        def gradient(*output_gradients, variables=()):
+            # A data dependency on the output gradient, as in tf.recompute_grad: else the
+            # executor would recompute (and hold) all of it during the forward pass.
+            first = tf.reshape(output_gradients[0], [-1])[:1]
+            after = tf.where(tf.reduce_all(first == first), 0.0, float("nan"))
+            x = tf.concat([*features[:-1], features[-1] + tf.cast(after, features[-1].dtype)],
+                          axis, name="recomputed_concatenation")
+            with tf.GradientTape() as tape:
+                tape.watch([x, *tensors])
+                outputs = tf.nest.flatten(function(x, *tensors))
+            output_gradients = [tf.zeros_like(y) if g is None else g
+                                for y, g in zip(outputs, output_gradients)]
+            gradients = tape.gradient(outputs, [x, *tensors, *variables], output_gradients,
+                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return gradients[:1 + len(tensors)], gradients[1 + len(tensors):]
+        return function(x, *tensors), gradient
+
+    return forward(concatenation, *args)
 
 
 @keras.saving.register_keras_serializable(package="keras_densenet")
@@ -108,22 +166,26 @@ class FeatureMoments(keras.layers.Layer):
     Args:
         axis: the channel axis, -1 (channels last) or 1 (channels first).
 
-    Call: ``(batch, H, W, C)`` (or channels first) -> float32 ``(2, C)``: ``[mean, variance]``.
+    Call: ``x``, ``(batch, H, W, C)`` (or channels first), and optionally
+    ``previous``, the float32 ``(2, P)`` moments of the maps concatenated before
+    it -> float32 ``(2, P + C)``: ``[mean, variance]`` of ``concat(earlier maps, x)``.
     """
 
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)
         self.axis = axis
 
-    def call(self, x):
-        return keras.remat(self._moments)(x)
+    def call(self, x, previous=None):
+        moments = keras.remat(self._moments)(x)
+        return moments if previous is None else ops.concatenate([previous, moments], axis=-1)
 
     def _moments(self, x):
         axes = [i for i in range(len(x.shape)) if i != self.axis % len(x.shape)]
         return ops.stack(ops.moments(ops.cast(x, "float32"), axes=axes))
 
-    def compute_output_spec(self, x):
-        return keras.KerasTensor((2, x.shape[self.axis]), "float32")
+    def compute_output_spec(self, x, previous=None):
+        channels = x.shape[self.axis] + (0 if previous is None else previous.shape[-1])
+        return keras.KerasTensor((2, channels), "float32")
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis}
@@ -188,6 +250,8 @@ class Conv2D(keras.layers.Conv2D):
     Call arguments:
         features: list of ``(batch, H, W, C_i)`` maps (or channels first).
         scale, offset: float32 ``(sum C_i,)`` vectors from ``BatchNormalization``.
+        concatenation: ``concat(features)``, if the graph has it (see ``recomputed``);
+            default: concatenated here (``.keras`` files of keras-densenet 0.2.0).
         training: recompute in the backward pass (inference stores nothing anyway).
 
     Output: ``(batch, H', W', filters)``, in the layer's compute dtype.
@@ -209,18 +273,20 @@ class Conv2D(keras.layers.Conv2D):
         super().build(_concatenated_shape(features_shape, self._channel_axis))
         self.input_spec = None
 
-    def call(self, features, scale, offset, training=None):
+    def call(self, features, scale, offset, concatenation=None, training=None):
         if training:
-            return keras.remat(self._forward)(scale, offset, *features)
-        return self._forward(scale, offset, *features)
+            return recomputed(self._forward, features, concatenation, self._channel_axis,
+                              scale, offset)
+        if concatenation is None:
+            concatenation = ops.concatenate(features, axis=self._channel_axis)
+        return self._forward(concatenation, scale, offset)
 
-    def _forward(self, scale, offset, *features):
-        x = ops.concatenate(features, axis=self._channel_axis)
+    def _forward(self, x, scale, offset):
         x = ops.cast(_affine_relu(x, scale, offset, self._channel_axis), self.compute_dtype)
         # Cast explicitly: the recomputation runs outside the layer's autocast scope.
         return self.convolution_op(x, ops.cast(self.kernel, self.compute_dtype))
 
-    def compute_output_spec(self, features, scale, offset):
+    def compute_output_spec(self, features, scale, offset, concatenation=None):
         shape = _concatenated_shape([f.shape for f in features], self._channel_axis)
         return keras.KerasTensor(self.compute_output_shape(shape), self.compute_dtype)
 
@@ -294,8 +360,8 @@ class DenseLayerBatchNormalization(keras.layers.BatchNormalization):
 
         ``conv2(relu(BN2(conv1(relu(concat(features) * scale + offset)))))``
 
-    inside ``keras.remat``, so the backward pass keeps only the layer's inputs
-    (each feature map once per block, small vectors and kernels) and its
+    recomputed in the backward pass (``recomputed``), which keeps only the
+    feature maps (each once per block), small vectors and kernels, and its
     ``growth_rate`` output maps. In training, BN2 normalizes with the batch
     moments of conv1's output, which the recomputed function also returns, so
     that the moving statistics are updated once per step, outside the
@@ -307,6 +373,8 @@ class DenseLayerBatchNormalization(keras.layers.BatchNormalization):
             (``BatchNormalization``).
         conv1_kernel: ``(1, 1, sum C_i, F)`` and conv2_kernel: ``(3, 3, F, k)``,
             from ``KernelConv2D`` layers, in the compute dtype.
+        concatenation: ``concat(features)``, if the graph has it (see ``recomputed``);
+            default: concatenated here (``.keras`` files of keras-densenet 0.2.0).
         training: batch moments, moving-average update and recomputation; else
             the moving statistics.
 
@@ -322,21 +390,26 @@ class DenseLayerBatchNormalization(keras.layers.BatchNormalization):
         super().build((None, channels, None, None) if self.axis == 1 else (None, None, None, channels))
         self.input_spec = None
 
-    def call(self, features, scale, offset, conv1_kernel, conv2_kernel, training=None):
+    def call(self, features, scale, offset, conv1_kernel, conv2_kernel, concatenation=None,
+             training=None):
         if not (training and self.trainable):
-            return self._forward(False, scale, offset, conv1_kernel, conv2_kernel, *features)[0]
-        new, mean, variance = keras.remat(self._forward_with_moments)(
-            scale, offset, conv1_kernel, conv2_kernel, *features)
+            if concatenation is None:
+                concatenation = ops.concatenate(features, axis=self.axis)
+            return self._forward(False, concatenation, scale, offset, conv1_kernel,
+                                 conv2_kernel)[0]
+        new, mean, variance = recomputed(self._forward_with_moments, features, concatenation,
+                                         self.axis, scale, offset, conv1_kernel, conv2_kernel)
         _update_moving_statistics(self, mean, variance)
         return new
 
     def _forward_with_moments(self, *args):
         return self._forward(True, *args)
 
-    def _forward(self, batch_moments, scale, offset, conv1_kernel, conv2_kernel, *features):
-        """``(new maps, mean, variance)``: conv1's batch moments, or the moving ones."""
+    def _forward(self, batch_moments, x, scale, offset, conv1_kernel, conv2_kernel):
+        """``(new maps, mean, variance)`` of the concatenation ``x``: conv1's batch moments,
+        or the moving ones."""
         axis = self.axis % 4
-        x = _affine_relu(ops.concatenate(features, axis=axis), scale, offset, axis)
+        x = _affine_relu(x, scale, offset, axis)
         data_format = "channels_first" if axis == 1 else "channels_last"
         y = ops.conv(ops.cast(x, conv1_kernel.dtype), conv1_kernel, padding="same",
                      data_format=data_format)
@@ -345,7 +418,8 @@ class DenseLayerBatchNormalization(keras.layers.BatchNormalization):
                        data_format=data_format)
         return new, ops.stop_gradient(mean), ops.stop_gradient(variance)
 
-    def compute_output_spec(self, features, scale, offset, conv1_kernel, conv2_kernel):
+    def compute_output_spec(self, features, scale, offset, conv1_kernel, conv2_kernel,
+                            concatenation=None):
         shape = list(features[0].shape)
         shape[self.axis] = conv2_kernel.shape[-1]
         return keras.KerasTensor(tuple(shape), self.compute_dtype)
@@ -468,52 +542,6 @@ def _affine_relu(x, scale, offset, axis):
     if axis == 1:
         scale, offset = ops.reshape(scale, (-1, 1, 1)), ops.reshape(offset, (-1, 1, 1))
     return ops.relu(ops.cast(x, "float32") * scale + offset)
-
-
-@keras.saving.register_keras_serializable(package="keras_densenet")
-class GradientRelay(keras.layers.Layer):
-    """Passes a dense block's tensors on unchanged, so that their gradients are summed layer by layer.
-
-    Every feature map of a block (and its moments) is read by each later dense
-    layer, and its gradient is the sum of the parts those layers send back.
-    TensorFlow sums all the parts of a tensor in one ``AddN``, and grappler
-    merges chains of adds into one, so each map's parts from every later layer
-    are held until the last arrives: O(depth^2) memory per block in the
-    backward pass. The memory-efficient blocks pass their maps and moments
-    through this layer after each dense layer, so each version of a tensor has
-    two readers: the layer and the relay. On TensorFlow the relay's backward
-    pass is a ``Snapshot`` (the buffer is forwarded, not copied), which grappler
-    does not merge into the adds: each layer adds its parts to running sums
-    the size of the block's maps. On JAX and PyTorch, and outside training, it
-    is the identity (their autodiff already sums the parts as they arrive).
-
-    Used with ``memory_efficient="full"`` only: on DenseNet-121 (batch 16,
-    224px) it lowered TensorFlow's peak of tensor memory from 735 to 570 MB,
-    while with ``True``, whose stored BN2-ReLU maps dominate, DenseNet-BC
-    L=250 needed 8% more training memory (3924 against 3635 MB). Its cost is
-    O(depth^2) graph nodes per block; with ``"full"`` it lowered DenseNet-121's
-    training memory at batch 64 (224px) by 13% and raised it by 4-12% at batch
-    16 and by 16% for DenseNet-BC L=250 at 32px (docs/benchmarks.md).
-
-    Call: a nested structure of tensors (e.g. ``[features, statistics]``) -> the
-    same tensors in the same structure.
-    """
-
-    def call(self, tensors, training=None):
-        if not training or keras.backend.backend() != "tensorflow":
-            return keras.tree.map_structure(lambda x: x, tensors)
-        import tensorflow as tf
-
-        @tf.custom_gradient
-        def relay(*flat):
-            def gradient(*parts):
-                return [tf.raw_ops.Snapshot(input=part) for part in parts]
-            return [tf.identity(x) for x in flat], gradient
-
-        return keras.tree.pack_sequence_as(tensors, relay(*keras.tree.flatten(tensors)))
-
-    def compute_output_spec(self, tensors):
-        return keras.tree.map_structure(lambda x: keras.KerasTensor(x.shape, x.dtype), tensors)
 
 
 def weighted_layers(model):

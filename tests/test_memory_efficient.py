@@ -40,6 +40,10 @@ def _weights_by_class(model):
     return {name: paths for name, paths in by_class.items() if paths}
 
 
+def _concatenations(model):
+    return [layer.name for layer in model.layers if isinstance(layer, keras.layers.Concatenate)]
+
+
 def _batch(images, size=32):
     return images(4, size) / 255.0, np.array([0, 1, 2, 3])
 
@@ -50,7 +54,10 @@ def test_same_weighted_layers_and_recomputed_layers(images):
     assert isinstance(efficient.get_layer("block2_layer1_bn1"), memory_efficient.BatchNormalization)
     assert isinstance(efficient.get_layer("block2_layer1_conv1"), memory_efficient.Conv2D)
     names = [layer.name for layer in efficient.layers]
-    assert "block1_layer1_concat" not in names and "block1_layer1_relu1" not in names
+    assert "block1_layer1_relu1" not in names
+    # the plain model's concatenations (not stored for the backward pass: see
+    # test_recomputation_waits_for_the_backward_pass)
+    assert _concatenations(efficient) == _concatenations(plain)
     # one FeatureMoments per map that a later layer reads: 2 layers per block here
     assert [n for n in names if n.startswith("block1_moments")] == [
         "block1_moments0", "block1_moments1"]
@@ -72,8 +79,7 @@ def test_full_mode_layers(images):
     assert isinstance(full.get_layer("transition1_conv"), memory_efficient.Conv2D)
     names = [layer.name for layer in full.layers]
     assert not [n for n in names if "relu" in n and not n.startswith("final")]
-    # the transitions read the feature lists: only the last block is concatenated
-    assert [n for n in names if n.endswith("_concat")] == ["block3_concat"]
+    assert _concatenations(full) == _concatenations(plain)
     x, _ = _batch(images)
     np.testing.assert_allclose(full.predict(x, verbose=0), plain.predict(x, verbose=0), atol=1e-6)
 
@@ -159,17 +165,10 @@ def _gradients(model, x, y):
     return {w.path: g.numpy() for w, g in zip(model.trainable_weights, gradients)}
 
 
-def test_gradients_are_summed_layer_by_layer():
-    """"full": after grappler, no gradient is summed from more parts than a dense layer sends back.
-
-    Without the ``GradientRelay`` layers each map's gradient is one ``AddN`` of
-    a part from every later layer (9 here), which holds them all until the last.
-    """
+def _gradient_graph(model, input_shape, optimize=False):
+    """The traced graph of ``model``'s gradients (grappler-optimized if asked): a list of nodes."""
     from tensorflow.core.protobuf import config_pb2
     from tensorflow.python.grappler import tf_optimizer
-
-    model = DenseNet(depth=22, nb_dense_block=1, growth_rate=4, bottleneck=True,
-                     input_shape=(16, 16, 3), classes=3, memory_efficient="full")
 
     @tf.function
     def gradients(x):
@@ -177,15 +176,68 @@ def test_gradients_are_summed_layer_by_layer():
             loss = tf.reduce_sum(model(x, training=True))
         return tape.gradient(loss, model.trainable_weights)
 
-    concrete = gradients.get_concrete_function(tf.TensorSpec((2, 16, 16, 3)))
-    meta_graph = tf.compat.v1.train.export_meta_graph(
-        graph_def=concrete.graph.as_graph_def(), graph=concrete.graph)
-    meta_graph.collection_def["train_op"].node_list.value.extend(
-        t.op.name for t in concrete.outputs)
-    optimized = tf_optimizer.OptimizeGraph(config_pb2.ConfigProto(), meta_graph)
-    nodes = [*optimized.node, *(n for f in optimized.library.function for n in f.node_def)]
+    concrete = gradients.get_concrete_function(tf.TensorSpec(input_shape))
+    graph = concrete.graph.as_graph_def()
+    if optimize:
+        meta_graph = tf.compat.v1.train.export_meta_graph(graph_def=graph, graph=concrete.graph)
+        meta_graph.collection_def["train_op"].node_list.value.extend(
+            t.op.name for t in concrete.outputs)
+        graph = tf_optimizer.OptimizeGraph(config_pb2.ConfigProto(), meta_graph)
+    return [*graph.node, *(n for f in graph.library.function for n in f.node_def)]
+
+
+def _one_block(mode, nb_layers):
+    return DenseNet(nb_dense_block=1, nb_layers_per_block=[nb_layers], growth_rate=4,
+                    bottleneck=True, input_shape=(16, 16, 3), classes=3, memory_efficient=mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gradients_are_summed_layer_by_layer(mode):
+    """After grappler, no gradient is summed from more parts than a dense layer sends back.
+
+    Summed in one ``AddN`` of a part from every later layer (9 here), each
+    map's gradient would hold them all until the last arrives.
+    """
+    nodes = _gradient_graph(_one_block(mode, 10), (2, 16, 16, 3), optimize=True)
     parts = [sum(not i.startswith("^") for i in n.input) for n in nodes if n.op == "AddN"]
     assert parts and max(parts) <= 4
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_graph_grows_linearly_with_depth(mode):
+    """Each dense layer adds the same number of graph nodes, however many maps it reads.
+
+    TensorFlow's memory grows with the graph (about 20 KB per node): O(depth^2)
+    nodes per block would make memory per unit of depth grow with depth.
+    """
+    sizes = [len(_gradient_graph(_one_block(mode, n), (None, 16, 16, 3))) for n in (4, 8, 12)]
+    assert abs((sizes[2] - sizes[1]) - (sizes[1] - sizes[0])) <= 4, sizes
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_recomputation_waits_for_the_backward_pass(mode):
+    """The recomputed concatenations depend on the loss's gradient.
+
+    Without that dependency TensorFlow's executor would run the recomputation
+    as soon as the feature maps exist, during the forward pass, and hold its
+    results (every layer's whole input) until the backward pass.
+    """
+    nodes = _gradient_graph(_one_block(mode, 4), (None, 16, 16, 3))
+    by_name = {n.name: n for n in nodes}
+
+    def ancestors(name, seen):
+        for i in by_name[name].input:
+            parent = i.lstrip("^").split(":")[0]
+            if parent not in seen:
+                seen.add(parent)
+                ancestors(parent, seen)
+        return seen
+
+    recomputed = [n.name for n in nodes if n.op != "Const"
+                  and n.name.split("/")[-1].startswith("recomputed_concatenation")]
+    assert len(recomputed) == 4  # one per layer
+    for name in recomputed:
+        assert any(a.startswith("gradient_tape/") for a in ancestors(name, set())), name
 
 
 @pytest.mark.parametrize("mode", MODES)
