@@ -20,6 +20,8 @@ name                        layer
 ``block{b}_layer{l}_conv2`` 3x3 conv producing ``growth_rate`` maps
 ``block{b}_layer{l}_drop``  dropout after conv2 (only if ``dropout_rate > 0``)
 ``block{b}_layer{l}_concat`` concatenation of the layer input and its output
+``block{b}_moments{i}``     ``memory_efficient``: BN moments of the block input and
+                            layers 1..i's outputs (``FeatureMoments``, no weights)
 ``transition{t}_bn``        BN of transition ``t`` (between block t and t+1)
 ``transition{t}_conv``      1x1 compression conv
 ``transition{t}_pool``      2x2/2 average pool

@@ -40,8 +40,9 @@ Dropout (on the ``growth_rate`` maps) stays outside: a recomputation would draw
 another mask. The ImageNet stem's conv-BN-ReLU-max pool is recomputed too
 (``StemBatchNormalization``, unless the stem is the deep or anti-aliased one).
 The transitions' BN-ReLU-conv are the ``BatchNormalization``/``Conv2D`` pair
-above, so no block concatenation is stored either. Weight files keep working because they address layers by class
-name and position within that class (``_named_for_weight_files``);
+above, so no block concatenation is stored either. Weight files keep working
+because they address layers by class name and position within that class
+(``_named_for_weight_files``);
 ``get_weights()`` lists and the optimizer's variables, which go by layer order,
 put a layer's ``_conv2`` before its ``_bn2`` in this mode: copy weights between
 modes by variable path or file; a checkpoint with optimizer state (e.g.
