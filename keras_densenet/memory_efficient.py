@@ -156,6 +156,12 @@ def recomputed(function, features, concatenation, axis, *args):
     return forward(concatenation, *args)
 
 
+def _concatenation(features, concatenation, axis):
+    """``concatenation`` (the block chain's), or ``concat(features)`` where the graph has none
+    (``.keras`` files of keras-densenet 0.2.0): for the forward pass outside training."""
+    return ops.concatenate(features, axis=axis) if concatenation is None else concatenation
+
+
 @keras.saving.register_keras_serializable(package="keras_densenet")
 class FeatureMoments(keras.layers.Layer):
     """Per-channel batch mean and variance of one feature map, computed once per map.
@@ -278,9 +284,8 @@ class Conv2D(keras.layers.Conv2D):
         if training:
             return recomputed(self._forward, features, concatenation, self._channel_axis,
                               scale, offset)
-        if concatenation is None:
-            concatenation = ops.concatenate(features, axis=self._channel_axis)
-        return self._forward(concatenation, scale, offset)
+        return self._forward(_concatenation(features, concatenation, self._channel_axis),
+                             scale, offset)
 
     def _forward(self, x, scale, offset):
         x = ops.cast(_affine_relu(x, scale, offset, self._channel_axis), self.compute_dtype)
@@ -394,10 +399,8 @@ class DenseLayerBatchNormalization(keras.layers.BatchNormalization):
     def call(self, features, scale, offset, conv1_kernel, conv2_kernel, concatenation=None,
              training=None):
         if not (training and self.trainable):
-            if concatenation is None:
-                concatenation = ops.concatenate(features, axis=self.axis)
-            return self._forward(False, concatenation, scale, offset, conv1_kernel,
-                                 conv2_kernel)[0]
+            return self._forward(False, _concatenation(features, concatenation, self.axis),
+                                 scale, offset, conv1_kernel, conv2_kernel)[0]
         new, mean, variance = recomputed(self._forward_with_moments, features, concatenation,
                                          self.axis, scale, offset, conv1_kernel, conv2_kernel)
         _update_moving_statistics(self, mean, variance)
