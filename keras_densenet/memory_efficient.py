@@ -18,10 +18,10 @@ layers that keep the plain model's names, classes and weights:
 
 As in the plain block, each layer's input is the previous layer's input
 concatenated with its output (``block{b}_layer{l}_concat``), but that
-concatenation is only read in the forward pass: on TensorFlow its gradient
-flows back through this chain, so each layer adds O(1) graph nodes and each
-map's gradient is summed layer by layer (``recomputed``). The moments of a
-concatenation are the concatenated per-channel moments of its parts, so each
+concatenation is only read in the forward pass: on TensorFlow and JAX its
+gradient flows back through this chain, so each layer adds O(1) graph nodes
+and each map's gradient is summed layer by layer (``recomputed``). The moments
+of a concatenation are the concatenated per-channel moments of its parts, so each
 feature map's moments are computed once and appended to the earlier maps'
 (``FeatureMoments``, ``block{b}_moments{i}``): O(depth), not O(depth^2).
 Gradients are those of the plain layers. Without bottleneck the recomputed
@@ -115,11 +115,13 @@ def recomputed(function, features, concatenation, axis, *args):
     gradient for each of them would be O(depth^2) nodes per block, each costing
     TensorFlow about 20 KB of memory, and TensorFlow would hold each map's parts
     until the last arrives). The backward pass recomputes the concatenation
-    from ``features`` (``keras.remat`` of ``function`` would store it). On JAX
-    and PyTorch, or without ``concatenation`` (``.keras`` files of
-    keras-densenet 0.2.0), ``keras.remat`` (``jax.checkpoint``,
-    ``torch.utils.checkpoint``) recomputes ``concat(features)`` and ``function``,
-    each map getting its own gradient part.
+    from ``features`` (``keras.remat`` of ``function`` would store it). JAX
+    does the same (``_recomputed_jax``; without ``concatenation`` it
+    concatenates the maps in the forward pass). On PyTorch, or on TensorFlow
+    without ``concatenation`` (``.keras`` files of keras-densenet 0.2.0),
+    ``keras.remat`` (``torch.utils.checkpoint``, ``tf.recompute_grad``)
+    recomputes ``concat(features)`` and ``function``, each map getting its own
+    gradient part.
 
     Args:
         function: ``(x, *args) -> output`` or a tuple of outputs; may read variables.
@@ -128,6 +130,9 @@ def recomputed(function, features, concatenation, axis, *args):
         axis: the channel axis.
         args: further tensor arguments (gradients flow to them).
     """
+    if keras.backend.backend() == "jax":
+        return _recomputed_jax(function, features, _concatenation(features, concatenation, axis),
+                               axis, *args)
     if concatenation is None or keras.backend.backend() != "tensorflow":
         def forward(*tensors):
             return function(ops.concatenate(tensors[len(args):], axis=axis), *tensors[:len(args)])
@@ -156,9 +161,51 @@ def recomputed(function, features, concatenation, axis, *args):
     return forward(concatenation, *args)
 
 
+def _recomputed_jax(function, features, concatenation, axis, *args):
+    """``recomputed`` on JAX: a ``jax.custom_vjp`` that stores ``features``, not the concatenation.
+
+    ``jax.checkpoint`` (``keras.remat``) saves no memory in a jitted CPU train step
+    (jax-ml/jax#19822): its recomputation does not depend on the output gradient,
+    so XLA may schedule it in the forward pass and keep its results. Here the
+    backward pass recomputes ``concat(features)`` with a data dependency on the
+    output gradient, as on TensorFlow; the variables ``function`` reads (tracers
+    of the train step) become explicit arguments (``jax.closure_convert``) so that
+    they get their gradients.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    converted, constants = jax.closure_convert(function, concatenation, *args)
+
+    def apply(x, args, constants):
+        return converted(x, *args, *constants)
+
+    @jax.custom_vjp
+    def forward(x, features, args, constants):
+        return apply(x, args, constants)
+
+    def forward_keeping_features(x, features, args, constants):
+        return apply(x, args, constants), (features, args, constants)
+
+    def backward(saved, output_gradients):
+        features, args, constants = saved
+        first = jnp.ravel(jax.tree_util.tree_leaves(output_gradients)[0])[:1]
+        after = jnp.where(jnp.all(first == first), 0.0, jnp.nan).astype(features[-1].dtype)
+        x = jnp.concatenate([*features[:-1], features[-1] + after], axis)
+        _, pullback = jax.vjp(apply, x, args, constants)
+        x_gradient, args_gradients, constants_gradients = pullback(output_gradients)
+        # The whole gradient goes back through the block's chain of concatenations.
+        return (x_gradient, [jnp.zeros_like(f) for f in features], args_gradients,
+                constants_gradients)
+
+    forward.defvjp(forward_keeping_features, backward)
+    return forward(concatenation, list(features), tuple(args), list(constants))
+
+
 def _concatenation(features, concatenation, axis):
     """``concatenation`` (the block chain's), or ``concat(features)`` where the graph has none
-    (``.keras`` files of keras-densenet 0.2.0): for the forward pass outside training."""
+    (``.keras`` files of keras-densenet 0.2.0): for the forward pass outside training, and
+    for ``_recomputed_jax``."""
     return ops.concatenate(features, axis=axis) if concatenation is None else concatenation
 
 
