@@ -3,6 +3,7 @@
     python benchmarks/memory.py                      # all three parts below (slow: hours on 2 cores)
     python benchmarks/memory.py --parts compare depth
     python benchmarks/memory.py --parts budget --budget-models 121 --budgets 4000 8000
+    python benchmarks/memory.py --parts compare --backend jax   # the same on JAX (or torch)
     python benchmarks/memory.py --quick              # smaller everything: to check that it runs
 
 Parts, each writing its CSV under benchmarks/results/ (memory.png is redrawn
@@ -24,8 +25,10 @@ Every configuration runs in a fresh process, so that peak RSS is its own: one
 warm-up step (tracing), then timed steps of SGD with momentum on random data.
 glibc keeps freed tensors of up to 32 MB in its heaps, so peak RSS also
 measures how fragmented they get; ``--mmap-threshold 65536`` runs every worker,
-the reference too, with freed blocks returned to the system, and ``--tf-bfc``
-with TensorFlow's own allocator for tensors (the ``malloc`` column says which).
+the reference too, with freed blocks returned to the system, ``--tf-bfc``
+with TensorFlow's own allocator for tensors, and ``--onednn-malloc`` with
+malloc for the tensors of TensorFlow's oneDNN ops, which otherwise come from a
+best-fit pool that never shrinks (the ``malloc`` column says which).
 "training MB" is the peak RSS minus the process's RSS just before the first
 step (model built and compiled). ``compare`` also trains each model one step at
 batch 1 ("b1 MB"): nearly all of that is the traced graph and TensorFlow's
@@ -116,9 +119,13 @@ def measure(kind, depth, size, batch, steps, budget_mb=0):
                 **json.loads(result.stdout.strip().splitlines()[-1]))
 
 
-ALLOCATOR_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": "mmap", "TF_CPU_ALLOCATOR_USE_BFC": "bfc"}
-"""Variables that ``--mmap-threshold`` and ``--tf-bfc`` set for every worker (read when a
-process starts), and the tag each adds to the result files' names."""
+ALLOCATOR_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": "mmap", "TF_CPU_ALLOCATOR_USE_BFC": "bfc",
+                      "TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "onednnmalloc"}
+"""Variables that ``--mmap-threshold``, ``--tf-bfc`` and ``--onednn-malloc`` set for every
+worker (read when a process starts), and the tag each adds to the result files' names."""
+BACKENDS = ("tensorflow", "jax", "torch")
+"""``--backend``: the workers' ``KERAS_BACKEND``; results of another than TensorFlow are
+written to ``*_{backend}.csv``."""
 
 
 def allocator():
@@ -129,10 +136,11 @@ def allocator():
 
 def result_name(name):
     """``name`` of a CSV or plot, marked when an allocator setting is not the default."""
-    tags = [tag + ("" if tag == "bfc" else os.environ[variable])
+    tags = [tag + (os.environ[variable] if tag == "mmap" else "")
             for variable, tag in ALLOCATOR_SETTINGS.items() if variable in os.environ]
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     stem, suffix = os.path.splitext(name)
-    return "_".join([stem, *tags]) + suffix
+    return "_".join([stem, *tags, *([backend] if backend != "tensorflow" else [])]) + suffix
 
 
 def largest_batch(kind, depth, size, budget_mb, precision, start=8):
@@ -339,12 +347,25 @@ def main():
                              "TF_CPU_ALLOCATOR_USE_BFC=true: TensorFlow's own best-fit "
                              "allocator for CPU tensors instead of malloc; results are "
                              "written to *_bfc.csv")
+    parser.add_argument("--onednn-malloc", action="store_true",
+                        help="run every worker (reference included) with "
+                             "TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1: the tensors of TensorFlow's "
+                             "oneDNN ops come from malloc instead of a best-fit pool that "
+                             "keeps every block it has grown to; results are written to "
+                             "*_onednnmalloc.csv (with --mmap-threshold: freed blocks go back "
+                             "to the system)")
+    parser.add_argument("--backend", choices=BACKENDS, default="tensorflow",
+                        help="the workers' Keras backend (default tensorflow); results of "
+                             "another are written to *_{backend}.csv")
     args = parser.parse_args()
     # For the workers: this process has already started.
+    os.environ["KERAS_BACKEND"] = args.backend
     if args.mmap_threshold is not None:
         os.environ["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
     if args.tf_bfc:
         os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
+    if args.onednn_malloc:
+        os.environ["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] = "1"
     size = args.size or (112 if args.quick else 224)
     steps = args.steps or (2 if args.quick else 3)
     if "compare" in args.parts:
