@@ -142,12 +142,7 @@ def recomputed(function, features, concatenation, axis, *args):
     @tf.custom_gradient
     def forward(x, *tensors):
         def gradient(*output_gradients, variables=()):
-            # A data dependency on the output gradient, as in tf.recompute_grad: else the
-            # executor would recompute (and hold) all of it during the forward pass.
-            first = tf.reshape(output_gradients[0], [-1])[:1]
-            after = tf.where(tf.reduce_all(first == first), 0.0, float("nan"))
-            x = tf.concat([*features[:-1], features[-1] + tf.cast(after, features[-1].dtype)],
-                          axis, name="recomputed_concatenation")
+            x = _concatenated_after(output_gradients[0], features, axis)
             with tf.GradientTape() as tape:
                 tape.watch([x, *tensors])
                 outputs = tf.nest.flatten(function(x, *tensors))
@@ -189,9 +184,7 @@ def _recomputed_jax(function, features, concatenation, axis, *args):
 
     def backward(saved, output_gradients):
         features, args, constants = saved
-        first = jnp.ravel(jax.tree_util.tree_leaves(output_gradients)[0])[:1]
-        after = jnp.where(jnp.all(first == first), 0.0, jnp.nan).astype(features[-1].dtype)
-        x = jnp.concatenate([*features[:-1], features[-1] + after], axis)
+        x = _concatenated_after(jax.tree_util.tree_leaves(output_gradients)[0], features, axis)
         _, pullback = jax.vjp(apply, x, args, constants)
         x_gradient, args_gradients, constants_gradients = pullback(output_gradients)
         # The whole gradient goes back through the block's chain of concatenations.
@@ -200,6 +193,21 @@ def _recomputed_jax(function, features, concatenation, axis, *args):
 
     forward.defvjp(forward_keeping_features, backward)
     return forward(concatenation, list(features), tuple(args), list(constants))
+
+
+def _concatenated_after(gradient, features, axis):
+    """``concat(features, axis)``, computed only once ``gradient`` (an output gradient) exists.
+
+    The backward passes of ``recomputed`` build the concatenation this way: adding
+    0 (NaN if the gradient's first element is NaN) to the last map makes it depend
+    on the gradient's data, as ``tf.recompute_grad`` does; else TensorFlow's executor
+    or XLA's scheduler may recompute it during the forward pass and hold it until
+    the backward pass. Its ops are in the name scope ``recomputed_concatenation``.
+    """
+    first = ops.reshape(gradient, (-1,))[:1]
+    after = ops.cast(ops.where(ops.all(first == first), 0.0, float("nan")), features[-1].dtype)
+    with keras.name_scope("recomputed_concatenation"):
+        return ops.concatenate([*features[:-1], features[-1] + after], axis=axis)
 
 
 def _concatenation(features, concatenation, axis):
