@@ -149,10 +149,16 @@ def test_load_image_resizes_the_shorter_side_then_center_crops(tmp_path):
     assert image[:, :14].max() < 10 and image[:, 18:].min() > 245
 
 
-def test_missing_files_and_empty_folders(tmp_path, capsys):
+def test_missing_files_and_empty_folders(tmp_path, photos, capsys):
     assert cli.main(["classify", str(tmp_path)]) == 2
     assert "no images in" in capsys.readouterr().err
-    assert cli.main(["classify", "x.png", "--weights", str(tmp_path / "none.h5")]) == 2
+    image = str(photos / "astronaut.png")
+    missing = str(tmp_path / "typo.png")
+    # A missing image is named before any model is loaded (no weights download).
+    assert cli.main(["classify", image, missing]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"keras-densenet classify: error: {missing!r}: no such file or folder.")
+    assert cli.main(["classify", image, "--weights", str(tmp_path / "none.h5")]) == 2
     assert "existing weights file" in capsys.readouterr().err
 
 

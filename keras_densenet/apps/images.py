@@ -39,14 +39,21 @@ def load_image(path, resize=256, crop=224, interpolation="bicubic"):
 
 
 def image_paths(inputs):
-    """Files named in ``inputs``, folders expanded to the images they hold (sorted)."""
+    """Files named in ``inputs``, folders expanded to the images they hold (sorted).
+
+    Raises a one-line ``ValueError`` naming the first item that is neither a file nor a
+    folder, before any model is loaded. A file named outright is kept whatever its
+    extension (reading it says whether it is an image).
+    """
     paths = []
     for item in inputs:
         if os.path.isdir(item):
             paths.extend(sorted(os.path.join(item, name) for name in os.listdir(item)
                                 if is_image_name(name)))
-        else:
+        elif os.path.isfile(item):
             paths.append(item)
+        else:
+            raise ValueError(f"{item!r}: no such file or folder.")
     return paths
 
 
