@@ -117,6 +117,30 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert "does not exist or is not a directory" in capsys.readouterr().err
     assert cli.main(["train", "--recipe", "imagenet", "--output", str(tmp_path / "r2")]) == 2
     assert "No dataset given" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert cli.main(["train", "--output", str(tmp_path / "file"), "--quiet"]) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err
+    assert cli.main(["train", "--output", str(tmp_path / "file" / "run"), "--quiet"]) == 2
+    assert "cannot be created" in capsys.readouterr().err
+
+
+def test_an_output_folder_that_cannot_be_made_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    from keras_densenet.apps import cli
+
+    refused = str(tmp_path / "refused")
+    makedirs = os.makedirs
+
+    def no_such_folder(path, *args, **kwargs):
+        if str(path) == refused:
+            raise PermissionError(13, "Permission denied", path)
+        return makedirs(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "makedirs", no_such_folder)
+    assert cli.main(["train", "--epochs", "1", "--output", refused, "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"keras-densenet train: error: --output {refused!r} cannot be created: "
+        "Permission denied.")
+    assert not os.path.exists(refused)
 
 
 def test_distribute_is_validated():

@@ -359,7 +359,10 @@ def _prepare_run_dir(output_dir, config, resume):
     if any(os.path.exists(os.path.join(output_dir, name)) for name in RUN_FILES):
         raise ValueError(f"{output_dir!r} already holds a run: pass --resume to continue it, "
                          "or choose another --output.")
-    os.makedirs(output_dir, exist_ok=True)
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"--output {output_dir!r} cannot be created: {error.strerror}.") from None
     write_text(config_path, json.dumps(config, indent=2))
 
 
