@@ -28,7 +28,8 @@ measures how fragmented they get; ``--mmap-threshold 65536`` runs every worker,
 the reference too, with freed blocks returned to the system, ``--tf-bfc``
 with TensorFlow's own allocator for tensors, and ``--onednn-malloc`` with
 malloc for the tensors of TensorFlow's oneDNN ops, which otherwise come from a
-best-fit pool that never shrinks (the ``malloc`` column says which).
+best-fit pool that never shrinks (the ``malloc`` column says which);
+``--huge-pages`` makes the memory returned and taken again cost fewer page faults.
 "training MB" is the peak RSS minus the process's RSS just before the first
 step (model built and compiled). ``compare`` also trains each model one step at
 batch 1 ("b1 MB"): nearly all of that is the traced graph and TensorFlow's
@@ -120,9 +121,10 @@ def measure(kind, depth, size, batch, steps, budget_mb=0):
 
 
 ALLOCATOR_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": "mmap", "TF_CPU_ALLOCATOR_USE_BFC": "bfc",
-                      "TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "onednnmalloc"}
-"""Variables that ``--mmap-threshold``, ``--tf-bfc`` and ``--onednn-malloc`` set for every
-worker (read when a process starts), and the tag each adds to the result files' names."""
+                      "TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "onednnmalloc", "GLIBC_TUNABLES": "thp"}
+"""Variables that ``--mmap-threshold``, ``--tf-bfc``, ``--onednn-malloc`` and
+``--huge-pages`` set for every worker (read when a process starts), and the tag each adds
+to the result files' names."""
 BACKENDS = ("tensorflow", "jax", "torch")
 """``--backend``: the workers' ``KERAS_BACKEND``; results of another than TensorFlow are
 written to ``*_{backend}.csv``."""
@@ -354,6 +356,12 @@ def main():
                              "keeps every block it has grown to; results are written to "
                              "*_onednnmalloc.csv (with --mmap-threshold: freed blocks go back "
                              "to the system)")
+    parser.add_argument("--huge-pages", action="store_true",
+                        help="run every worker (reference included) with "
+                             "GLIBC_TUNABLES=glibc.malloc.hugetlb=1: malloc asks for "
+                             "transparent huge pages, so that memory given back to the system "
+                             "(--mmap-threshold) costs fewer page faults when it is taken "
+                             "again; results are written to *_thp.csv")
     parser.add_argument("--backend", choices=BACKENDS, default="tensorflow",
                         help="the workers' Keras backend (default tensorflow); results of "
                              "another are written to *_{backend}.csv")
@@ -366,6 +374,8 @@ def main():
         os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
     if args.onednn_malloc:
         os.environ["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] = "1"
+    if args.huge_pages:
+        os.environ["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"
     size = args.size or (112 if args.quick else 224)
     steps = args.steps or (2 if args.quick else 3)
     if "compare" in args.parts:
