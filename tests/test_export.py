@@ -6,6 +6,7 @@ import pytest
 
 from keras_densenet import DenseNet, preprocess_input
 from keras_densenet import export as export_lib
+from keras_densenet.apps import cli
 from keras_densenet.apps import export as export_command
 from keras_densenet.fusion import fold_batch_norms, foldable_pairs
 
@@ -113,8 +114,16 @@ def test_export_cli(tmp_path, capsys):
     assert export_command.main([model_path, out, "--format", "onnx", "--fuse",
                             "--preprocessing", "torch"]) == 0
     assert "uint8 with torch preprocessing, BN folded" in capsys.readouterr().out
-    assert export_command.main([str(tmp_path / "none.keras"), out]) == 2
-    assert "no such model file" in capsys.readouterr().out
+    # Errors are one line on stderr, before any work (through the keras-densenet command).
+    (tmp_path / "notes.txt").write_text("not a model")
+    for model, message in [(str(tmp_path / "none.keras"), "no such model file"),
+                           (str(tmp_path / "notes.txt"), "is not a Keras model file "
+                                                         "(.keras or .h5)")]:
+        assert cli.main(["export", model, str(tmp_path / "x.onnx")]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.startswith("keras-densenet export: error: ") and message in captured.err
+        assert captured.err.count("\n") == 1 and not captured.out
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_openvino_export_matches_keras_in_openvino(tmp_path, data_format="channels_last"):
@@ -168,7 +177,7 @@ def test_export_cli_quantizes_openvino_from_an_image_folder(tmp_path, capsys):
         Image.fromarray(image.astype("uint8")).save(folder / f"{index}.png")
     out = str(tmp_path / "m.xml")
     args = [model_path, out, "--format", "openvino", "--calibration", str(folder)]
-    assert export_command.main(args) == 2
-    assert "--calibration needs --format openvino and --preprocessing" in capsys.readouterr().out
+    assert cli.main(["export", *args]) == 2
+    assert "--calibration needs --format openvino and --preprocessing" in capsys.readouterr().err
     assert export_command.main(args + ["--preprocessing", "torch", "--fuse"]) == 0
     assert "BN folded, int8 from 4 calibration images" in capsys.readouterr().out

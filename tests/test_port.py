@@ -71,11 +71,11 @@ def test_port_of_keras_applications_checks_against_tf_keras(tmp_path, capsys):
 
 def test_port_errors(tmp_path, capsys):
     out = str(tmp_path / "x.weights.h5")
-    assert port.main([str(tmp_path / "missing.pth"), "--arch", "densenet121", "--out", out]) == 2
-    assert "no such file" in capsys.readouterr().out
+    assert cli.main(["port", str(tmp_path / "missing.pth"), "--arch", "densenet121", "--out", out]) == 2
+    assert "no such file" in capsys.readouterr().err
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"0123456789abcdef" * 4)
-    assert port.main([str(junk), "--arch", "densenet121", "--out", out]) == 2
-    assert "is not a weights file this package reads" in capsys.readouterr().out
+    assert cli.main(["port", str(junk), "--arch", "densenet121", "--out", out]) == 2
+    assert "is not a weights file this package reads" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--out must end with .weights.h5"):
         port.port(str(junk), "densenet121", str(tmp_path / "x.h5"))

@@ -20,8 +20,6 @@ from keras_densenet import (DenseNet, DenseNetCIFAR, DenseNetFCN, DenseNetImageN
                             decode_predictions, weights)
 from keras_densenet import export as export_lib
 from keras_densenet.apps import cli
-from keras_densenet.apps import export as export_app
-from keras_densenet.apps import port as port_app
 from keras_densenet.apps import train as train_lib
 from keras_densenet.apps.recipes import RECIPES
 
@@ -201,18 +199,18 @@ def _saved_model_file(tmp_path):
 def test_export_refuses_its_input_and_existing_outputs(tmp_path, capsys):
     model_path = _saved_model_file(tmp_path)
     original = open(model_path, "rb").read()
-    assert export_app.main([model_path, model_path, "--format", "onnx"]) == 2
-    assert export_app.main([model_path, model_path, "--format", "onnx", "--overwrite"]) == 2
+    assert cli.main(["export", model_path, model_path, "--format", "onnx"]) == 2
+    assert cli.main(["export", model_path, model_path, "--format", "onnx", "--overwrite"]) == 2
     assert open(model_path, "rb").read() == original
-    assert "is the input file" in capsys.readouterr().out
+    assert "is the input file" in capsys.readouterr().err
     out = tmp_path / "m.onnx"
     out.write_bytes(b"keep me")
-    assert export_app.main([model_path, str(out), "--format", "onnx"]) == 2
-    assert "already exists; pass --overwrite" in capsys.readouterr().out
+    assert cli.main(["export", model_path, str(out), "--format", "onnx"]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert out.read_bytes() == b"keep me"
-    assert export_app.main([model_path, str(tmp_path / "no" / "m.onnx"), "--format", "onnx"]) == 2
-    assert "does not exist" in capsys.readouterr().out
-    assert export_app.main([model_path, str(out), "--format", "onnx", "--overwrite"]) == 0
+    assert cli.main(["export", model_path, str(tmp_path / "no" / "m.onnx"), "--format", "onnx"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["export", model_path, str(out), "--format", "onnx", "--overwrite"]) == 0
     assert out.read_bytes()[:7] != b"keep me"
     assert [f for f in os.listdir(tmp_path) if ".tmp-" in f] == []
 
@@ -240,15 +238,15 @@ def test_onnx_from_jax_without_jax2onnx_names_the_package(tmp_path, monkeypatch)
 def test_port_refuses_its_source_and_existing_outputs(tmp_path, capsys):
     source = str(tmp_path / "src.weights.h5")
     open(source, "wb").write(b"original")
-    assert port_app.main([source, "--arch", "densenet121", "--out", source, "--overwrite"]) == 2
-    assert "--out" in capsys.readouterr().out and open(source, "rb").read() == b"original"
+    assert cli.main(["port", source, "--arch", "densenet121", "--out", source, "--overwrite"]) == 2
+    assert "--out" in capsys.readouterr().err and open(source, "rb").read() == b"original"
     out = tmp_path / "out.weights.h5"
     out.write_bytes(b"keep me")
-    assert port_app.main([source, "--arch", "densenet121", "--out", str(out)]) == 2
-    assert "--out" in capsys.readouterr().out and out.read_bytes() == b"keep me"
+    assert cli.main(["port", source, "--arch", "densenet121", "--out", str(out)]) == 2
+    assert "--out" in capsys.readouterr().err and out.read_bytes() == b"keep me"
     missing = str(tmp_path / "no" / "x.weights.h5")
-    assert port_app.main([source, "--arch", "densenet121", "--out", missing]) == 2
-    printed = capsys.readouterr().out
+    assert cli.main(["port", source, "--arch", "densenet121", "--out", missing]) == 2
+    printed = capsys.readouterr().err
     assert missing in printed and ".tmp-" not in printed
 
 

@@ -20,6 +20,10 @@ from keras_densenet.preprocessing import MODES
 from keras_densenet.utils import check_output_path
 
 
+MODEL_EXTENSIONS = (".keras", ".h5")
+"""What ``keras.models.load_model`` reads (``.h5``: Keras 2's whole-model files)."""
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="keras-densenet export", description=__doc__ + EXPORT_DOC,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,27 +61,23 @@ def calibration_images(folder, model, limit=300):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if not os.path.exists(args.model):
-        print(f"keras-densenet export: error: no such model file {args.model!r}")
-        return 2
+    if not os.path.isfile(args.model):
+        raise ValueError(f"no such model file {args.model!r}.")
+    if not args.model.endswith(MODEL_EXTENSIONS):
+        raise ValueError(f"model {args.model!r} is not a Keras model file "
+                         f"({' or '.join(MODEL_EXTENSIONS)}).")
     if args.calibration and not (args.format == "openvino" and args.preprocessing):
-        print("keras-densenet export: error: --calibration needs --format openvino and "
-              "--preprocessing (calibration images are raw)")
-        return 2
+        raise ValueError("--calibration needs --format openvino and --preprocessing "
+                         "(calibration images are raw).")
     if args.calibration and not os.path.isdir(args.calibration):
-        print(f"keras-densenet export: error: --calibration {args.calibration!r} is not a folder")
-        return 2
-    try:
-        check_output_path(args.output, args.overwrite, inputs=[args.model])
-        model = keras.models.load_model(args.model)
-        calibration = (calibration_images(args.calibration, model, args.calibration_size)
-                       if args.calibration else None)
-        export(model, args.output, args.format, args.preprocessing, args.fuse,
-               quantize=calibration, quantization_preset=args.quantization_preset,
-               overwrite=args.overwrite)
-    except (ValueError, OSError, ImportError) as error:
-        print(f"keras-densenet export: error: {error}")
-        return 2
+        raise ValueError(f"--calibration {args.calibration!r} is not a folder.")
+    check_output_path(args.output, args.overwrite, inputs=[args.model])
+    model = keras.models.load_model(args.model)
+    calibration = (calibration_images(args.calibration, model, args.calibration_size)
+                   if args.calibration else None)
+    export(model, args.output, args.format, args.preprocessing, args.fuse,
+           quantize=calibration, quantization_preset=args.quantization_preset,
+           overwrite=args.overwrite)
     print(f"wrote {args.output} ({args.format}, input {INPUT_NAME!r}"
           f"{', uint8 with ' + args.preprocessing + ' preprocessing' if args.preprocessing else ''}"
           f"{', BN folded' if args.fuse else ''}"

@@ -100,15 +100,10 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if not os.path.exists(args.source):
-        print(f"keras-densenet port: error: no such file or directory {args.source!r}")
-        return 2
-    try:
-        model, difference = port(args.source, args.arch, args.out, args.include_top,
-                                 args.data_format, args.verify, args.overwrite)
-        fmt = weights.detect(args.source)
-    except (ValueError, OSError, ImportError) as error:
-        print(f"keras-densenet port: error: {error}")
-        return 2
+        raise ValueError(f"no such file or directory {args.source!r}.")
+    model, difference = port(args.source, args.arch, args.out, args.include_top,
+                             args.data_format, args.verify, args.overwrite)
+    fmt = weights.detect(args.source)
     requirements = fmt.requirements(args.source)
     print(f"read {args.source} as {fmt.description}")
     print(f"wrote {args.out}: {model.name}, include_top={args.include_top}, "
