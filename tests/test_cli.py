@@ -39,6 +39,7 @@ def test_help_and_version_start_instantly_without_the_framework(flag, expected):
 
 
 def test_a_failing_command_prints_one_line_without_framework_logs(tmp_path):
+    (tmp_path / "photo.png").write_bytes(b"")  # named images must exist; the model is missing
     result, _ = run_cli("classify", str(tmp_path / "photo.png"), "--model",
                         str(tmp_path / "missing.keras"))
     assert result.returncode == 2
