@@ -127,6 +127,15 @@ def test_a_head_without_names_is_numbered(tmp_path, photos, capsys):
     assert sorted(entry["label"] for entry in record["top"]) == ["class 0", "class 1", "class 2"]
 
 
+def test_crop_is_refused_for_a_model_of_fixed_size(tmp_path, photos, capsys):
+    path = str(tmp_path / "fixed.keras")
+    DenseNet(depth=7, growth_rate=4, classes=3, input_shape=(32, 32, 3)).save(path)
+    assert cli.main(["classify", str(photos), "--model", path, "--crop", "48"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("keras-densenet classify: error: --crop 48: this model takes 32x32 "
+                           "images only; leave --crop out.")
+
+
 def test_a_decompression_bomb_is_reported_and_the_run_goes_on(imagenet_like_model, tmp_path,
                                                               monkeypatch, capsys):
     Image.new("RGB", (40, 40)).save(tmp_path / "small.png")
