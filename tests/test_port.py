@@ -71,7 +71,8 @@ def test_port_of_keras_applications_checks_against_tf_keras(tmp_path, capsys):
 
 def test_port_errors(tmp_path, capsys):
     out = str(tmp_path / "x.weights.h5")
-    assert cli.main(["port", str(tmp_path / "missing.pth"), "--arch", "densenet121", "--out", out]) == 2
+    assert cli.main(["port", str(tmp_path / "missing.pth"), "--arch", "densenet121",
+                     "--out", out]) == 2
     assert "no such file" in capsys.readouterr().err
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"0123456789abcdef" * 4)

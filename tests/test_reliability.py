@@ -208,7 +208,8 @@ def test_export_refuses_its_input_and_existing_outputs(tmp_path, capsys):
     assert cli.main(["export", model_path, str(out), "--format", "onnx"]) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert out.read_bytes() == b"keep me"
-    assert cli.main(["export", model_path, str(tmp_path / "no" / "m.onnx"), "--format", "onnx"]) == 2
+    assert cli.main(["export", model_path, str(tmp_path / "no" / "m.onnx"),
+                     "--format", "onnx"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["export", model_path, str(out), "--format", "onnx", "--overwrite"]) == 0
     assert out.read_bytes()[:7] != b"keep me"

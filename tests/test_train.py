@@ -130,12 +130,12 @@ def test_an_output_folder_that_cannot_be_made_is_a_one_line_error(tmp_path, monk
     refused = str(tmp_path / "refused")
     makedirs = os.makedirs
 
-    def no_such_folder(path, *args, **kwargs):
+    def refuse_that_folder(path, *args, **kwargs):
         if str(path) == refused:
             raise PermissionError(13, "Permission denied", path)
         return makedirs(path, *args, **kwargs)
 
-    monkeypatch.setattr(os, "makedirs", no_such_folder)
+    monkeypatch.setattr(os, "makedirs", refuse_that_folder)
     assert cli.main(["train", "--epochs", "1", "--output", refused, "--quiet"]) == 2
     assert capsys.readouterr().err.startswith(
         f"keras-densenet train: error: --output {refused!r} cannot be created: "

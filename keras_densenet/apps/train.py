@@ -362,7 +362,8 @@ def _prepare_run_dir(output_dir, config, resume):
     try:
         os.makedirs(output_dir, exist_ok=True)
     except OSError as error:
-        raise ValueError(f"--output {output_dir!r} cannot be created: {error.strerror}.") from None
+        raise ValueError(
+            f"--output {output_dir!r} cannot be created: {error.strerror}.") from None
     write_text(config_path, json.dumps(config, indent=2))
 
 
