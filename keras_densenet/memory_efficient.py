@@ -229,8 +229,9 @@ class FeatureMoments(keras.layers.Layer):
         axis: the channel axis, -1 (channels last) or 1 (channels first).
 
     Call: ``x``, ``(batch, H, W, C)`` (or channels first), and optionally
-    ``previous``, the float32 ``(2, P)`` moments of the maps concatenated before
-    it -> float32 ``(2, P + C)``: ``[mean, variance]`` of ``concat(earlier maps, x)``.
+    ``previous``, the ``(2, P)`` moments of the maps concatenated before it ->
+    ``(2, P + C)``: ``[mean, variance]`` of ``concat(earlier maps, x)``, in
+    ``statistics_dtype(self)``.
     """
 
     def __init__(self, axis=-1, **kwargs):
@@ -243,11 +244,11 @@ class FeatureMoments(keras.layers.Layer):
 
     def _moments(self, x):
         axes = [i for i in range(len(x.shape)) if i != self.axis % len(x.shape)]
-        return ops.stack(ops.moments(ops.cast(x, "float32"), axes=axes))
+        return ops.stack(ops.moments(ops.cast(x, statistics_dtype(self)), axes=axes))
 
     def compute_output_spec(self, x, previous=None):
         channels = x.shape[self.axis] + (0 if previous is None else previous.shape[-1])
-        return keras.KerasTensor((2, channels), "float32")
+        return keras.KerasTensor((2, channels), statistics_dtype(self))
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis}
@@ -269,13 +270,14 @@ class BatchNormalization(keras.layers.BatchNormalization):
             ``keras.layers.BatchNormalization``), else the moving statistics.
 
     Returns:
-        ``(scale, offset)``, two float32 ``(C,)`` vectors (``C = sum C_i``) with
+        ``(scale, offset)``, two ``(C,)`` vectors (``C = sum C_i``) in
+        ``statistics_dtype(self)``, with
         ``BN(concat(features)) == concat(features) * scale + offset``.
     """
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._convert_input_args = False  # float32 statistics, also under mixed precision
+        self._convert_input_args = False  # statistics_dtype, also under mixed precision
 
     def build(self, statistics_shape):
         channels = sum(shape[-1] for shape in statistics_shape)
@@ -283,17 +285,20 @@ class BatchNormalization(keras.layers.BatchNormalization):
         self.input_spec = None
 
     def call(self, statistics, training=None):
+        dtype = statistics_dtype(self)
         if training and self.trainable:
             mean, variance = ops.unstack(ops.concatenate(statistics, axis=-1))
             _update_moving_statistics(self, mean, variance)
         else:
-            mean, variance = self.moving_mean, self.moving_variance
-        scale = self.gamma * ops.rsqrt(variance + self.epsilon)
-        return scale, self.beta - mean * scale
+            mean = ops.cast(self.moving_mean, dtype)
+            variance = ops.cast(self.moving_variance, dtype)
+        scale = ops.cast(self.gamma, dtype) * ops.rsqrt(variance + self.epsilon)
+        return scale, ops.cast(self.beta, dtype) - mean * scale
 
     def compute_output_spec(self, statistics):
         channels = sum(s.shape[-1] for s in statistics)
-        return keras.KerasTensor((channels,), "float32"), keras.KerasTensor((channels,), "float32")
+        return (keras.KerasTensor((channels,), statistics_dtype(self)),
+                keras.KerasTensor((channels,), statistics_dtype(self)))
 
 
 def _concatenated_shape(shapes, axis):
@@ -311,7 +316,7 @@ class Conv2D(keras.layers.Conv2D):
 
     Call arguments:
         features: list of ``(batch, H, W, C_i)`` maps (or channels first).
-        scale, offset: float32 ``(sum C_i,)`` vectors from ``BatchNormalization``.
+        scale, offset: ``(sum C_i,)`` vectors from ``BatchNormalization``.
         concatenation: ``concat(features)``, if the graph has it (see ``recomputed``);
             default: concatenated here (``.keras`` files of keras-densenet 0.2.0).
         training: recompute in the backward pass (inference stores nothing anyway).
@@ -324,7 +329,7 @@ class Conv2D(keras.layers.Conv2D):
         if self.use_bias or self.activation is not keras.activations.linear:
             raise ValueError("Conv2D takes no bias and no activation: "
                              "pass use_bias=False and activation=None.")
-        self._convert_input_args = False  # float32 scale and offset, also under mixed precision
+        self._convert_input_args = False  # scale and offset in statistics_dtype
         self.input_spec = None  # Conv2D's spec is for one tensor
 
     @property
@@ -430,7 +435,7 @@ class DenseLayerBatchNormalization(keras.layers.BatchNormalization):
 
     Call arguments:
         features: list of ``(batch, H, W, C_i)`` maps (or channels first).
-        scale, offset: float32 ``(sum C_i,)``, BN1 as an affine map
+        scale, offset: ``(sum C_i,)``, BN1 as an affine map
             (``BatchNormalization``).
         conv1_kernel: ``(1, 1, sum C_i, F)`` and conv2_kernel: ``(3, 3, F, k)``,
             from ``KernelConv2D`` layers, in the compute dtype.
@@ -444,7 +449,7 @@ class DenseLayerBatchNormalization(keras.layers.BatchNormalization):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._convert_input_args = False  # float32 scale and offset, also under mixed precision
+        self._convert_input_args = False  # scale and offset in statistics_dtype
 
     def build(self, features_shape, conv1_kernel_shape):
         channels = conv1_kernel_shape[-1]
@@ -570,7 +575,7 @@ class StemBatchNormalization(keras.layers.BatchNormalization):
 
 
 def _batch_norm_relu(batch_norm, x, batch_moments, axis):
-    """``(relu(BN(x)), mean, variance)`` in float32, with ``batch_norm``'s variables.
+    """``(relu(BN(x)), mean, variance)`` in ``statistics_dtype(batch_norm)``, with its variables.
 
     ``batch_moments``: normalize with (and return) the batch's per-channel
     moments along ``axis`` (training), else the moving ones. Called inside the
@@ -578,13 +583,25 @@ def _batch_norm_relu(batch_norm, x, batch_moments, axis):
     ``tf.recompute_grad`` differentiates the variables its function reads (a
     variable argument would count twice).
     """
-    x = ops.cast(x, "float32")
+    dtype = statistics_dtype(batch_norm)
+    x = ops.cast(x, dtype)
     if batch_moments:
         mean, variance = ops.moments(x, axes=[i for i in range(4) if i != axis])
     else:
-        mean, variance = batch_norm.moving_mean, batch_norm.moving_variance
-    scale = batch_norm.gamma * ops.rsqrt(variance + batch_norm.epsilon)
-    return _affine_relu(x, scale, batch_norm.beta - mean * scale, axis), mean, variance
+        mean = ops.cast(batch_norm.moving_mean, dtype)
+        variance = ops.cast(batch_norm.moving_variance, dtype)
+    scale = ops.cast(batch_norm.gamma, dtype) * ops.rsqrt(variance + batch_norm.epsilon)
+    offset = ops.cast(batch_norm.beta, dtype) - mean * scale
+    return _affine_relu(x, scale, offset, axis), mean, variance
+
+
+def statistics_dtype(layer):
+    """The dtype of a BN's batch statistics and affine map, as ``keras.layers.BatchNormalization``
+    has them: ``layer``'s compute dtype, at least float32 (float32 under mixed precision).
+
+    Under floatx float64: float64 on TensorFlow; float32 on JAX and PyTorch (Keras' promotion).
+    """
+    return keras.backend.result_type(layer.compute_dtype, "float32")
 
 
 def _update_moving_statistics(batch_norm, mean, variance):
@@ -597,10 +614,11 @@ def _update_moving_statistics(batch_norm, mean, variance):
 
 
 def _affine_relu(x, scale, offset, axis):
-    """``relu(x * scale + offset)`` in float32, per channel along ``axis`` (1: channels first)."""
+    """``relu(x * scale + offset)`` in ``scale``'s dtype, per channel along ``axis`` (1: channels
+    first)."""
     if axis == 1:
         scale, offset = ops.reshape(scale, (-1, 1, 1)), ops.reshape(offset, (-1, 1, 1))
-    return ops.relu(ops.cast(x, "float32") * scale + offset)
+    return ops.relu(ops.cast(x, scale.dtype) * scale + offset)
 
 
 def weighted_layers(model):
