@@ -58,6 +58,16 @@ def move_into_place(source, path):
         os.replace(source, path)
 
 
+INPUT_KINDS = {"file": os.path.isfile, "folder": os.path.isdir, "file or folder": os.path.exists}
+
+
+def check_input_path(path, argument, kind="file"):
+    """A one-line error, before any work, when ``path`` (given as ``argument``) is not an
+    existing ``kind``: ``"file"`` (default), ``"folder"`` or ``"file or folder"``."""
+    if not INPUT_KINDS[kind](path):
+        raise ValueError(f"{argument} {os.fspath(path)!r}: no such {kind}.")
+
+
 def check_output_path(path, overwrite=False, inputs=(), argument="output"):
     """A one-line error, before any work, when ``path`` cannot be written as asked.
 

@@ -166,7 +166,7 @@ def test_missing_files_and_empty_folders(tmp_path, photos, capsys):
     # A missing image is named before any model is loaded (no weights download).
     assert cli.main(["classify", image, missing]) == 2
     assert capsys.readouterr().err.startswith(
-        f"keras-densenet classify: error: {missing!r}: no such file or folder.")
+        f"keras-densenet classify: error: image {missing!r}: no such file or folder.")
     assert cli.main(["classify", image, "--weights", str(tmp_path / "none.h5")]) == 2
     assert "existing weights file" in capsys.readouterr().err
 

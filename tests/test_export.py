@@ -116,7 +116,7 @@ def test_export_cli(tmp_path, capsys):
     assert "uint8 with torch preprocessing, BN folded" in capsys.readouterr().out
     # Errors are one line on stderr, before any work (through the keras-densenet command).
     (tmp_path / "notes.txt").write_text("not a model")
-    for model, message in [(str(tmp_path / "none.keras"), "no such model file"),
+    for model, message in [(str(tmp_path / "none.keras"), "': no such file."),
                            (str(tmp_path / "notes.txt"), "is not a Keras model file "
                                                          "(.keras or .h5)")]:
         assert cli.main(["export", model, str(tmp_path / "x.onnx")]) == 2

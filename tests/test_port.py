@@ -73,7 +73,7 @@ def test_port_errors(tmp_path, capsys):
     out = str(tmp_path / "x.weights.h5")
     assert cli.main(["port", str(tmp_path / "missing.pth"), "--arch", "densenet121",
                      "--out", out]) == 2
-    assert "no such file" in capsys.readouterr().err
+    assert "source '" in (err := capsys.readouterr().err) and "': no such file or folder." in err
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"0123456789abcdef" * 4)
     assert cli.main(["port", str(junk), "--arch", "densenet121", "--out", out]) == 2

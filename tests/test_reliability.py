@@ -216,6 +216,27 @@ def test_export_refuses_its_input_and_existing_outputs(tmp_path, capsys):
     assert [f for f in os.listdir(tmp_path) if ".tmp-" in f] == []
 
 
+
+def test_every_missing_input_is_named_in_one_wording(tmp_path, capsys):
+    """Each command's input paths: ``<argument> '<path>': no such <file|folder>.``, before any work."""
+    model_path = _saved_model_file(tmp_path)
+    missing = str(tmp_path / "missing")
+    for argv, named in [
+            (["classify", model_path, "--model", missing], f"--model {missing!r}: no such file."),
+            (["classify", missing], f"image {missing!r}: no such file or folder."),
+            (["export", missing, str(tmp_path / "m.onnx")], f"model {missing!r}: no such file."),
+            (["export", model_path, str(tmp_path / "m.xml"), "--format", "openvino",
+              "--preprocessing", "torch", "--calibration", model_path],
+             f"--calibration {model_path!r}: no such folder."),
+            (["port", missing, "--arch", "densenet121", "--out", str(tmp_path / "w.weights.h5")],
+             f"source {missing!r}: no such file or folder."),
+            (["train", "--data", missing, "--output", str(tmp_path / "run"), "--quiet"],
+             f"image folder {missing!r}: no such folder.")]:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and named in err, (argv, err)
+    assert sorted(os.listdir(tmp_path)) == ["m.keras"]
+
 def test_saved_model_replaces_an_old_folder_whole(tmp_path):
     model = keras.models.load_model(_saved_model_file(tmp_path))
     folder = tmp_path / "sm"

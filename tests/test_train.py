@@ -114,7 +114,7 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     code = cli.main(["train", "--data", str(tmp_path / "missing"), "--output",
                      str(tmp_path / "run"), "--quiet"])
     assert code == 2
-    assert "does not exist or is not a directory" in capsys.readouterr().err
+    assert "no such folder" in capsys.readouterr().err
     assert cli.main(["train", "--recipe", "imagenet", "--output", str(tmp_path / "r2")]) == 2
     assert "No dataset given" in capsys.readouterr().err
     (tmp_path / "file").write_text("")

@@ -33,6 +33,7 @@ from keras_densenet.apps.images import IMAGE_EXTENSIONS, image_paths, load_image
 from keras_densenet.architectures import IMAGENET_ARCHITECTURES
 from keras_densenet.checks import check_positive_int
 from keras_densenet.runtime import PRECISIONS, RUNTIMES
+from keras_densenet.utils import check_input_path
 
 PREPROCESSING_MODES = ("torch", "caffe_bgr")  # keras_densenet.preprocessing.MODES, without Keras
 DEFAULT_CROP = 224
@@ -49,8 +50,7 @@ def load_model(model_path=None, architecture="densenet121", weights="imagenet",
     from keras_densenet.presets import DenseNetImageNet
 
     if model_path:
-        if not os.path.isfile(model_path):
-            raise ValueError(f"--model {model_path!r}: no such file.")
+        check_input_path(model_path, "--model")
         return keras.models.load_model(model_path)
     return DenseNetImageNet(architecture, weights=weights, weights_source=weights_source)
 

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from keras_densenet.apps.images import IMAGE_EXTENSIONS, is_image_name
 from keras_densenet.preprocessing import TORCH_MEAN, TORCH_STD
+from keras_densenet.utils import check_input_path
 
 Splits = collections.namedtuple("Splits", "train validation test class_names image_shape")
 """``train``/``validation``/``test``: ``tf.data.Dataset``, disjoint (validation for model
@@ -134,8 +135,7 @@ def check_image_folder(path):
     uses), so that a truncated or corrupt file is named now, with all the others,
     instead of stopping training mid-epoch. Returns ``{class name: image count}``.
     """
-    if not os.path.isdir(path):
-        raise ValueError(f"Image folder {path!r} does not exist or is not a directory.")
+    check_input_path(path, "image folder", "folder")
     classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
     counts, files = {}, []
     for name in classes:

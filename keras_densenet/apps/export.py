@@ -7,7 +7,6 @@ The library function behind it is ``keras_densenet.export.export``.
 """
 
 import argparse
-import os
 
 import keras
 import numpy as np
@@ -17,7 +16,7 @@ from keras_densenet.export import FORMATS, INPUT_NAME, QUANTIZATION_PRESETS, exp
 from keras_densenet.export import __doc__ as EXPORT_DOC
 from keras_densenet.model import model_config
 from keras_densenet.preprocessing import MODES
-from keras_densenet.utils import check_output_path
+from keras_densenet.utils import check_input_path, check_output_path
 
 
 MODEL_EXTENSIONS = (".keras", ".h5")
@@ -61,16 +60,15 @@ def calibration_images(folder, model, limit=300):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if not os.path.isfile(args.model):
-        raise ValueError(f"no such model file {args.model!r}.")
+    check_input_path(args.model, "model")
     if not args.model.endswith(MODEL_EXTENSIONS):
         raise ValueError(f"model {args.model!r} is not a Keras model file "
                          f"({' or '.join(MODEL_EXTENSIONS)}).")
     if args.calibration and not (args.format == "openvino" and args.preprocessing):
         raise ValueError("--calibration needs --format openvino and --preprocessing "
                          "(calibration images are raw).")
-    if args.calibration and not os.path.isdir(args.calibration):
-        raise ValueError(f"--calibration {args.calibration!r} is not a folder.")
+    if args.calibration:
+        check_input_path(args.calibration, "--calibration", "folder")
     check_output_path(args.output, args.overwrite, inputs=[args.model])
     model = keras.models.load_model(args.model)
     calibration = (calibration_images(args.calibration, model, args.calibration_size)

@@ -4,6 +4,8 @@ import os
 
 import numpy as np
 
+from keras_densenet.utils import check_input_path
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 """The formats that both training (``keras.utils.image_dataset_from_directory``) and classify read."""
 
@@ -50,10 +52,9 @@ def image_paths(inputs):
         if os.path.isdir(item):
             paths.extend(sorted(os.path.join(item, name) for name in os.listdir(item)
                                 if is_image_name(name)))
-        elif os.path.isfile(item):
-            paths.append(item)
         else:
-            raise ValueError(f"{item!r}: no such file or folder.")
+            check_input_path(item, "image", "file or folder")
+            paths.append(item)
     return paths
 
 

@@ -16,7 +16,6 @@ padding and preprocessing, so ``DenseNetImageNet121(weights=PATH)`` builds the r
 """
 
 import argparse
-import os
 
 import keras
 import numpy as np
@@ -24,7 +23,7 @@ import numpy as np
 from keras_densenet import weights
 from keras_densenet.architectures import IMAGENET_ARCHITECTURES
 from keras_densenet.presets import DenseNetBlur121d, DenseNetImageNet
-from keras_densenet.utils import check_output_path
+from keras_densenet.utils import check_input_path, check_output_path
 
 ARCHITECTURES = (*sorted(IMAGENET_ARCHITECTURES), "densenetblur121d")
 """``--arch`` choices: the ImageNet family and timm's blur-pooled deep-stem 121."""
@@ -99,8 +98,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if not os.path.exists(args.source):
-        raise ValueError(f"no such file or directory {args.source!r}.")
+    check_input_path(args.source, "source", "file or folder")
     model, difference = port(args.source, args.arch, args.out, args.include_top,
                              args.data_format, args.verify, args.overwrite)
     fmt = weights.detect(args.source)
