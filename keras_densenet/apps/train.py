@@ -19,6 +19,8 @@ killed at any instant and continued with ``--resume`` (which reads the recipe
 from ``config.json``: no need to repeat the options): ``backup/`` is removed
 only after every final file is written, a resumed run writes the final files
 that are missing, and ``log.csv`` is cut back to the restored epoch.
+``--resume --memory-efficient MODE`` continues a run in another memory mode (a
+run that ran out of memory, say, in ``full``): its backup is rewritten for it.
 """
 
 import argparse
@@ -29,6 +31,7 @@ import io
 import json
 import os
 import shutil
+import tempfile
 
 import keras
 
@@ -105,28 +108,24 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
 def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_dir, callbacks,
          verbose):
     """Build, train and evaluate; write the run files (the chief only), resumably."""
-    with strategy.scope() if strategy else contextlib.nullcontext():
-        model = DenseNet(**recipe.model, input_shape=splits.image_shape,
-                         classes=len(splits.class_names))
-        # What classify and export need to feed the model as it was trained.
-        model.update_config(class_names=splits.class_names, preprocessing="torch",
-                            crop_pct=1.0, interpolation="bilinear")
-        steps_per_epoch = int(splits.train.cardinality())
-        model.compile(
-            optimizer=keras.optimizers.SGD(
-                learning_rate=step_schedule(recipe, steps_per_epoch),
-                momentum=recipe.momentum, nesterov=recipe.nesterov),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+    scope = strategy.scope if strategy else contextlib.nullcontext
+    with scope():
+        model = _compiled_model(recipe, splits)
     # Only now, with every option checked, is anything written.
-    if worker.chief:
-        _prepare_run_dir(output_dir, config, resume)
+    started_in = _prepare_run_dir(output_dir, config, resume) if worker.chief else None
     log_path = os.path.join(output_dir, "log.csv")
     model_path = os.path.join(output_dir, "model.keras")
     if not (resume and os.path.exists(model_path)):
         if worker.chief:
             _trim_log(log_path, _restorable_epoch(backup_dir))
+        if resume:
+            with scope():
+                _fit_backup_to(model, backup_dir, lambda mode: _compiled_model(
+                    recipe.replace(model={**recipe.model, "memory_efficient": mode}), splits))
+        if started_in is not None:  # resumed in another memory mode: the run goes on in it
+            print(f"resuming with memory_efficient={_memory_mode(config)!r} (the run "
+                  f"started with {started_in!r})")
+            write_text(os.path.join(output_dir, "config.json"), json.dumps(config, indent=2))
         model.fit(
             splits.train,
             validation_data=splits.validation,  # model selection; test is reported once, below
@@ -170,6 +169,81 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
             print("matplotlib is not installed: no curves.png (pip install keras-densenet[plots]).")
     shutil.rmtree(backup_dir, ignore_errors=True)  # the run is complete
     return metrics
+
+
+def _compiled_model(recipe, splits):
+    """``recipe``'s model for ``splits``, compiled with its optimizer, loss and metrics."""
+    model = DenseNet(**recipe.model, input_shape=splits.image_shape,
+                     classes=len(splits.class_names))
+    # What classify and export need to feed the model as it was trained.
+    model.update_config(class_names=splits.class_names, preprocessing="torch",
+                        crop_pct=1.0, interpolation="bilinear")
+    steps_per_epoch = int(splits.train.cardinality())
+    model.compile(
+        optimizer=keras.optimizers.SGD(
+            learning_rate=step_schedule(recipe, steps_per_epoch),
+            momentum=recipe.momentum, nesterov=recipe.nesterov),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _fit_backup_to(model, backup_dir, model_in_mode):
+    """Rewrite ``backup_dir``'s checkpoints for ``model`` if another memory mode wrote them.
+
+    A checkpoint's optimizer state lists the variables in layer order, and
+    ``memory_efficient="full"`` puts a bottleneck layer's conv2 before its bn2:
+    a checkpoint that does not load into ``model`` is loaded into
+    ``model_in_mode(mode)``, the same network in the other order, and written
+    again from ``model`` after copying every variable (optimizer state included)
+    by path. Each file is checked and replaced on its own, atomically, so a run
+    killed meanwhile resumes from either order. An unreadable file is left to
+    ``BackupAndRestore``, which falls back to the previous checkpoint.
+    """
+    other = None
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    for name in ("latest.weights.h5", "latest.weights.h5.bkp"):
+        path = os.path.join(backup_dir, name)
+        if not os.path.exists(path):
+            continue
+        with tempfile.TemporaryDirectory(dir=backup_dir) as scratch:
+            readable = os.path.join(scratch, "checkpoint.weights.h5")  # the suffix Keras reads
+            shutil.copyfile(path, readable)
+            try:
+                model.load_weights(readable)
+                continue  # written in model's order
+            except OSError:
+                continue
+            except ValueError:
+                pass
+            if other is None:
+                full = _memory_mode(model) == "full"
+                other = model_in_mode(False if full else "full")
+                other.optimizer.build(other.trainable_variables)
+            other.load_weights(readable)
+            values = _state_by_path(other)
+            for variable_path, variable in _state_by_path(model).items():
+                variable.assign(values[variable_path])
+            model.save_weights(readable, overwrite=True)
+            os.replace(readable, path)  # atomic: scratch is in the same folder
+
+
+def _state_by_path(model):
+    """``{path: variable}`` of ``model``'s weights and its optimizer's variables (their paths
+    without the optimizer's name, which differs between instances: ``"sgd_2/iteration"``)."""
+    state = {variable.path: variable for variable in model.weights}
+    state.update({variable.path.split("/", 1)[-1]: variable
+                  for variable in model.optimizer.variables})
+    return state
+
+
+def _memory_mode(model_or_config):
+    """The ``memory_efficient`` of a model built here, or of a run's config."""
+    if isinstance(model_or_config, dict):
+        return model_or_config["recipe"]["model"].get("memory_efficient", False)
+    return model_or_config.densenet_config["architecture"]["memory_efficient"]
 
 
 def check_recipe(recipe):
@@ -338,11 +412,19 @@ def _check_run_dir(output_dir, resume):
 
 
 def _prepare_run_dir(output_dir, config, resume):
+    """Check the run directory; create it and its ``config.json`` for a new run.
+
+    Returns the memory mode a resumed run started in when ``config`` asks for
+    another (the only change ``--resume`` takes), else ``None``.
+    """
     config_path = os.path.join(output_dir, "config.json")
     _check_run_dir(output_dir, resume)
     if resume:
         saved = read_run_config(output_dir)
         current = json.loads(json.dumps(config))  # tuples become lists, as in the file
+        started_in = _memory_mode(saved)
+        for run in (saved, current):
+            run["recipe"]["model"].pop("memory_efficient", None)
         if saved != current:
             differences = sorted(key for key, value in current["recipe"].items()
                                  if saved["recipe"].get(key) != value) or ["class_names"]
@@ -355,7 +437,7 @@ def _prepare_run_dir(output_dir, config, resume):
                 and not os.path.exists(os.path.join(output_dir, "backup"))):
             raise ValueError(f"--resume: the run in {output_dir!r} has already finished "
                              "(model.keras is written); train into a new --output.")
-        return
+        return None if started_in == _memory_mode(config) else started_in
     if any(os.path.exists(os.path.join(output_dir, name)) for name in RUN_FILES):
         raise ValueError(f"{output_dir!r} already holds a run: pass --resume to continue it, "
                          "or choose another --output.")
@@ -365,6 +447,7 @@ def _prepare_run_dir(output_dir, config, resume):
         raise ValueError(
             f"--output {output_dir!r} cannot be created: {error.strerror}.") from None
     write_text(config_path, json.dumps(config, indent=2))
+    return None
 
 
 def read_run_config(output_dir):
@@ -407,7 +490,7 @@ def build_parser():
                         help="recompute in the backward pass to train in less memory: on = "
                              "each layer's concat-BN-ReLU-1x1, full = whole dense layers, "
                              "transitions and stem (about half the memory, ~15%% slower); "
-                             "default: the recipe's (off)")
+                             "default: the recipe's (off); with --resume: go on in this mode")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
