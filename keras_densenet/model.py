@@ -386,6 +386,60 @@ class DenseNetModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
         return super().make_train_function(force)
 
+    def load_weights(self, filepath, *args, **kwargs):
+        """Keras' ``load_weights``; also a checkpoint written in another memory mode's order.
+
+        A ``save_weights`` file holds the optimizer's state as a list in layer
+        order, and ``memory_efficient="full"`` puts a bottleneck layer's
+        ``_conv2`` before its ``_bn2``. A file that does not load for that
+        reason (``BackupAndRestore`` resuming a run in another mode, say) is
+        loaded into this network built in the other order, and every variable,
+        optimizer state included, is copied from it by path. Any other error
+        is Keras' own.
+        """
+        try:
+            return super().load_weights(filepath, *args, **kwargs)
+        except ValueError as error:
+            twin = self._in_the_other_order()
+            if twin is None:
+                raise
+            try:
+                keras.Model.load_weights(twin, filepath, *args, **kwargs)
+            except ValueError:
+                raise error from None
+        values = training_state(twin)
+        for path, variable in training_state(self).items():
+            variable.assign(values[path])
+
+    def _in_the_other_order(self):
+        """This network, compiled with a fresh copy of its optimizer, in the memory mode
+        whose variables come in the other order; ``None`` if the orders are the same."""
+        config = self.densenet_config
+        if not config or self.optimizer is None:
+            return None
+        architecture = Architecture(**config["architecture"])
+        other = False if architecture.memory_efficient == "full" else "full"
+        twin = build(dataclasses.replace(architecture, memory_efficient=other))
+        if [v.path for v in twin.weights] == [v.path for v in self.weights]:
+            return None
+        optimizer = self.optimizer
+        twin.compile(optimizer=type(optimizer).from_config(optimizer.get_config()))
+        twin.optimizer.build(twin.trainable_variables)
+        return twin
+
+
+def training_state(model):
+    """``{key: variable}`` of ``model``'s weights (key: the path) and of its optimizer's
+    variables (key: ``(i, name)``, the i-th optimizer in them, as a LossScaleOptimizer
+    lists its own and then its inner optimizer's: their paths start with instance names
+    such as ``"sgd_2/"``, which differ between two models)."""
+    state = {variable.path: variable for variable in model.weights}
+    owners = {}
+    for variable in model.optimizer.variables if model.optimizer is not None else ():
+        owner, _, name = variable.path.rpartition("/")
+        state[owners.setdefault(owner, len(owners)), name] = variable
+    return state
+
 
 def min_image_size(config):
     """Smallest height/width the recorded architecture takes (``2 ** downsamplings``),

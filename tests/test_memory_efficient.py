@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from keras_densenet import DenseNet, memory_efficient
+from keras_densenet.model import training_state
 
 BC = dict(depth=16, growth_rate=4, bottleneck=True, reduction=0.5, weight_decay=1e-4,
           input_shape=(32, 32, 3), classes=4)
@@ -292,6 +293,38 @@ def test_weights_files_move_between_layouts(tmp_path, images, saved_mode):
         np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-6)
         np.testing.assert_allclose(DenseNet(**BC, memory_efficient=mode, weights=path).predict(
             x, verbose=0), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("saved_mode, mode, policy", [
+    (False, "full", "float32"), ("full", True, "float32"), ("full", False, "mixed_float16")])
+def test_training_checkpoints_load_in_any_mode(tmp_path, images, saved_mode, mode, policy):
+    """A ``save_weights`` checkpoint with optimizer state loads into another mode (the
+    optimizer lists variables in layer order, which "full" changes): every variable, the
+    optimizer's (a LossScaleOptimizer's under mixed precision) included, as saved."""
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        models = []
+        for memory_mode in (saved_mode, mode):
+            model = DenseNet(**BC, memory_efficient=memory_mode)
+            model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                          "sparse_categorical_crossentropy")
+            model.optimizer.build(model.trainable_variables)
+            models.append(model)
+        saved, loading = models
+        saved.train_on_batch(*_batch(images))
+        path = str(tmp_path / "checkpoint.weights.h5")
+        saved.save_weights(path)
+        loading.load_weights(path)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    expected, got = training_state(saved), training_state(loading)
+    assert sorted(map(str, got)) == sorted(map(str, expected))
+    for key, variable in expected.items():
+        np.testing.assert_array_equal(got[key].numpy(), variable.numpy(), err_msg=str(key))
+    other = DenseNet(**{**BC, "growth_rate": 6})
+    other.save_weights(str(tmp_path / "other.weights.h5"))
+    with pytest.raises(ValueError):  # another network: Keras' own error
+        loading.load_weights(str(tmp_path / "other.weights.h5"))
 
 
 @pytest.mark.parametrize("mode", [False, *MODES])

@@ -20,7 +20,7 @@ from ``config.json``: no need to repeat the options): ``backup/`` is removed
 only after every final file is written, a resumed run writes the final files
 that are missing, and ``log.csv`` is cut back to the restored epoch.
 ``--resume --memory-efficient MODE`` continues a run in another memory mode (a
-run that ran out of memory, say, in ``full``): its backup is rewritten for it.
+run that ran out of memory, say, in ``full``).
 """
 
 import argparse
@@ -31,7 +31,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 
 import keras
 
@@ -108,9 +107,20 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
 def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_dir, callbacks,
          verbose):
     """Build, train and evaluate; write the run files (the chief only), resumably."""
-    scope = strategy.scope if strategy else contextlib.nullcontext
-    with scope():
-        model = _compiled_model(recipe, splits)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model = DenseNet(**recipe.model, input_shape=splits.image_shape,
+                         classes=len(splits.class_names))
+        # What classify and export need to feed the model as it was trained.
+        model.update_config(class_names=splits.class_names, preprocessing="torch",
+                            crop_pct=1.0, interpolation="bilinear")
+        steps_per_epoch = int(splits.train.cardinality())
+        model.compile(
+            optimizer=keras.optimizers.SGD(
+                learning_rate=step_schedule(recipe, steps_per_epoch),
+                momentum=recipe.momentum, nesterov=recipe.nesterov),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
     # Only now, with every option checked, is anything written.
     started_in = _prepare_run_dir(output_dir, config, resume) if worker.chief else None
     log_path = os.path.join(output_dir, "log.csv")
@@ -118,11 +128,8 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
     if not (resume and os.path.exists(model_path)):
         if worker.chief:
             _trim_log(log_path, _restorable_epoch(backup_dir))
-        if resume:
-            with scope():
-                _fit_backup_to(model, backup_dir, lambda mode: _compiled_model(
-                    recipe.replace(model={**recipe.model, "memory_efficient": mode}), splits))
         if started_in is not None:  # resumed in another memory mode: the run goes on in it
+            # (its checkpoint loads: DenseNetModel.load_weights takes either variable order)
             print(f"resuming with memory_efficient={_memory_mode(config)!r} (the run "
                   f"started with {started_in!r})")
             write_text(os.path.join(output_dir, "config.json"), json.dumps(config, indent=2))
@@ -171,79 +178,9 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
     return metrics
 
 
-def _compiled_model(recipe, splits):
-    """``recipe``'s model for ``splits``, compiled with its optimizer, loss and metrics."""
-    model = DenseNet(**recipe.model, input_shape=splits.image_shape,
-                     classes=len(splits.class_names))
-    # What classify and export need to feed the model as it was trained.
-    model.update_config(class_names=splits.class_names, preprocessing="torch",
-                        crop_pct=1.0, interpolation="bilinear")
-    steps_per_epoch = int(splits.train.cardinality())
-    model.compile(
-        optimizer=keras.optimizers.SGD(
-            learning_rate=step_schedule(recipe, steps_per_epoch),
-            momentum=recipe.momentum, nesterov=recipe.nesterov),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return model
-
-
-def _fit_backup_to(model, backup_dir, model_in_mode):
-    """Rewrite ``backup_dir``'s checkpoints for ``model`` if another memory mode wrote them.
-
-    A checkpoint's optimizer state lists the variables in layer order, and
-    ``memory_efficient="full"`` puts a bottleneck layer's conv2 before its bn2:
-    a checkpoint that does not load into ``model`` is loaded into
-    ``model_in_mode(mode)``, the same network in the other order, and written
-    again from ``model`` after copying every variable (optimizer state included)
-    by path. Each file is checked and replaced on its own, atomically, so a run
-    killed meanwhile resumes from either order. An unreadable file is left to
-    ``BackupAndRestore``, which falls back to the previous checkpoint.
-    """
-    other = None
-    if not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-    for name in ("latest.weights.h5", "latest.weights.h5.bkp"):
-        path = os.path.join(backup_dir, name)
-        if not os.path.exists(path):
-            continue
-        with tempfile.TemporaryDirectory(dir=backup_dir) as scratch:
-            readable = os.path.join(scratch, "checkpoint.weights.h5")  # the suffix Keras reads
-            shutil.copyfile(path, readable)
-            try:
-                model.load_weights(readable)
-                continue  # written in model's order
-            except OSError:
-                continue
-            except ValueError:
-                pass
-            if other is None:
-                full = _memory_mode(model) == "full"
-                other = model_in_mode(False if full else "full")
-                other.optimizer.build(other.trainable_variables)
-            other.load_weights(readable)
-            values = _state_by_path(other)
-            for variable_path, variable in _state_by_path(model).items():
-                variable.assign(values[variable_path])
-            model.save_weights(readable, overwrite=True)
-            os.replace(readable, path)  # atomic: scratch is in the same folder
-
-
-def _state_by_path(model):
-    """``{path: variable}`` of ``model``'s weights and its optimizer's variables (their paths
-    without the optimizer's name, which differs between instances: ``"sgd_2/iteration"``)."""
-    state = {variable.path: variable for variable in model.weights}
-    state.update({variable.path.split("/", 1)[-1]: variable
-                  for variable in model.optimizer.variables})
-    return state
-
-
-def _memory_mode(model_or_config):
-    """The ``memory_efficient`` of a model built here, or of a run's config."""
-    if isinstance(model_or_config, dict):
-        return model_or_config["recipe"]["model"].get("memory_efficient", False)
-    return model_or_config.densenet_config["architecture"]["memory_efficient"]
+def _memory_mode(config):
+    """The ``memory_efficient`` of a run's config (``False`` where the recipe has none)."""
+    return config["recipe"]["model"].get("memory_efficient", False)
 
 
 def check_recipe(recipe):
