@@ -413,14 +413,16 @@ class DenseNetModel(keras.Model):
 
     def _in_the_other_order(self):
         """This network, compiled with a fresh copy of its optimizer, in the memory mode
-        whose variables come in the other order; ``None`` if the orders are the same."""
+        whose variables come in the other order; ``None`` if the orders are the same or
+        the recorded architecture is not all of this model (a new head on a backbone)."""
         config = self.densenet_config
         if not config or self.optimizer is None:
             return None
         architecture = Architecture(**config["architecture"])
         other = False if architecture.memory_efficient == "full" else "full"
         twin = build(dataclasses.replace(architecture, memory_efficient=other))
-        if [v.path for v in twin.weights] == [v.path for v in self.weights]:
+        order, twin_order = [v.path for v in self.weights], [v.path for v in twin.weights]
+        if twin_order == order or sorted(twin_order) != sorted(order):
             return None
         optimizer = self.optimizer
         twin.compile(optimizer=type(optimizer).from_config(optimizer.get_config()))
