@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from keras_densenet.fusion import fold_batch_norms
-from keras_densenet.model import model_config
+from keras_densenet.model import in_memory_mode, model_config
 from keras_densenet.preprocessing import MODES, preprocess_input
 from keras_densenet.utils import move_into_place
 
@@ -40,6 +40,9 @@ QUANTIZATION_PRESETS = ("performance", "mixed")
 def serving_model(model, preprocessing=None, fuse=False):
     """The model to export: optionally fused, optionally taking raw uint8 images.
 
+    A model built with ``memory_efficient`` is served in the plain layout
+    (``model.in_memory_mode``): same outputs, fewer ops, foldable BNs.
+
     Args:
         model: a functional DenseNet with a fixed or variable input size.
         preprocessing: ``None`` (inputs already preprocessed, float32) or a
@@ -48,6 +51,10 @@ def serving_model(model, preprocessing=None, fuse=False):
     """
     if preprocessing is not None and preprocessing not in MODES:
         raise ValueError(f"preprocessing must be None or one of {MODES}; got {preprocessing!r}.")
+    config = getattr(model, "densenet_config", None)
+    if config and config["architecture"]["memory_efficient"]:
+        # Recomputation only changes training: the plain layout serves faster and folds BNs.
+        model = in_memory_mode(model, False) or model
     if fuse:
         model = fold_batch_norms(model)
     if preprocessing is None:

@@ -418,16 +418,39 @@ class DenseNetModel(keras.Model):
         config = self.densenet_config
         if not config or self.optimizer is None:
             return None
-        architecture = Architecture(**config["architecture"])
-        other = False if architecture.memory_efficient == "full" else "full"
-        twin = build(dataclasses.replace(architecture, memory_efficient=other))
-        order, twin_order = [v.path for v in self.weights], [v.path for v in twin.weights]
-        if twin_order == order or sorted(twin_order) != sorted(order):
+        mode = config["architecture"]["memory_efficient"]
+        twin = in_memory_mode(self, False if mode == "full" else "full")
+        if twin is None or [v.path for v in twin.weights] == [v.path for v in self.weights]:
             return None
         optimizer = self.optimizer
         twin.compile(optimizer=type(optimizer).from_config(optimizer.get_config()))
         twin.optimizer.build(twin.trainable_variables)
         return twin
+
+
+def in_memory_mode(model, memory_efficient):
+    """``model``'s network built with ``memory_efficient`` instead, holding its weights.
+
+    The same layer names, weights (copied by path) and recorded config (but
+    the pyramid, which ``"full"`` shortens); e.g. ``in_memory_mode(model, False)``
+    for a model trained with ``memory_efficient="full"``: the plain layout
+    serves faster and folds its BNs. ``None`` where ``model`` records no
+    architecture or the recorded one is not all of it (a new head on a backbone).
+    """
+    config = getattr(model, "densenet_config", None)
+    if not config:
+        return None
+    architecture = Architecture(**config["architecture"])
+    twin = build(dataclasses.replace(architecture, memory_efficient=memory_efficient),
+                 name=model.name)
+    values = {variable.path: variable for variable in model.weights}
+    if sorted(values) != sorted(variable.path for variable in twin.weights):
+        return None
+    twin.update_config(**{key: value for key, value in config.items()
+                          if key not in ("architecture", "pyramid")})
+    for variable in twin.weights:
+        variable.assign(values[variable.path])
+    return twin
 
 
 def training_state(model):
