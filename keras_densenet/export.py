@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from keras_densenet.fusion import fold_batch_norms
-from keras_densenet.model import in_memory_mode, model_config
+from keras_densenet.model import in_memory_mode, memory_mode, model_config
 from keras_densenet.preprocessing import MODES, preprocess_input
 from keras_densenet.utils import move_into_place
 
@@ -51,8 +51,7 @@ def serving_model(model, preprocessing=None, fuse=False):
     """
     if preprocessing is not None and preprocessing not in MODES:
         raise ValueError(f"preprocessing must be None or one of {MODES}; got {preprocessing!r}.")
-    config = getattr(model, "densenet_config", None)
-    if config and config["architecture"]["memory_efficient"]:
+    if memory_mode(model):
         # Recomputation only changes training: the plain layout serves faster and folds BNs.
         model = in_memory_mode(model, False) or model
     if fuse:

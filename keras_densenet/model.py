@@ -415,10 +415,9 @@ class DenseNetModel(keras.Model):
         """This network, compiled with a fresh copy of its optimizer, in the memory mode
         whose variables come in the other order; ``None`` if the orders are the same or
         the recorded architecture is not all of this model (a new head on a backbone)."""
-        config = self.densenet_config
-        if not config or self.optimizer is None:
+        mode = memory_mode(self)
+        if mode is None or self.optimizer is None:
             return None
-        mode = config["architecture"]["memory_efficient"]
         twin = in_memory_mode(self, False if mode == "full" else "full")
         if twin is None or [v.path for v in twin.weights] == [v.path for v in self.weights]:
             return None
@@ -437,9 +436,9 @@ def in_memory_mode(model, memory_efficient):
     serves faster and folds its BNs. ``None`` where ``model`` records no
     architecture or the recorded one is not all of it (a new head on a backbone).
     """
-    config = getattr(model, "densenet_config", None)
-    if not config:
+    if memory_mode(model) is None:
         return None
+    config = model.densenet_config
     architecture = Architecture(**config["architecture"])
     twin = build(dataclasses.replace(architecture, memory_efficient=memory_efficient),
                  name=model.name)
@@ -451,6 +450,13 @@ def in_memory_mode(model, memory_efficient):
     for variable in twin.weights:
         variable.assign(values[variable.path])
     return twin
+
+
+def memory_mode(model):
+    """The ``memory_efficient`` that ``model`` was built with; ``None`` where it records
+    no architecture (a model that this package did not build, or of keras-densenet 0.1)."""
+    architecture = (getattr(model, "densenet_config", None) or {}).get("architecture")
+    return architecture.get("memory_efficient", False) if architecture else None
 
 
 def training_state(model):

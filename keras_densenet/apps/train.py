@@ -130,7 +130,7 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
             _trim_log(log_path, _restorable_epoch(backup_dir))
         if started_in is not None:  # resumed in another memory mode: the run goes on in it
             # (its checkpoint loads: DenseNetModel.load_weights takes either variable order)
-            print(f"resuming with memory_efficient={_memory_mode(config)!r} (the run "
+            print(f"resuming with memory_efficient={_run_memory_mode(config)!r} (the run "
                   f"started with {started_in!r})")
             write_text(os.path.join(output_dir, "config.json"), json.dumps(config, indent=2))
         model.fit(
@@ -178,7 +178,7 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
     return metrics
 
 
-def _memory_mode(config):
+def _run_memory_mode(config):
     """The ``memory_efficient`` of a run's config (``False`` where the recipe has none)."""
     return config["recipe"]["model"].get("memory_efficient", False)
 
@@ -359,7 +359,7 @@ def _prepare_run_dir(output_dir, config, resume):
     if resume:
         saved = read_run_config(output_dir)
         current = json.loads(json.dumps(config))  # tuples become lists, as in the file
-        started_in = _memory_mode(saved)
+        started_in = _run_memory_mode(saved)
         for run in (saved, current):
             run["recipe"]["model"].pop("memory_efficient", None)
         if saved != current:
@@ -374,7 +374,7 @@ def _prepare_run_dir(output_dir, config, resume):
                 and not os.path.exists(os.path.join(output_dir, "backup"))):
             raise ValueError(f"--resume: the run in {output_dir!r} has already finished "
                              "(model.keras is written); train into a new --output.")
-        return None if started_in == _memory_mode(config) else started_in
+        return None if started_in == _run_memory_mode(config) else started_in
     if any(os.path.exists(os.path.join(output_dir, name)) for name in RUN_FILES):
         raise ValueError(f"{output_dir!r} already holds a run: pass --resume to continue it, "
                          "or choose another --output.")
