@@ -171,6 +171,7 @@ def _wait_for(condition, what, workers, timeout=TIMEOUT):
 
 
 def test_a_killed_worker_restarts_from_the_last_backup(tmp_path, two_workers):
+    """Worker 1 killed mid-epoch; every worker restarted with --resume, in "full" mode."""
     run = str(tmp_path / "run")
     workers = Cluster(["--output", run, "--epochs", "2", *TINY_ARGS], str(tmp_path))
     try:
@@ -190,8 +191,10 @@ def test_a_killed_worker_restarts_from_the_last_backup(tmp_path, two_workers):
         code, output = workers.wait(0)
         assert code != 0 and "Collective ops is aborted" in output, output[-3000:]
         assert [int(row["epoch"]) for row in _log(run)] == [0]  # killed mid-epoch 1
+        # Restarted in another memory mode: each worker's backup, written in the plain
+        # model's variable order, loads into the "full" model (DenseNetModel.load_weights).
         for index in range(WORKERS):
-            workers.start(index, ["--resume"])
+            workers.start(index, ["--resume", "--memory-efficient", "full"])
         results = [workers.wait(index) for index in range(WORKERS)]
     finally:
         workers.kill_all()
@@ -200,6 +203,7 @@ def test_a_killed_worker_restarts_from_the_last_backup(tmp_path, two_workers):
     assert sorted(os.listdir(run)) == RUN_FILES
     assert [int(row["epoch"]) for row in _log(run)] == [0, 1]  # epoch 0 not repeated
     assert _optimizer_steps(run) == 2 * GLOBAL_STEPS_PER_EPOCH
+    assert train_lib.read_run_config(run)["recipe"]["model"]["memory_efficient"] == "full"
     _assert_like(run, two_workers[0])
 
 
