@@ -407,9 +407,7 @@ class DenseNetModel(keras.Model):
                 keras.Model.load_weights(twin, filepath, *args, **kwargs)
             except ValueError:
                 raise error from None
-        values = training_state(twin)
-        for path, variable in training_state(self).items():
-            variable.assign(values[path])
+        copy_training_state(twin, self)
 
     def _in_the_other_order(self):
         """This network, compiled with a fresh copy of its optimizer, in the memory mode
@@ -442,13 +440,11 @@ def in_memory_mode(model, memory_efficient):
     architecture = Architecture(**config["architecture"])
     twin = build(dataclasses.replace(architecture, memory_efficient=memory_efficient),
                  name=model.name)
-    values = {variable.path: variable for variable in model.weights}
-    if sorted(values) != sorted(variable.path for variable in twin.weights):
+    if sorted(v.path for v in model.weights) != sorted(v.path for v in twin.weights):
         return None
     twin.update_config(**{key: value for key, value in config.items()
                           if key not in ("architecture", "pyramid")})
-    for variable in twin.weights:
-        variable.assign(values[variable.path])
+    copy_training_state(model, twin)
     return twin
 
 
@@ -466,10 +462,19 @@ def training_state(model):
     such as ``"sgd_2/"``, which differ between two models)."""
     state = {variable.path: variable for variable in model.weights}
     owners = {}
-    for variable in model.optimizer.variables if model.optimizer is not None else ():
+    optimizer = getattr(model, "optimizer", None)  # an uncompiled model has none
+    for variable in optimizer.variables if optimizer is not None else ():
         owner, _, name = variable.path.rpartition("/")
         state[owners.setdefault(owner, len(owners)), name] = variable
     return state
+
+
+def copy_training_state(source, target):
+    """Give each of ``target``'s ``training_state`` variables the value of ``source``'s
+    under the same key (the same network in another memory mode: the same keys)."""
+    values = training_state(source)
+    for key, variable in training_state(target).items():
+        variable.assign(values[key])
 
 
 def min_image_size(config):
