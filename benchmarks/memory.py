@@ -10,7 +10,9 @@ Parts, each writing its CSV under benchmarks/results/ (memory.png is redrawn
 from whichever CSVs exist):
 
 - ``compare`` (memory.csv): DenseNet-121, batch 16, 224px: keras.applications,
-  ours with ``memory_efficient`` False, True and "full".
+  ours with ``memory_efficient`` False, True and "full" (``--compare-network
+  blur121d``: ours is timm's deep-stem, blur-pooled DenseNetBlur121d,
+  memory_blur121d.csv).
 - ``depth`` (memory_depth.csv, memory_depth_fit.csv): DenseNet-BC k=12,
   L=40/100/190/250, batch 64, 32px, each mode; least-squares fits of training
   memory against depth (linear R^2; the L^2 term's share of a quadratic fit)
@@ -57,9 +59,9 @@ REFERENCE = "keras.applications"
 WORKER = r"""
 import json, os, resource, sys, threading, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-kind, depth, size, batch, steps, budget_mb, mode = sys.argv[1:8]
-depth, size, batch, steps, budget_mb, mode = (int(depth), int(size), int(batch), int(steps),
-                                              float(budget_mb), json.loads(mode))
+kind, network, size, batch, steps, budget_mb, mode = sys.argv[1:8]
+size, batch, steps, budget_mb, mode = (int(size), int(batch), int(steps), float(budget_mb),
+                                       json.loads(mode))
 def rss_mb():
     with open("/proc/self/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
@@ -71,15 +73,18 @@ def watchdog():  # stop a probe as soon as it crosses the budget
 if budget_mb:
     threading.Thread(target=watchdog, daemon=True).start()
 import keras, numpy as np
-from keras_densenet import DenseNet, DenseNetImageNet121, DenseNetImageNet264
+import keras_densenet
+PRESETS = {"121": "DenseNetImageNet121", "264": "DenseNetImageNet264",
+           "blur121d": "DenseNetBlur121d"}
 if kind == "keras.applications":
     model = keras.applications.DenseNet121(weights=None, input_shape=(size, size, 3))
-elif depth in (121, 264):
-    preset = DenseNetImageNet121 if depth == 121 else DenseNetImageNet264
+elif network in PRESETS:
+    preset = getattr(keras_densenet, PRESETS[network])
     model = preset(input_shape=(size, size, 3), memory_efficient=mode)
-else:
-    model = DenseNet(depth=depth, growth_rate=12, bottleneck=True, reduction=0.5,
-                     input_shape=(size, size, 3), classes=10, memory_efficient=mode)
+else:  # DenseNet-BC k=12 of that depth
+    model = keras_densenet.DenseNet(depth=int(network), growth_rate=12, bottleneck=True,
+                                    reduction=0.5, input_shape=(size, size, 3), classes=10,
+                                    memory_efficient=mode)
 classes = model.output.shape[-1]
 model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "sparse_categorical_crossentropy")
 x = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
@@ -100,8 +105,11 @@ print(json.dumps(dict(peak_mb=round(peak), training_mb=round(peak - built), step
 OVER_BUDGET = 3
 
 
-def measure(kind, depth, size, batch, steps, budget_mb=0):
-    """Train ``steps`` (+1 warm-up) steps in a fresh process.
+def measure(kind, network, size, batch, steps, budget_mb=0):
+    """Train ``steps`` (+1 warm-up) steps of ``network`` in a fresh process.
+
+    ``network``: 121, 264 or "blur121d" (our ImageNet presets; keras.applications'
+    DenseNet-121 for the reference kind), or the depth of a DenseNet-BC with k=12.
 
     Returns ``{"load_1min", "peak_mb", "training_mb", "step_s", "step_cpu_s"}``
     (wall and process CPU seconds per step), or ``None``
@@ -109,13 +117,13 @@ def measure(kind, depth, size, batch, steps, budget_mb=0):
     """
     load = round(os.getloadavg()[0], 2)
     result = subprocess.run(
-        [sys.executable, "-c", WORKER, kind, str(depth), str(size), str(batch), str(steps),
+        [sys.executable, "-c", WORKER, kind, str(network), str(size), str(batch), str(steps),
          str(budget_mb), json.dumps(MODES.get(kind, False))],
         capture_output=True, text=True)
     if budget_mb and result.returncode == OVER_BUDGET:
         return None
     if result.returncode:
-        raise RuntimeError(f"{kind} depth {depth} batch {batch} failed:\n{result.stderr[-2000:]}")
+        raise RuntimeError(f"{kind} {network} batch {batch} failed:\n{result.stderr[-2000:]}")
     return dict(load_1min=load, malloc=allocator(),
                 **json.loads(result.stdout.strip().splitlines()[-1]))
 
@@ -187,13 +195,18 @@ def depth_fits(depths, values):
     return linear_r2, quadratic, share
 
 
-def compare(size, batch, steps, csv_name, kinds):
+COMPARE_NETWORKS = {"121": "DenseNet121", "blur121d": "DenseNetBlur121d"}
+"""``--compare-network``: ours in the compare part (the reference is DenseNet-121 always)."""
+
+
+def compare(size, batch, steps, csv_name, kinds, network="121"):
     rows = []
     for kind in (REFERENCE, *[k for k in MODES if k in kinds]):
-        row = dict(model=f"DenseNet121 {kind}", kind=kind, batch=batch, size=size,
-                   **measure(kind, 121, size, batch, steps))
+        ours = "121" if kind == REFERENCE else network
+        row = dict(model=f"{COMPARE_NETWORKS[ours]} {kind}", kind=kind, batch=batch, size=size,
+                   **measure(kind, ours, size, batch, steps))
         # The same step at batch 1: the graph's and runtime's share, nearly all of it.
-        row["batch1_training_mb"] = measure(kind, 121, size, 1, 0)["training_mb"]
+        row["batch1_training_mb"] = measure(kind, ours, size, 1, 0)["training_mb"]
         row["batch_share_mb"] = row["training_mb"] - row["batch1_training_mb"]
         rows.append(row)
         print(rows[-1], flush=True)
@@ -203,12 +216,12 @@ def compare(size, batch, steps, csv_name, kinds):
                            ("step_s", "time_vs_ref"), ("step_cpu_s", "cpu_time_vs_ref"),
                            ("batch_share_mb", "batch_share_vs_ref")):
             row[ratio] = round(row[key] / reference[key], 3)
-    print(f"\nDenseNet121, batch {batch}, {size}px")
-    print(f"{'model':<34}{'load':>6}{'peak MB':>9}{'train MB':>10}{'b1 MB':>7}{'step s':>8}"
+    print(f"\n{COMPARE_NETWORKS[network]} (reference: DenseNet121), batch {batch}, {size}px")
+    print(f"{'model':<36}{'load':>6}{'peak MB':>9}{'train MB':>10}{'b1 MB':>7}{'step s':>8}"
           f"{'CPU s':>8}{'peak/ref':>10}{'train/ref':>10}{'batch/ref':>10}{'time/ref':>10}"
           f"{'CPU/ref':>10}")
     for row in rows:
-        print(f"{row['model']:<34}{row['load_1min']:>6}{row['peak_mb']:>9}{row['training_mb']:>10}"
+        print(f"{row['model']:<36}{row['load_1min']:>6}{row['peak_mb']:>9}{row['training_mb']:>10}"
               f"{row['batch1_training_mb']:>7}{row['step_s']:>8}{row['step_cpu_s']:>8}"
               f"{row['peak_vs_ref']:>9}x{row['training_vs_ref']:>9}x"
               f"{row['batch_share_vs_ref']:>9}x{row['time_vs_ref']:>9}x"
@@ -323,7 +336,11 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small sizes, to check that it runs")
     parser.add_argument("--parts", nargs="+", choices=("compare", "depth", "budget"),
                         default=["compare", "depth", "budget"])
-    parser.add_argument("--batch", type=int, help="compare: DenseNet121 batch (default 16)")
+    parser.add_argument("--batch", type=int, help="compare: batch (default 16)")
+    parser.add_argument("--compare-network", choices=COMPARE_NETWORKS, default="121",
+                        help="compare: our network, DenseNet-121 (default) or timm's "
+                             "deep-stem, blur-pooled DenseNetBlur121d; results of the latter "
+                             "are written to memory_blur121d*.csv")
     parser.add_argument("--size", type=int, help="compare and budget: image size (default 224)")
     parser.add_argument("--steps", type=int,
                         help="timed steps after the warm-up step (default 3, --quick 2)")
@@ -379,9 +396,10 @@ def main():
     size = args.size or (112 if args.quick else 224)
     steps = args.steps or (2 if args.quick else 3)
     if "compare" in args.parts:
+        name = "memory" if args.compare_network == "121" else f"memory_{args.compare_network}"
         compare(size, args.batch or (8 if args.quick else 16), steps,
-                "memory.csv" if args.batch in (None, 16) else f"memory_b{args.batch}.csv",
-                args.kinds)
+                f"{name}.csv" if args.batch in (None, 16) else f"{name}_b{args.batch}.csv",
+                args.kinds, args.compare_network)
     if "depth" in args.parts:
         depth_series(args.depths or ((16, 40, 64) if args.quick else (40, 100, 190, 250)), steps,
                      args.kinds)

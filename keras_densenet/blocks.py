@@ -69,8 +69,8 @@ class BlockSettings:
         memory_efficient: ``True``: recompute each dense layer's
             concat-BN-ReLU-conv in the backward pass; ``"full"``: recompute each
             whole bottleneck dense layer, each transition's concat-BN-ReLU-conv
-            and the ImageNet stem's BN-ReLU-max pool
-            (``keras_densenet.memory_efficient``).
+            and the ImageNet stem's BN-ReLU steps and pool (``stem``;
+            ``keras_densenet.memory_efficient``).
     """
 
     data_format: str = "channels_last"
@@ -143,28 +143,42 @@ def stem(x, settings, filters, subsample, padding="symmetric", stem_type="standa
         anti_alias: replace the 3x3/2 max pool by a 3x3/1 max pool and a 3x3
             binomial blur with stride 2 (``stem_blur``), as timm's ``densenetblur121d``.
 
-    With ``settings.memory_efficient == "full"`` the standard ImageNet stem is
-    recomputed by ``stem_bn`` (``memory_efficient.StemBatchNormalization``)
-    with the kernel of ``stem_conv`` (``memory_efficient.KernelConv2D``): no
-    ``stem_pad``, ``stem_relu``, ``stem_pool_pad`` or ``stem_pool`` layers.
+    With ``settings.memory_efficient == "full"`` the ImageNet stem's last
+    BN-ReLU-pool (and blur) is recomputed in the backward pass by ``stem_bn``
+    (``stem_bn3`` in the deep stem: ``memory_efficient.StemBatchNormalization``),
+    with the standard stem's conv (``stem_conv`` is then a
+    ``memory_efficient.KernelConv2D``); the deep stem's ``stem_bn1``-``stem_conv2``
+    and ``stem_bn2``-``stem_conv3`` are ``memory_efficient.recomputed_bn_relu_conv``
+    (moments ``stem_moments1``, ``stem_moments2``), so only the convs' outputs are
+    stored. No ``stem_relu*``, ``stem_pool_pad``, ``stem_pool`` or ``stem_blur``
+    layers then, nor ``stem_pad`` in the standard stem.
     """
     if not subsample:
         return settings.conv(filters, 3, "stem_conv")(x)
     fmt = settings.data_format
+    recompute = settings.memory_efficient == "full"
     if stem_type == "deep":
         x = layers.ZeroPadding2D(1, data_format=fmt, name="stem_pad")(x)
         x = settings.conv(filters // 2, 3, "stem_conv1", strides=2, padding="valid")(x)
-        x = settings.bn_relu(x, "stem", "1")
-        x = settings.conv(filters // 2, 3, "stem_conv2")(x)
-        x = settings.bn_relu(x, "stem", "2")
-        x = settings.conv(filters, 3, "stem_conv3")(x)
+        for index, width in ((1, filters // 2), (2, filters)):
+            if recompute:
+                statistics = FeatureMoments(settings.channel_axis,
+                                            name=f"stem_moments{index}")(x)
+                x = recomputed_bn_relu_conv(x, [x], statistics, settings, width, 3,
+                                            f"stem_bn{index}", f"stem_conv{index + 1}")
+            else:
+                x = settings.bn_relu(x, "stem", str(index))
+                x = settings.conv(width, 3, f"stem_conv{index + 1}")(x)
+        if recompute:
+            return settings.batch_norm("stem_bn3", layer_class=functools.partial(
+                StemBatchNormalization, pool_padding=padding, anti_alias=anti_alias))(x)
         x = settings.bn_relu(x, "stem", "3")
-    elif settings.memory_efficient == "full" and not anti_alias:
+    elif recompute:
         kernel = settings.conv(filters, 7, "stem_conv", strides=2, padding=_valid_or_same(padding),
                                layer_class=functools.partial(
                                    KernelConv2D, input_channels=x.shape[settings.channel_axis]))(x)
         return settings.batch_norm("stem_bn", layer_class=functools.partial(
-            StemBatchNormalization, pool_padding=padding))(x, kernel)
+            StemBatchNormalization, pool_padding=padding, anti_alias=anti_alias))(x, kernel)
     else:
         if padding == "symmetric":
             x = layers.ZeroPadding2D(3, data_format=fmt, name="stem_pad")(x)
@@ -254,7 +268,7 @@ def recomputed_block_and_transition(x, settings, nb_layers, growth_rate, bottlen
     )(features[-1], statistics)
     name = f"transition{block_index}"
     x = recomputed_bn_relu_conv(concatenation, features, statistics, settings, filters, 1,
-                                name, "")
+                                f"{name}_bn", f"{name}_conv")
     return _pool(settings.dropout(x, f"{name}_drop"), settings, name, "avg")
 
 
@@ -287,12 +301,13 @@ def _memory_efficient_dense_layers(x, settings, nb_layers, growth_rate, bottlene
                                        BOTTLENECK_WIDTH, prefix)
         elif bottleneck:
             y = recomputed_bn_relu_conv(concatenation, features, statistics, settings,
-                                        BOTTLENECK_WIDTH * growth_rate, 1, prefix, "1")
+                                        BOTTLENECK_WIDTH * growth_rate, 1, f"{prefix}_bn1",
+                                        f"{prefix}_conv1")
             y = settings.bn_relu(y, prefix, "2")
             y = settings.conv(growth_rate, 3, f"{prefix}_conv2")(y)
         else:
             y = recomputed_bn_relu_conv(concatenation, features, statistics, settings,
-                                        growth_rate, 3, prefix, "2")
+                                        growth_rate, 3, f"{prefix}_bn2", f"{prefix}_conv2")
         features = [*features, settings.dropout(y, f"{prefix}_drop")]
         concatenation = layers.Concatenate(axis=settings.channel_axis,
                                            name=f"{prefix}_concat")([concatenation, features[-1]])

@@ -24,16 +24,7 @@ class BlurPool2D(layers.Layer):
         self.data_format = data_format
 
     def call(self, x):
-        ops = keras.ops
-        axis = channel_axis(self.data_format)
-        taps = ops.convert_to_tensor([1.0, 2.0, 1.0], dtype=x.dtype)
-        kernel = ops.outer(taps, taps) / 16.0
-        kernel = ops.tile(ops.reshape(kernel, (3, 3, 1, 1)), (1, 1, x.shape[axis], 1))
-        spatial = [[1, 1], [1, 1]]
-        pad = [[0, 0], *spatial, [0, 0]] if axis == -1 else [[0, 0], [0, 0], *spatial]
-        x = ops.pad(x, pad, mode="reflect")
-        return ops.depthwise_conv(x, kernel, strides=2, padding="valid",
-                                  data_format=self.data_format)
+        return blur_pool(x, self.data_format)
 
     def compute_output_shape(self, shape):
         half = lambda size: None if size is None else (size + 1) // 2  # noqa: E731
@@ -43,6 +34,20 @@ class BlurPool2D(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "data_format": self.data_format}
+
+
+def blur_pool(x, data_format="channels_last"):
+    """``BlurPool2D``'s computation: ``x`` blurred by the 3x3 binomial kernel (reflect
+    padding), every second pixel: ``(batch, H, W, C)`` -> ``(batch, ceil(H/2), ceil(W/2), C)``."""
+    ops = keras.ops
+    axis = channel_axis(data_format)
+    taps = ops.convert_to_tensor([1.0, 2.0, 1.0], dtype=x.dtype)
+    kernel = ops.outer(taps, taps) / 16.0
+    kernel = ops.tile(ops.reshape(kernel, (3, 3, 1, 1)), (1, 1, x.shape[axis], 1))
+    spatial = [[1, 1], [1, 1]]
+    pad = [[0, 0], *spatial, [0, 0]] if axis == -1 else [[0, 0], [0, 0], *spatial]
+    x = ops.pad(x, pad, mode="reflect")
+    return ops.depthwise_conv(x, kernel, strides=2, padding="valid", data_format=data_format)
 
 
 @keras.saving.register_keras_serializable(package="keras_densenet")

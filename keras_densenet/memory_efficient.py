@@ -37,8 +37,9 @@ that only its ``growth_rate`` new maps are stored (``recomputed_dense_layer``):
 recomputed function, normalizing with conv1's batch moments, which it also returns
 so that its moving statistics are updated once, outside the recomputation.
 Dropout (on the ``growth_rate`` maps) stays outside: a recomputation would draw
-another mask. The ImageNet stem's conv-BN-ReLU-max pool is recomputed too
-(``StemBatchNormalization``, unless the stem is the deep or anti-aliased one).
+another mask. The ImageNet stem's conv-BN-ReLU-max pool (and blur) is recomputed too
+(``StemBatchNormalization``); in the deep stem only the three convs' outputs are
+stored (``blocks.stem``).
 The transitions' BN-ReLU-conv are the ``BatchNormalization``/``Conv2D`` pair
 above, so no block concatenation is stored either. Weight files keep working
 because they address layers by class name and position within that class
@@ -46,15 +47,18 @@ because they address layers by class name and position within that class
 ``get_weights()`` lists and the optimizer's variables, which go by layer order,
 put a layer's ``_conv2`` before its ``_bn2`` in this mode: copy weights between
 modes by variable path or file; a checkpoint with optimizer state (e.g.
-``BackupAndRestore``'s) resumes in its own mode only.
+``BackupAndRestore``'s) loads into another mode through the model's
+``load_weights`` (``model.DenseNetModel.load_weights``).
 """
 
 import keras
 from keras import ops
 
+from keras_densenet.layers import blur_pool
+
 
 def recomputed_bn_relu_conv(concatenation, features, statistics, settings, filters, kernel_size,
-                            prefix, suffix):
+                            bn_name, conv_name):
     """concat -> BN -> ReLU -> conv over ``features``, recomputed in the backward pass.
 
     Args:
@@ -64,16 +68,15 @@ def recomputed_bn_relu_conv(concatenation, features, statistics, settings, filte
         statistics: their ``FeatureMoments``: one ``(2, sum C_i)`` tensor.
         settings: ``blocks.BlockSettings`` (regularizers, epsilon, data format).
         filters: output channels of the conv.
-        kernel_size: 1 (the bottleneck conv) or 3 (a conv without bottleneck).
-        prefix, suffix: layer names ``{prefix}_bn{suffix}`` and ``{prefix}_conv{suffix}``.
+        kernel_size: 1 (the bottleneck conv) or 3 (a conv without bottleneck or in the stem);
+            stride 1, "same" padding.
+        bn_name, conv_name: the names of the ``BatchNormalization`` and ``Conv2D`` layers.
 
     Returns:
         ``(batch, H, W, filters)``.
     """
-    scale, offset = settings.batch_norm(
-        f"{prefix}_bn{suffix}", layer_class=BatchNormalization)([statistics])
-    conv = settings.conv(filters, kernel_size, f"{prefix}_conv{suffix}",
-                         layer_class=Conv2D)
+    scale, offset = settings.batch_norm(bn_name, layer_class=BatchNormalization)([statistics])
+    conv = settings.conv(filters, kernel_size, conv_name, layer_class=Conv2D)
     return conv(features, scale, offset, concatenation=concatenation)
 
 
@@ -499,10 +502,10 @@ class StemBatchNormalization(keras.layers.BatchNormalization):
     ``_named_for_weight_files``); ``stem_conv`` is a ``KernelConv2D`` that
     passes on its kernel. It computes ``maxpool(relu(BN(conv(image))))``, the
     plain stem's ``stem_pad``, ``stem_conv``, ``stem_bn``, ``stem_relu``,
-    ``stem_pool_pad`` and ``stem_pool``, inside ``keras.remat``, so that only
-    the image and the pooled maps are stored, not the padded image, the conv
-    output and its BN, ReLU and padded maps (four tensors of the conv output's
-    size: about 3.2 MB each per 224px image in float32). In training it
+    ``stem_pool_pad`` and ``stem_pool`` (and ``stem_blur``), inside ``keras.remat``,
+    so that only the image and the pooled maps are stored, not the padded image,
+    the conv output and its BN, ReLU and padded maps (four tensors of the conv
+    output's size: about 3.2 MB each per 224px image in float32). In training it
     normalizes with the batch moments, which the recomputed function also
     returns, so that the moving statistics are updated once, outside the
     recomputation.
@@ -511,19 +514,23 @@ class StemBatchNormalization(keras.layers.BatchNormalization):
         pool_padding: ``"symmetric"`` (zero padding 3 and a valid conv, zero
             padding 1 and a valid pool: after ReLU zeros equal -inf padding) or
             ``"same"`` (TensorFlow's "same" padding for both; the stem's ``padding``).
+        anti_alias: a 3x3/1 max pool then ``layers.blur_pool`` (stride 2), as
+            ``stem_pool`` and ``stem_blur`` of the anti-aliased stem; default: 3x3/2.
 
     Call: ``image`` ``(batch, H, W, C)`` (or channels first) and the conv's
     ``kernel`` ``(7, 7, C, F)`` -> ``(batch, H', W', F)`` in the compute dtype,
-    ``H' = ((H - 1) // 2) // 2 + 1``. Without ``kernel`` (as in ``.keras`` files
-    saved by keras-densenet 0.2.0, whose ``stem_conv`` is a plain ``Conv2D``)
-    ``image`` is the stem conv's output, and only BN-ReLU-max pool are recomputed.
+    ``H' = ((H - 1) // 2) // 2 + 1``. Without ``kernel``, ``image`` is the output
+    of the stem's last conv (``H' = (H - 1) // 2 + 1``), and only BN-ReLU-pool are
+    recomputed: ``stem_bn3`` of the deep stem, and ``stem_bn`` in ``.keras`` files
+    saved by keras-densenet 0.2.0, whose ``stem_conv`` is a plain ``Conv2D``.
     """
 
-    def __init__(self, pool_padding="symmetric", **kwargs):
+    def __init__(self, pool_padding="symmetric", anti_alias=False, **kwargs):
         super().__init__(**kwargs)
         if pool_padding not in ("symmetric", "same"):
             raise ValueError(f"pool_padding must be 'symmetric' or 'same'; got {pool_padding!r}.")
         self.pool_padding = pool_padding
+        self.anti_alias = anti_alias
 
     def build(self, image_shape, kernel_shape=None):
         channels = kernel_shape[-1] if kernel_shape else image_shape[self.axis]
@@ -558,7 +565,10 @@ class StemBatchNormalization(keras.layers.BatchNormalization):
         x = ops.cast(x, self.compute_dtype)
         if symmetric:
             x = ops.pad(x, [[1, 1] if i in spatial else [0, 0] for i in range(4)])
-        x = ops.max_pool(x, 3, strides=2, padding=padding, data_format=data_format)
+        x = ops.max_pool(x, 3, strides=1 if self.anti_alias else 2, padding=padding,
+                         data_format=data_format)
+        if self.anti_alias:
+            x = blur_pool(x, data_format)
         return x, ops.stop_gradient(mean), ops.stop_gradient(variance)
 
     def compute_output_spec(self, image, kernel=None):
@@ -566,12 +576,13 @@ class StemBatchNormalization(keras.layers.BatchNormalization):
         if kernel is not None:
             shape[self.axis % 4] = kernel.shape[-1]
         for i in [i for i in range(1, 4) if i != self.axis % 4]:
-            for _ in range(1 if kernel is None else 2):  # the pool, after the conv if given
+            for _ in range(1 if kernel is None else 2):  # the pool (or blur), after the conv
                 shape[i] = None if shape[i] is None else (shape[i] - 1) // 2 + 1
         return keras.KerasTensor(tuple(shape), self.compute_dtype)
 
     def get_config(self):
-        return {**super().get_config(), "pool_padding": self.pool_padding}
+        return {**super().get_config(), "pool_padding": self.pool_padding,
+                "anti_alias": self.anti_alias}
 
 
 def _batch_norm_relu(batch_norm, x, batch_moments, axis):

@@ -91,16 +91,40 @@ IMAGENET_STEM = dict(nb_dense_block=3, nb_layers_per_block=[2, 2, 1], growth_rat
                      subsample_initial_block=True, input_shape=(64, 64, 3), classes=4)
 
 
-@pytest.mark.parametrize("stem_padding", ["symmetric", "same"])
-def test_full_mode_recomputes_the_imagenet_stem(tmp_path, images, stem_padding):
-    """stem_bn recomputes the stem (conv-BN-ReLU-max pool): same outputs, gradients, statistics."""
-    plain = DenseNet(**IMAGENET_STEM, stem_padding=stem_padding)
-    full = DenseNet(**IMAGENET_STEM, stem_padding=stem_padding, memory_efficient="full")
+STEMS = {  # the plain stem's layers that "full" has not (all recomputed), and its computing BN
+    ("symmetric", "standard", False): ({"stem_pad", "stem_relu", "stem_pool_pad", "stem_pool"},
+                                       "stem_bn"),
+    ("same", "standard", False): ({"stem_relu", "stem_pool"}, "stem_bn"),
+    ("symmetric", "standard", True): ({"stem_pad", "stem_relu", "stem_pool_pad", "stem_pool",
+                                       "stem_blur"}, "stem_bn"),
+    ("symmetric", "deep", False): ({"stem_relu1", "stem_relu2", "stem_relu3", "stem_pool_pad",
+                                    "stem_pool"}, "stem_bn3"),
+    ("same", "deep", True): ({"stem_relu1", "stem_relu2", "stem_relu3", "stem_pool",
+                              "stem_blur"}, "stem_bn3"),
+}
+
+
+@pytest.mark.parametrize("stem_padding, stem_type, anti_alias", list(STEMS))
+def test_full_mode_recomputes_the_imagenet_stem(tmp_path, images, stem_padding, stem_type,
+                                                anti_alias):
+    """stem_bn recomputes the stem (conv-BN-ReLU-max pool, or the deep stem's last BN-ReLU-pool,
+    blur-pooled or not): same outputs, gradients, statistics."""
+    config = dict(IMAGENET_STEM, stem_padding=stem_padding, stem_type=stem_type,
+                  anti_alias=anti_alias)
+    plain = DenseNet(**config)
+    full = DenseNet(**config, memory_efficient="full")
     _copy_weights(plain, full)
-    assert isinstance(full.get_layer("stem_bn"), memory_efficient.StemBatchNormalization)
-    assert isinstance(full.get_layer("stem_conv"), memory_efficient.KernelConv2D)
-    assert not {"stem_pad", "stem_relu", "stem_pool_pad", "stem_pool"} & {
-        layer.name for layer in full.layers}
+    recomputed_layers, stem_bn = STEMS[stem_padding, stem_type, anti_alias]
+    names = {layer.name for layer in full.layers}
+    assert recomputed_layers <= {layer.name for layer in plain.layers}
+    assert not recomputed_layers & names
+    assert isinstance(full.get_layer(stem_bn), memory_efficient.StemBatchNormalization)
+    if stem_type == "deep":
+        for index in (1, 2):
+            assert isinstance(full.get_layer(f"stem_bn{index}"), memory_efficient.BatchNormalization)
+            assert isinstance(full.get_layer(f"stem_conv{index + 1}"), memory_efficient.Conv2D)
+    else:
+        assert isinstance(full.get_layer("stem_conv"), memory_efficient.KernelConv2D)
     assert _weights_by_class(full) == _weights_by_class(plain)
     x, y = _batch(images, 64)
     np.testing.assert_allclose(full.predict(x, verbose=0), plain.predict(x, verbose=0), atol=1e-6)
@@ -110,14 +134,15 @@ def test_full_mode_recomputes_the_imagenet_stem(tmp_path, images, stem_padding):
     for model in (plain, full):
         model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
         model.train_on_batch(x, y)
-    assert not np.allclose(full.get_layer("stem_bn").moving_variance.numpy(), 1.0)
+    assert not np.allclose(full.get_layer(stem_bn).moving_variance.numpy(), 1.0)
     expected = {w.path: w.numpy() for w in plain.weights}
     for weight in full.weights:
         np.testing.assert_allclose(weight.numpy(), expected[weight.path], atol=1e-5,
                                    err_msg=weight.path)
     full.save(tmp_path / "full.keras")
     loaded = keras.models.load_model(tmp_path / "full.keras")
-    assert loaded.get_layer("stem_bn").pool_padding == stem_padding
+    assert loaded.get_layer(stem_bn).pool_padding == stem_padding
+    assert loaded.get_layer(stem_bn).anti_alias == anti_alias
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), full.predict(x, verbose=0))
 
 
@@ -389,19 +414,25 @@ for mode in (True, "full"):
     before = keras.ops.convert_to_numpy(bn.moving_mean).copy()
     loss = model.fit(x, y, epochs=1, batch_size=6, verbose=0).history["loss"][0]
     assert np.isfinite(loss) and not np.allclose(before, keras.ops.convert_to_numpy(bn.moving_mean))
-    # channels_first (which TensorFlow's CPU convolutions lack), ImageNet stem (recomputed by
+    # channels_first (which TensorFlow's CPU convolutions lack), ImageNet stems (recomputed by
     # "full"): one step matches the plain model
-    first = dict(depth=10, growth_rate=4, bottleneck=True, input_shape=(3, 16, 16), classes=3,
-                 data_format="channels_first", subsample_initial_block=True)
-    plain, efficient = DenseNet(**first), DenseNet(**first, memory_efficient=mode)
-    values = {w.path: keras.ops.convert_to_numpy(w) for w in plain.weights}
-    for w in efficient.weights:
-        w.assign(values[w.path])
-    for m in (plain, efficient):
-        m.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
-        m.train_on_batch(np.transpose(x, (0, 3, 1, 2)), y)
-    np.testing.assert_allclose(efficient.predict(np.transpose(x, (0, 3, 1, 2)), verbose=0),
-                               plain.predict(np.transpose(x, (0, 3, 1, 2)), verbose=0), atol=1e-5)
+    for stem in (dict(), dict(stem_type="deep", anti_alias=True)):
+        first = dict(depth=10, growth_rate=4, bottleneck=True, input_shape=(3, 16, 16), classes=3,
+                     data_format="channels_first", subsample_initial_block=True, **stem)
+        plain, efficient = DenseNet(**first), DenseNet(**first, memory_efficient=mode)
+        values = {w.path: keras.ops.convert_to_numpy(w) for w in plain.weights}
+        for w in efficient.weights:
+            w.assign(values[w.path])
+        for m in (plain, efficient):
+            m.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+            m.train_on_batch(np.transpose(x, (0, 3, 1, 2)), y)
+        moved = {w.path: keras.ops.convert_to_numpy(w) for w in plain.non_trainable_weights}
+        for w in efficient.non_trainable_weights:  # the stems' too, each updated once
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(w), moved[w.path], rtol=1e-3,
+                                       atol=1e-6, err_msg=w.path)
+        np.testing.assert_allclose(efficient.predict(np.transpose(x, (0, 3, 1, 2)), verbose=0),
+                                   plain.predict(np.transpose(x, (0, 3, 1, 2)), verbose=0),
+                                   atol=1e-5)
 # An old .keras file (no chain of concatenations: the layers concatenate the maps) trains.
 old = keras.models.load_model(sys.argv[1])
 old.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
