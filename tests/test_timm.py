@@ -9,7 +9,7 @@ without them these tests are skipped.
 import numpy as np
 import pytest
 
-from keras_densenet import DenseNetImageNet, weights
+from keras_densenet import DenseNetBlur121d, DenseNetImageNet, weights
 from keras_densenet.weights import pytorch
 
 torch = pytest.importorskip("torch", reason="timm's models need torch (pip install torch)")
@@ -60,6 +60,11 @@ def test_densenetblur121d_ports_and_reproduces_timm_at_224_and_an_odd_size(tmp_p
         ours = np.asarray(model(images, training=False))
         reference = timm_outputs(path, "densenetblur121d", True, images)
         assert np.max(np.abs(ours - reference)) < TOLERANCE, size
+    # the ported file, and timm's own, in the layout whose stem is recomputed in training
+    for source in (out, path):
+        full = DenseNetBlur121d(weights=source, activation=None, memory_efficient="full")
+        np.testing.assert_allclose(np.asarray(full(images, training=False)), ours, atol=1e-5,
+                                   err_msg=source)
 
 
 def test_timm_densenet121_keys_reproduce_timm(tmp_path):
