@@ -222,8 +222,9 @@ def DenseNet(
             so that training memory grows linearly with depth
             (``keras_densenet.memory_efficient``); ``"full"``: recompute each
             whole bottleneck dense layer (BN1-ReLU-conv1-BN2-ReLU-conv2), keeping
-            only its new maps, and each transition's BN-ReLU-conv: least
-            memory, most extra compute. Same layer names
+            only its new maps, each transition's BN-ReLU-conv and the ImageNet
+            stem's BN-ReLU steps and pool: least memory, most extra compute.
+            Same layer names
             and weights (weight files and ``.keras`` files load whatever the
             mode), same outputs and gradients. Default False.
         stem_type: with ``subsample_initial_block``, ``"standard"`` (7x7/2 conv)
