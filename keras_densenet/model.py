@@ -224,9 +224,8 @@ def DenseNet(
             whole bottleneck dense layer (BN1-ReLU-conv1-BN2-ReLU-conv2), keeping
             only its new maps, each transition's BN-ReLU-conv and the ImageNet
             stem's BN-ReLU steps and pool: least memory, most extra compute.
-            Same layer names
-            and weights (weight files and ``.keras`` files load whatever the
-            mode), same outputs and gradients. Default False.
+            Same layer names and weights (weight files and ``.keras`` files
+            load whatever the mode), same outputs and gradients. Default False.
         stem_type: with ``subsample_initial_block``, ``"standard"`` (7x7/2 conv)
             or ``"deep"`` (three 3x3 convs, as timm's ``densenet*d``).
         anti_alias: with ``subsample_initial_block``, blur-pool the stem
