@@ -16,7 +16,10 @@ from whichever CSVs exist):
 - ``depth`` (memory_depth.csv, memory_depth_fit.csv): DenseNet-BC k=12,
   L=40/100/190/250, batch 64, 32px, each mode; least-squares fits of training
   memory against depth (linear R^2; the L^2 term's share of a quadratic fit)
-  and the MB added per unit of depth between consecutive depths.
+  and the MB added per unit of depth between consecutive depths; with
+  ``--repeats N`` each depth runs N times (fresh processes; where the
+  allocators' blocks land varies with the threads' timing) and the fits use
+  each depth's median.
 - ``budget`` (memory_budget.csv): the largest batch whose training step stays
   within a peak-RSS budget (4 GB and 8 GB), DenseNet-121 and DenseNet-264 at
   224px, each mode, by doubling then bisection (to 10% by default); a probe
@@ -31,7 +34,9 @@ the reference too, with freed blocks returned to the system, ``--tf-bfc``
 with TensorFlow's own allocator for tensors, and ``--onednn-malloc`` with
 malloc for the tensors of TensorFlow's oneDNN ops, which otherwise come from a
 best-fit pool that never shrinks (the ``malloc`` column says which);
-``--huge-pages`` makes the memory returned and taken again cost fewer page faults.
+``--huge-pages`` makes the memory returned and taken again cost fewer page faults;
+``--malloc-arenas 1`` gives glibc one heap for all threads instead of up to
+eight per core, each keeping its own freed blocks.
 "training MB" is the peak RSS minus the process's RSS just before the first
 step (model built and compiled). ``compare`` also trains each model one step at
 batch 1 ("b1 MB"): nearly all of that is the traced graph and TensorFlow's
@@ -43,6 +48,7 @@ to other jobs, and is reported next to the wall time.
 """
 
 import argparse
+import collections
 import json
 import os
 import subprocess
@@ -129,10 +135,12 @@ def measure(kind, network, size, batch, steps, budget_mb=0):
 
 
 ALLOCATOR_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": "mmap", "TF_CPU_ALLOCATOR_USE_BFC": "bfc",
-                      "TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "onednnmalloc", "GLIBC_TUNABLES": "thp"}
-"""Variables that ``--mmap-threshold``, ``--tf-bfc``, ``--onednn-malloc`` and
-``--huge-pages`` set for every worker (read when a process starts), and the tag each adds
-to the result files' names."""
+                      "TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "onednnmalloc", "GLIBC_TUNABLES": "thp",
+                      "MALLOC_ARENA_MAX": "arenas"}
+"""Variables that ``--mmap-threshold``, ``--tf-bfc``, ``--onednn-malloc``,
+``--huge-pages`` and ``--malloc-arenas`` set for every worker (read when a process
+starts), and the tag each adds to the result files' names (with the value, for the
+numeric ones)."""
 BACKENDS = ("tensorflow", "jax", "torch")
 """``--backend``: the workers' ``KERAS_BACKEND``; results of another than TensorFlow are
 written to ``*_{backend}.csv``."""
@@ -146,7 +154,7 @@ def allocator():
 
 def result_name(name):
     """``name`` of a CSV or plot, marked when an allocator setting is not the default."""
-    tags = [tag + (os.environ[variable] if tag == "mmap" else "")
+    tags = [tag + (os.environ[variable] if tag in ("mmap", "arenas") else "")
             for variable, tag in ALLOCATOR_SETTINGS.items() if variable in os.environ]
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     stem, suffix = os.path.splitext(name)
@@ -229,21 +237,24 @@ def compare(size, batch, steps, csv_name, kinds, network="121"):
     write_csv(result_name(csv_name), rows)
 
 
-def depth_series(depths, steps, kinds):
+def depth_series(depths, steps, kinds, repeats=1):
     """Rows of the modes not in ``kinds`` already in the CSV are kept (and fitted again)."""
     measured = [k for k in MODES if k in kinds]
-    rows = [row for row in read_csv(result_name("memory_depth.csv"))
+    rows = [{"repeat": 0, **row} for row in read_csv(result_name("memory_depth.csv"))
             if row["kind"] not in measured]
-    for depth in depths:
-        for kind in measured:
-            rows.append(dict(model=f"DenseNet-BC-{depth} k=12 {kind}", kind=kind, depth=depth,
-                             **measure(kind, depth, 32, 64, steps)))
-            print(rows[-1], flush=True)
-    rows.sort(key=lambda row: (int(row["depth"]), list(MODES).index(row["kind"])))
+    for repeat in range(repeats):
+        for depth in depths:
+            for kind in measured:
+                rows.append(dict(model=f"DenseNet-BC-{depth} k=12 {kind}", kind=kind,
+                                 depth=depth, repeat=repeat,
+                                 **measure(kind, depth, 32, 64, steps)))
+                print(rows[-1], flush=True)
+    rows.sort(key=lambda row: (int(row["depth"]), list(MODES).index(row["kind"]),
+                               int(row["repeat"])))
     fit_rows = []
     for kind in [k for k in MODES if any(r["kind"] == k for r in rows)]:
         series = [r for r in rows if r["kind"] == kind]
-        depths_mb = [(int(r["depth"]), int(r["training_mb"])) for r in series]
+        depths_mb = median_by_depth(series)
         linear_r2, (a, b, c), share = depth_fits(*zip(*depths_mb))
         per_depth = [round((mb2 - mb1) / (d2 - d1), 1)
                      for (d1, mb1), (d2, mb2) in zip(depths_mb, depths_mb[1:])]
@@ -254,9 +265,19 @@ def depth_series(depths, steps, kinds):
         fit_rows.append(dict(kind=kind, linear_r2=round(linear_r2, 4), quadratic_a=a,
                              quadratic_b=b, quadratic_c=c,
                              quadratic_share_at_max_depth=round(share, 3),
-                             mb_per_depth=" ".join(map(str, per_depth))))
+                             mb_per_depth=" ".join(map(str, per_depth)),
+                             runs_per_depth=min(collections.Counter(
+                                 int(r["depth"]) for r in series).values())))
     write_csv(result_name("memory_depth.csv"), rows)
     write_csv(result_name("memory_depth_fit.csv"), fit_rows)
+
+
+def median_by_depth(series):
+    """``[(depth, median training MB)]`` of one mode's depth rows, by increasing depth."""
+    depths = sorted({int(row["depth"]) for row in series})
+    return [(depth, float(np.median([float(row["training_mb"]) for row in series
+                                     if int(row["depth"]) == depth])))
+            for depth in depths]
 
 
 def budgets(models, budgets_mb, size, kinds, precision):
@@ -306,10 +327,9 @@ def plot():
     compare_rows = read_csv(result_name("memory.csv"))
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for kind, flag in MODES.items():
-        series = [r for r in depth_rows if r["kind"] == kind]
+        series = median_by_depth([r for r in depth_rows if r["kind"] == kind])
         if series:
-            left.plot([int(r["depth"]) for r in series], [int(r["training_mb"]) for r in series],
-                      "o-", label=f"memory_efficient={flag!r}")
+            left.plot(*zip(*series), "o-", label=f"memory_efficient={flag!r}")
     left.set_xlabel("depth L (DenseNet-BC, k=12, batch 64, 32px)")
     left.set_ylabel("training MB (peak RSS - RSS before step 1)")
     left.grid(alpha=0.3)
@@ -346,6 +366,9 @@ def main():
                         help="timed steps after the warm-up step (default 3, --quick 2)")
     parser.add_argument("--depths", nargs="+", type=int,
                         help="depth: DenseNet-BC depths (default 40 100 190 250)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="depth: runs of each depth and mode (default 1); the fits use "
+                             "each depth's median")
     parser.add_argument("--budget-models", nargs="+", type=int, choices=(121, 264),
                         default=[121, 264])
     parser.add_argument("--budgets", nargs="+", type=int, default=[4000, 8000],
@@ -379,6 +402,11 @@ def main():
                              "transparent huge pages, so that memory given back to the system "
                              "(--mmap-threshold) costs fewer page faults when it is taken "
                              "again; results are written to *_thp.csv")
+    parser.add_argument("--malloc-arenas", type=int, metavar="N",
+                        help="run every worker (reference included) with glibc's "
+                             "MALLOC_ARENA_MAX=N, e.g. 1: one heap for all threads instead of "
+                             "up to eight per core, each keeping its own freed blocks; results "
+                             "are written to *_arenasN.csv")
     parser.add_argument("--backend", choices=BACKENDS, default="tensorflow",
                         help="the workers' Keras backend (default tensorflow); results of "
                              "another are written to *_{backend}.csv")
@@ -393,6 +421,8 @@ def main():
         os.environ["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] = "1"
     if args.huge_pages:
         os.environ["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"
+    if args.malloc_arenas is not None:
+        os.environ["MALLOC_ARENA_MAX"] = str(args.malloc_arenas)
     size = args.size or (112 if args.quick else 224)
     steps = args.steps or (2 if args.quick else 3)
     if "compare" in args.parts:
@@ -402,7 +432,7 @@ def main():
                 args.kinds, args.compare_network)
     if "depth" in args.parts:
         depth_series(args.depths or ((16, 40, 64) if args.quick else (40, 100, 190, 250)), steps,
-                     args.kinds)
+                     args.kinds, args.repeats)
     if "budget" in args.parts:
         budgets(args.budget_models, args.budgets, size, args.kinds, args.precision)
     plot()
