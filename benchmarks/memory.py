@@ -411,6 +411,10 @@ def main():
                         help="the workers' Keras backend (default tensorflow); results of "
                              "another are written to *_{backend}.csv")
     args = parser.parse_args()
+    for name in ("repeats", "malloc_arenas"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1; "
+                         f"got {getattr(args, name)}")
     # For the workers: this process has already started.
     os.environ["KERAS_BACKEND"] = args.backend
     if args.mmap_threshold is not None:
