@@ -63,9 +63,10 @@ class WeightDecay(keras.regularizers.L2):
     in a traced train step each regularized variable then adds 17 graph nodes
     instead of 26 (``ops.sum(ops.square(w))`` and its gradient's shapes and
     tiles). A DenseNet regularizes every conv kernel and BN gamma and beta, and
-    TensorFlow's memory grows with the step's graph: this takes about 55 MB of
-    training memory and a fifth of the tracing time off DenseNet-121
-    (``docs/benchmarks.md``).
+    TensorFlow's memory grows with the step's graph: for DenseNet-121 this takes
+    10-20% off the tracing time and about 55 MB off the training memory at
+    batch 1 (at batch 16, where the tensors set the peak, no measurable change;
+    ``docs/benchmarks.md``).
     """
 
     def __call__(self, x):
