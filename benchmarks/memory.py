@@ -38,7 +38,10 @@ best-fit pool that never shrinks (the ``malloc`` column says which);
 ``--malloc-arenas 1`` gives glibc one heap for all threads instead of up to
 eight per core, each keeping its own freed blocks.
 "training MB" is the peak RSS minus the process's RSS just before the first
-step (model built and compiled). ``compare`` also trains each model one step at
+step (model built and compiled); "tensor_peak_mb" is the most bytes of tensors in
+use at once in the process, TensorFlow's CPU allocator's own count (its default
+oneDNN pool and its BFC keep one; empty where none is kept), and the depth fits
+give its MB per unit of depth too. ``compare`` also trains each model one step at
 batch 1 ("b1 MB"): nearly all of that is the traced graph and TensorFlow's
 runtime, not tensors, and the difference ("batch share") is what the
 per-image tensors and their fragmentation add. Each row records the 1-minute load average
@@ -105,8 +108,15 @@ cpu = (time.process_time() - start_cpu) / steps if steps else float("nan")
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 if budget_mb and peak > budget_mb:
     sys.exit(3)
+tensor_peak = 0  # the CPU allocator's own count, where it keeps one
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+    try:
+        tensor_peak = tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**20
+    except ValueError:  # oneDNN off and no BFC: malloc, no count
+        pass
 print(json.dumps(dict(peak_mb=round(peak), training_mb=round(peak - built), step_s=round(step, 3),
-                 step_cpu_s=round(cpu, 3))))
+                 step_cpu_s=round(cpu, 3), tensor_peak_mb=round(tensor_peak) or "")))
 """
 OVER_BUDGET = 3
 
@@ -256,28 +266,39 @@ def depth_series(depths, steps, kinds, repeats=1):
         series = [r for r in rows if r["kind"] == kind]
         depths_mb = median_by_depth(series)
         linear_r2, (a, b, c), share = depth_fits(*zip(*depths_mb))
-        per_depth = [round((mb2 - mb1) / (d2 - d1), 1)
-                     for (d1, mb1), (d2, mb2) in zip(depths_mb, depths_mb[1:])]
+        per_depth = per_unit_of_depth(depths_mb)
+        # The allocator's own peak of tensors in use, where every run of the mode has it.
+        counted = all(r.get("tensor_peak_mb") not in (None, "") for r in series)
+        tensor_per_depth = (per_unit_of_depth(median_by_depth(series, "tensor_peak_mb"))
+                            if counted else [])
         print(f"training MB vs depth L, {kind}: linear fit R^2 = {linear_r2:.4f}; quadratic fit "
               f"{a:.4f} L^2 + {b:.2f} L + {c:.0f}, L^2 term = {share:.0%} of it at "
               f"L={depths_mb[-1][0]}; "
-              f"MB per unit of depth between consecutive depths: {per_depth}")
+              f"MB per unit of depth between consecutive depths: {per_depth}"
+              + (f"; of the tensors' peak: {tensor_per_depth}" if counted else ""))
         fit_rows.append(dict(kind=kind, linear_r2=round(linear_r2, 4), quadratic_a=a,
                              quadratic_b=b, quadratic_c=c,
                              quadratic_share_at_max_depth=round(share, 3),
                              mb_per_depth=" ".join(map(str, per_depth)),
+                             tensor_mb_per_depth=" ".join(map(str, tensor_per_depth)),
                              runs_per_depth=min(collections.Counter(
                                  int(r["depth"]) for r in series).values())))
     write_csv(result_name("memory_depth.csv"), rows)
     write_csv(result_name("memory_depth_fit.csv"), fit_rows)
 
 
-def median_by_depth(series):
-    """``[(depth, median training MB)]`` of one mode's depth rows, by increasing depth."""
+def median_by_depth(series, column="training_mb"):
+    """``[(depth, median of column)]`` of one mode's depth rows, by increasing depth."""
     depths = sorted({int(row["depth"]) for row in series})
-    return [(depth, float(np.median([float(row["training_mb"]) for row in series
+    return [(depth, float(np.median([float(row[column]) for row in series
                                      if int(row["depth"]) == depth])))
             for depth in depths]
+
+
+def per_unit_of_depth(depths_mb):
+    """MB added per unit of depth between consecutive ``(depth, MB)`` pairs."""
+    return [round((mb2 - mb1) / (d2 - d1), 1)
+            for (d1, mb1), (d2, mb2) in zip(depths_mb, depths_mb[1:])]
 
 
 def budgets(models, budgets_mb, size, kinds, precision):

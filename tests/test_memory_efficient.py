@@ -272,23 +272,61 @@ def test_recomputation_waits_for_the_backward_pass(mode):
     results (every layer's whole input) until the backward pass.
     """
     nodes = _gradient_graph(_one_block(mode, 4), (None, 16, 16, 3))
-    by_name = {n.name: n for n in nodes}
+    recomputed = _recomputed_concatenations(nodes)
+    assert len(recomputed) == 4  # one per layer
+    ancestors = _ancestors(nodes)
+    for names in recomputed.values():
+        for name in names:
+            assert any(a.startswith("gradient_tape/") for a in ancestors(name)), name
 
-    def ancestors(name, seen):
-        for i in by_name[name].input:
-            parent = i.lstrip("^").split(":")[0]
-            if parent not in seen:
-                seen.add(parent)
-                ancestors(parent, seen)
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_recomputation_waits_for_the_later_layers_gradients(mode):
+    """A layer's recomputation starts once the later layer's kernel gradients are done.
+
+    The concatenation's gradient, which the next recomputation waits for, is
+    passed on only after the layer's other gradients: else TensorFlow's executor
+    may run two layers' backward passes at once, each holding transients as
+    wide as its input. Counted here: the conv kernel gradients that each
+    recomputation depends on (0 without that hold: nothing reads them in the graph).
+    """
+    nodes = _gradient_graph(_one_block(mode, 4), (None, 16, 16, 3))
+    ancestors = _ancestors(nodes)
+    op_type = {n.name: n.op for n in nodes}
+    waits_for = sorted(
+        sum(op_type.get(a) == "Conv2DBackpropFilter"
+            for a in set().union(*(ancestors(name) for name in names)))
+        for names in _recomputed_concatenations(nodes).values())
+    recomputed_convs = 2 if mode == "full" else 1  # per layer
+    assert waits_for == [0, recomputed_convs, 2 * recomputed_convs, 3 * recomputed_convs]
+
+
+def _recomputed_concatenations(nodes):
+    """``{name scope: [names of its nodes but constants]}`` of each layer's recomputed
+    concatenation (``memory_efficient._concatenated_after``)."""
+    scopes = {}
+    for node in nodes:
+        scope = next((s for s in node.name.split("/")[:-1]
+                      if s.startswith("recomputed_concatenation")), None)
+        if scope and node.op != "Const":
+            scopes.setdefault(scope, []).append(node.name)
+    return scopes
+
+
+def _ancestors(nodes):
+    """``ancestors(name)``: the names of every node that ``name`` depends on, control
+    dependencies included."""
+    inputs = {n.name: [i.lstrip("^").split(":")[0] for i in n.input] for n in nodes}
+
+    def ancestors(name):
+        seen, pending = set(), [name]
+        while pending:
+            for parent in inputs.get(pending.pop(), ()):
+                if parent not in seen:
+                    seen.add(parent)
+                    pending.append(parent)
         return seen
-
-    recomputed = [n.name for n in nodes if n.op != "Const" and any(
-        scope.startswith("recomputed_concatenation") for scope in n.name.split("/")[:-1])]
-    scopes = {next(s for s in name.split("/") if s.startswith("recomputed_concatenation"))
-              for name in recomputed}
-    assert len(scopes) == 4  # one per layer
-    for name in recomputed:
-        assert any(a.startswith("gradient_tape/") for a in ancestors(name, set())), name
+    return ancestors
 
 
 @pytest.mark.parametrize("mode", MODES)
