@@ -123,7 +123,8 @@ def recomputed(function, features, concatenation, axis, *args):
     for, only once this one's other gradients are computed: otherwise
     TensorFlow's executor may start the next while this one's concatenation-wide
     transients are still alive (DenseNet-BC L=250, batch 64: a peak of about
-    1120 MB of tensors in three runs of four without this, 780-900 with it). JAX
+    1120 MB of tensors in three runs of four without this, 777-901 MB in four
+    with it). JAX
     does the same (``_recomputed_jax``; without ``concatenation`` it
     concatenates the maps in the forward pass). On PyTorch, or on TensorFlow
     without ``concatenation`` (``.keras`` files of keras-densenet 0.2.0),
