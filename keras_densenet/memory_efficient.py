@@ -236,7 +236,7 @@ class FeatureMoments(keras.layers.Layer):
 
     The moments of a concatenation are the concatenated moments of its parts,
     so every later ``BatchNormalization`` reuses them instead of reducing (and
-    differentiating) the concatenation again.
+    differentiating) the concatenation again (``channel_moments``).
 
     Args:
         axis: the channel axis, -1 (channels last) or 1 (channels first).
@@ -252,12 +252,8 @@ class FeatureMoments(keras.layers.Layer):
         self.axis = axis
 
     def call(self, x, previous=None):
-        moments = keras.remat(self._moments)(x)
+        moments = channel_moments(x, self.axis, statistics_dtype(self))
         return moments if previous is None else ops.concatenate([previous, moments], axis=-1)
-
-    def _moments(self, x):
-        axes = [i for i in range(len(x.shape)) if i != self.axis % len(x.shape)]
-        return ops.stack(ops.moments(ops.cast(x, statistics_dtype(self)), axes=axes))
 
     def compute_output_spec(self, x, previous=None):
         channels = x.shape[self.axis] + (0 if previous is None else previous.shape[-1])
@@ -605,15 +601,46 @@ def _batch_norm_relu(batch_norm, x, batch_moments, axis):
     variable argument would count twice).
     """
     dtype = statistics_dtype(batch_norm)
-    x = ops.cast(x, dtype)
     if batch_moments:
-        mean, variance = ops.moments(x, axes=[i for i in range(4) if i != axis])
+        mean, variance = ops.unstack(channel_moments(x, axis, dtype))
     else:
         mean = ops.cast(batch_norm.moving_mean, dtype)
         variance = ops.cast(batch_norm.moving_variance, dtype)
     scale = ops.cast(batch_norm.gamma, dtype) * ops.rsqrt(variance + batch_norm.epsilon)
     offset = ops.cast(batch_norm.beta, dtype) - mean * scale
     return _affine_relu(x, scale, offset, axis), mean, variance
+
+
+def channel_moments(x, axis, dtype):
+    """Per-channel ``[mean, variance]`` of ``x`` over every axis but ``axis``: ``(2, C)`` in ``dtype``.
+
+    ``x``: ``(batch, H, W, C)`` (``axis`` -1) or channels first (``axis`` 1). The
+    moments ``keras.layers.BatchNormalization`` normalizes with in training
+    (``ops.moments`` of ``x`` cast to ``dtype``), with their gradient written out:
+    ``dx = (x - mean) * 2 d_variance / n + d_mean / n``, n values per channel.
+    TensorFlow's own derivative of the two reductions at an unknown batch size takes
+    twice the graph nodes (shapes, gathers, broadcasts: 36 against 18), and every
+    node costs TensorFlow memory (see ``recomputed``). Only ``x`` and the mean are
+    kept for the gradient (under mixed precision, not a float32 copy of ``x``).
+    """
+    axis = axis % len(x.shape)
+    per_channel = [-1 if i == axis else 1 for i in range(len(x.shape))]
+
+    @ops.custom_gradient
+    def moments(x):
+        mean, variance = ops.moments(ops.cast(x, dtype),
+                                     axes=[i for i in range(len(x.shape)) if i != axis])
+
+        def gradient(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream  # PyTorch passes it by name
+            per_value = x.shape[axis] / ops.cast(ops.size(x), dtype)  # 1 / n
+            d_mean, d_variance = ops.unstack(ops.reshape(upstream * per_value,
+                                                         (2, *per_channel)))
+            centred = ops.cast(x, dtype) - ops.reshape(mean, per_channel)
+            return ops.cast(centred * (2.0 * d_variance) + d_mean, x.dtype)
+        return ops.stack([mean, variance]), gradient
+
+    return moments(x)
 
 
 def statistics_dtype(layer):
