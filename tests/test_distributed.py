@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from keras_densenet.apps import distribute, run_dir
 from keras_densenet.apps import train as train_lib
 from keras_densenet.apps.recipes import RECIPES
 
@@ -203,7 +204,7 @@ def test_a_killed_worker_restarts_from_the_last_backup(tmp_path, two_workers):
     assert sorted(os.listdir(run)) == RUN_FILES
     assert [int(row["epoch"]) for row in _log(run)] == [0, 1]  # epoch 0 not repeated
     assert _optimizer_steps(run) == 2 * GLOBAL_STEPS_PER_EPOCH
-    assert train_lib.read_run_config(run)["recipe"]["model"]["memory_efficient"] == "full"
+    assert run_dir.read_run_config(run)["recipe"]["model"]["memory_efficient"] == "full"
     _assert_like(run, two_workers[0])
 
 
@@ -227,26 +228,30 @@ def test_jax_data_parallel_on_two_host_devices(tmp_path, reference):
 def test_the_engine_must_fit_the_backend():
     with pytest.raises(ValueError, match="data-parallel uses keras.distribution, which needs "
                                          "the JAX backend"):
-        train_lib.distribution_strategy("data-parallel")
+        distribute.distribution_strategy("data-parallel")
     with pytest.raises(ValueError, match="distribute must be one of"):
-        train_lib.keras_distribution("horovod")
+        distribute.keras_distribution("horovod")
 
 
 def test_worker_roles_come_from_tf_config(monkeypatch):
     def role(cluster, task_type, index):
         monkeypatch.setenv("TF_CONFIG", json.dumps(
             {"cluster": cluster, "task": {"type": task_type, "index": index}}))
-        return train_lib.worker_role("multiworker")
+        return distribute.worker_role("multiworker")
 
     workers = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
-    assert role(workers, "worker", 0) == train_lib.Worker(chief=True, name="worker0")
-    assert role(workers, "worker", 1) == train_lib.Worker(chief=False, name="worker1")
+    assert role(workers, "worker", 0) == distribute.Worker(chief=True, name="worker0", index=0,
+                                                           count=2)
+    assert role(workers, "worker", 1) == distribute.Worker(chief=False, name="worker1", index=1,
+                                                           count=2)
     with_chief = {"chief": ["127.0.0.1:3"], **workers}
     assert role(with_chief, "chief", 0).chief and not role(with_chief, "worker", 0).chief
-    assert train_lib.worker_role("mirrored") == train_lib.Worker()
+    assert [role(with_chief, *task).index for task in (("chief", 0), ("worker", 0),
+                                                       ("worker", 1))] == [0, 1, 2]
+    assert distribute.worker_role("mirrored") == distribute.Worker()
     monkeypatch.delenv("TF_CONFIG")
     with pytest.raises(ValueError, match="needs the TF_CONFIG environment variable"):
-        train_lib.worker_role("multiworker")
+        distribute.worker_role("multiworker")
 
 
 def test_a_restarted_non_chief_needs_resume(monkeypatch, tmp_path):

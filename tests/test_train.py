@@ -10,6 +10,7 @@ import keras
 import pytest
 
 from keras_densenet import memory_efficient
+from keras_densenet.apps import distribute, run_dir
 from keras_densenet.apps import train as train_lib
 from keras_densenet.apps.recipes import RECIPES
 
@@ -26,11 +27,17 @@ def _log_epochs(run_dir):
 def test_training_writes_model_log_curves_and_metrics(tmp_path):
     run = str(tmp_path / "run")
     metrics = train_lib.train(TINY, run, verbose=0)
-    assert set(metrics) == {"test_loss", "test_accuracy"}
-    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert set(metrics) == {"test_loss", "test_accuracy", "test_top5_accuracy", "images",
+                            "skipped_images"}
+    assert 0.0 <= metrics["test_accuracy"] <= metrics["test_top5_accuracy"] <= 1.0
+    assert metrics["images"] == {"train": 1257, "validation": 180, "test": 360}
+    assert metrics["skipped_images"] == []
     assert sorted(os.listdir(run)) == ["config.json", "curves.png", "log.csv",
                                        "metrics.json", "model.keras"]
     assert _log_epochs(run) == [0, 1]
+    with open(os.path.join(run, "log.csv")) as handle:
+        row = next(csv.DictReader(handle))
+    assert float(row["images_per_second"]) > 0 and "val_top5_accuracy" in row
     model = keras.models.load_model(os.path.join(run, "model.keras"))
     assert model.output.shape == (None, 10)
     with open(os.path.join(run, "metrics.json")) as handle:
@@ -68,7 +75,7 @@ def test_cli_trains_in_the_memory_mode_asked_for(tmp_path):
     model = keras.models.load_model(os.path.join(run, "model.keras"))
     assert isinstance(model.get_layer("block1_layer1_bn2"),
                       memory_efficient.DenseLayerBatchNormalization)
-    assert train_lib.read_run_config(run)["recipe"]["model"]["memory_efficient"] == "full"
+    assert run_dir.read_run_config(run)["recipe"]["model"]["memory_efficient"] == "full"
 
 
 def test_resume_in_another_memory_mode(tmp_path, capsys):
@@ -88,7 +95,7 @@ def test_resume_in_another_memory_mode(tmp_path, capsys):
                       memory_efficient.DenseLayerBatchNormalization)
     steps = -(-1257 // recipe.batch_size)
     assert int(model.optimizer.iterations) == 3 * steps  # optimizer state carried over
-    assert train_lib.read_run_config(run)["recipe"]["model"]["memory_efficient"] == "full"
+    assert run_dir.read_run_config(run)["recipe"]["model"]["memory_efficient"] == "full"
 
 
 def test_existing_runs_are_never_overwritten(tmp_path):
@@ -162,7 +169,7 @@ def test_an_output_folder_that_cannot_be_made_is_a_one_line_error(tmp_path, monk
 
 def test_distribute_is_validated():
     with pytest.raises(ValueError, match="distribute must be one of"):
-        train_lib.distribution_strategy("horovod")
+        distribute.distribution_strategy("horovod")
 
 
 MIRRORED_SCRIPT = """

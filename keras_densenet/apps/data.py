@@ -6,6 +6,8 @@ like ``preprocess_input(mode="torch")``, labels int32 class indices.
 """
 
 import collections
+import concurrent.futures
+import math
 import os
 
 import keras
@@ -16,18 +18,27 @@ from keras_densenet.apps.images import IMAGE_EXTENSIONS, is_image_name
 from keras_densenet.preprocessing import TORCH_MEAN, TORCH_STD
 from keras_densenet.utils import check_input_path
 
-Splits = collections.namedtuple("Splits", "train validation test class_names image_shape")
-"""``train``/``validation``/``test``: ``tf.data.Dataset``, disjoint (validation for model
-selection during training, test reported once at the end); ``class_names``: list of
-str; ``image_shape``: ``(size, size, 3)``."""
+Splits = collections.namedtuple(
+    "Splits", "train validation test class_names image_shape statistics counts skipped",
+    defaults=(None, None, ()))
+"""``train``/``validation``/``test``: ``tf.data.Dataset``, disjoint unless a separate
+validation folder is both (validation for model selection during training, test
+reported once at the end); ``class_names``: list of str; ``image_shape``: ``(size,
+size, 3)``; ``statistics``: ``None`` or the first ``statistics_images`` training
+images in the evaluation transform, in a fixed order, batched (for
+``precise_bn``); ``counts``: ``{"train": n, "validation": n, "test": n}`` images;
+``skipped``: image files left out because they are cut short."""
 
 IMAGE_SIGNATURES = {
-    # magic bytes of the formats keras.utils.image_dataset_from_directory reads
+    # magic bytes of the formats tf.io.decode_image reads
     b"\xff\xd8\xff": "jpeg",
     b"\x89PNG": "png",
     b"GIF8": "gif",
     b"BM": "bmp",
 }
+EVAL_CROP_FRACTION = 0.875
+"""``transform="imagenet"`` evaluation: the shorter side is resized to
+``image_size / EVAL_CROP_FRACTION``, then the center ``image_size`` square is taken."""
 TEST_FRACTION = 0.2
 VALIDATION_FRACTION = 0.1
 """Shares of all examples held out for testing and validation (CIFAR: of its training set,
@@ -35,12 +46,14 @@ since CIFAR has its own test set); the rest is trained on."""
 
 
 def load(dataset, image_size, batch_size, augment=False, flip=True, seed=0,
-         drop_remainder=False):
+         drop_remainder=False, val_dataset=None, transform="resize", statistics_images=0):
     """Load ``dataset`` (``"digits"``, ``"cifar10"``, ``"cifar100"`` or a folder path).
 
-    ``batch_size`` is the global batch. ``drop_remainder``: every batch of both
-    splits is full (the last partial one is dropped), as ``keras.distribution``
-    needs when it splits each batch evenly over devices.
+    ``batch_size`` is the global batch. ``drop_remainder``: every batch of every
+    split is full (the last partial one is dropped), as ``keras.distribution``
+    needs when it splits each batch evenly over devices. ``val_dataset`` and
+    ``transform``: see ``image_folder`` (folders only). ``statistics_images``:
+    how many training images ``Splits.statistics`` holds (0: none).
     """
     if dataset is None:
         raise ValueError("No dataset given: pass --data digits|cifar10|cifar100|PATH "
@@ -51,15 +64,26 @@ def load(dataset, image_size, batch_size, augment=False, flip=True, seed=0,
         (x_train, y_train), (x_val, y_val), (x_test, y_test), names = cifar(dataset, image_size)
     elif os.path.isdir(dataset) or os.path.sep in dataset or os.path.exists(dataset):
         return image_folder(dataset, image_size, batch_size, augment, flip, seed,
-                            drop_remainder)
+                            drop_remainder, val_dataset, transform, statistics_images)
     else:
         raise ValueError(f"dataset must be 'digits', 'cifar10', 'cifar100' or an existing "
                          f"image folder; got {dataset!r}.")
+    if val_dataset is not None:
+        raise ValueError(f"--val-data is for image folders; --data {dataset!r} has its own "
+                         "validation split.")
+
+    def evaluation(x, y):
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder).map(
+            _normalize_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
     train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(
         len(x_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size, drop_remainder)
-    validation = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(batch_size, drop_remainder)
-    test = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(batch_size, drop_remainder)
-    return _finish(train, validation, test, names, image_size, augment, flip, seed)
+    n = min(statistics_images, len(x_train))
+    return Splits(_augmented(train, image_size, augment, flip, seed),
+                  evaluation(x_val, y_val), evaluation(x_test, y_test), list(names),
+                  (image_size, image_size, 3),
+                  statistics=evaluation(x_train[:n], y_train[:n]) if n else None,
+                  counts=dict(train=len(x_train), validation=len(x_val), test=len(x_test)))
 
 
 def digits(image_size=32, seed=0):
@@ -106,80 +130,129 @@ def cifar(name, image_size=32):
 
 
 def image_folder(path, image_size, batch_size, augment=False, flip=True, seed=0,
-                 drop_remainder=False):
-    """An image folder with one sub-folder per class, split 70/10/20 into train,
-    validation and test (the held-out 30% in a fixed order, its first third validation).
+                 drop_remainder=False, val_path=None, transform="resize", statistics_images=0):
+    """Splits of an image folder with one sub-folder per class, read file by file.
 
-    Grayscale and RGBA images are converted to RGB. Raises ``ValueError`` for a
-    missing or empty folder, a single class, or a file that is not an image.
+    Without ``val_path``, the files are shuffled (``seed``) and split 70/10/20
+    into train, validation and test (the same files in every run with that
+    seed). With ``val_path`` (a folder with the same class sub-folders, as
+    ImageNet's val), all of ``path`` is trained on and ``val_path`` is both the
+    validation and the test split. ``transform`` is a ``recipes.TRANSFORMS``
+    name (see ``Recipe.transform``). Grayscale and RGBA images become RGB.
+
+    Files are checked by their first and last bytes only (``image_folder_files``):
+    a file that is no image is an error before anything is decoded; a file cut
+    short is skipped and listed in ``Splits.skipped``; a file that still fails
+    to decode while training is dropped (``tf.data`` ``ignore_errors``).
     """
-    total = sum(check_image_folder(path).values())
-    held_out_fraction = TEST_FRACTION + VALIDATION_FRACTION
-    train, held_out = keras.utils.image_dataset_from_directory(
-        path, validation_split=held_out_fraction, subset="both", seed=seed,
-        image_size=(image_size, image_size), batch_size=None, color_mode="rgb",
-        label_mode="int")
-    names = train.class_names
-    validation_count = max(1, int(VALIDATION_FRACTION * total))
-    validation = held_out.take(validation_count)  # held_out is unshuffled
-    test = held_out.skip(validation_count)
-    train, validation, test = (split.batch(batch_size, drop_remainder)
-                               for split in (train, validation, test))
-    return _finish(train, validation, test, names, image_size, augment, flip, seed)
+    folder = image_folder_files(path)
+    files, labels = np.array(folder.files), folder.labels
+    order = np.random.default_rng(seed).permutation(len(files))
+    skipped = list(folder.skipped)
+    if val_path is None:
+        held_out = int((TEST_FRACTION + VALIDATION_FRACTION) * len(files))
+        validation_count = max(1, int(VALIDATION_FRACTION * len(files)))
+        train_index, held = order[:len(files) - held_out], order[len(files) - held_out:]
+        validation = (files[held[:validation_count]], labels[held[:validation_count]])
+        test = (files[held[validation_count:]], labels[held[validation_count:]])
+    else:
+        val_folder = image_folder_files(val_path, class_names=folder.class_names)
+        train_index = order
+        validation = test = (np.array(val_folder.files), val_folder.labels)
+        skipped += val_folder.skipped
+    train_files, train_labels = files[train_index], labels[train_index]
+    evaluate = _center_crop if transform == "imagenet" else _resize_whole
+
+    def evaluation(split_files, split_labels):
+        return _decoded(split_files, split_labels, image_size, evaluate).batch(
+            batch_size, drop_remainder).map(_normalize_batch, num_parallel_calls=tf.data.AUTOTUNE
+                                            ).prefetch(tf.data.AUTOTUNE)
+
+    if transform == "imagenet" and augment:
+        train = imagenet_train_pipeline(train_files, train_labels, image_size, batch_size, flip,
+                                        seed, drop_remainder=drop_remainder)
+    else:
+        train = _decoded(train_files, train_labels, image_size, evaluate, shuffle_seed=seed
+                         ).batch(batch_size, drop_remainder)
+        train = _augmented(train, image_size, augment and transform == "resize", flip, seed)
+    n = min(statistics_images, len(train_files))
+    return Splits(train, evaluation(*validation), evaluation(*test), folder.class_names,
+                  (image_size, image_size, 3),
+                  statistics=evaluation(train_files[:n], train_labels[:n]) if n else None,
+                  counts=dict(train=len(train_files), validation=len(validation[0]),
+                              test=len(test[0])),
+                  skipped=skipped)
 
 
-def check_image_folder(path):
-    """Fail early, naming the problem, on a folder that cannot be trained on.
+ImageFiles = collections.namedtuple("ImageFiles", "files labels class_names skipped")
+"""``files``: the image paths (class by class, sorted); ``labels``: int32 array, indices
+into ``class_names`` (the sorted class sub-folders); ``skipped``: paths of the files
+cut short (left out of ``files``)."""
 
-    Every image file is decoded once (in parallel, with the decoder training
-    uses), so that a truncated or corrupt file is named now, with all the others,
-    instead of stopping training mid-epoch. Returns ``{class name: image count}``.
+
+def image_folder_files(path, class_names=None):
+    """The ``ImageFiles`` of an image folder (one sub-folder per class).
+
+    Only each file's first and last bytes are read (in parallel threads): a
+    file without a JPEG, PNG, GIF or BMP signature is an error naming it
+    (with every other such file); a file whose end is missing (no JPEG
+    end-of-image marker, PNG ``IEND`` chunk or GIF trailer near its end, a BMP
+    shorter than its header says) is skipped. ``class_names``: the training
+    folder's classes, which this folder's sub-folders must be among (a
+    validation folder). Raises ``ValueError`` for a missing or empty folder or a
+    single class.
     """
     check_input_path(path, "image folder", "folder")
     classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
-    counts, files = {}, []
-    for name in classes:
-        found = sorted(os.path.join(path, name, f) for f in os.listdir(os.path.join(path, name))
-                       if is_image_name(f))
-        files += found
-        counts[name] = len(found)
-    with_images = [name for name, n in counts.items() if n]
+    if class_names is not None and set(classes) - set(class_names):
+        raise ValueError(f"Image folder {path!r} has class sub-folders the training data "
+                         f"lacks: {sorted(set(classes) - set(class_names))[:10]}.")
+    found = {name: sorted(os.path.join(path, name, f)
+                          for f in os.listdir(os.path.join(path, name)) if is_image_name(f))
+             for name in classes}
+    with_images = [name for name, names in found.items() if names]
     if not with_images:
         raise ValueError(
             f"Image folder {path!r} holds no images: expected one sub-folder per class with "
             f"{'/'.join(IMAGE_EXTENSIONS)} files (found sub-folders: {classes or 'none'}).")
-    if len(with_images) < 2:
+    if class_names is None and len(with_images) < 2:
         raise ValueError(f"Image folder {path!r} has a single class ({with_images[0]!r}); "
                          "classification needs at least two class sub-folders.")
-    bad = undecodable_images(files)
+    names = classes if class_names is None else list(class_names)
+    candidates = [(f, names.index(name)) for name in classes for f in found[name]]
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        kinds = list(pool.map(file_state, [f for f, _ in candidates], chunksize=256))
+    bad = [f for (f, _), kind in zip(candidates, kinds) if kind == "not an image"]
     if bad:
         shown = ", ".join(repr(f) for f in bad[:10]) + (f" and {len(bad) - 10} more"
                                                          if len(bad) > 10 else "")
         raise ValueError(
-            f"{len(bad)} of {len(files)} files in image folder {path!r} cannot be decoded as "
-            f"images (not JPEG, PNG, GIF or BMP data, or truncated/corrupt): {shown}; "
-            "remove or fix them.")
-    return counts
+            f"{len(bad)} of {len(candidates)} files in image folder {path!r} cannot be decoded "
+            f"as images (no JPEG, PNG, GIF or BMP signature): {shown}; remove or fix them.")
+    kept = [(f, label) for (f, label), kind in zip(candidates, kinds) if kind == "complete"]
+    return ImageFiles([f for f, _ in kept], np.array([label for _, label in kept], "int32"),
+                      names, [f for (f, _), kind in zip(candidates, kinds) if kind == "cut"])
 
 
-def undecodable_images(files):
-    """The files among ``files`` that ``tf.io.decode_image`` cannot decode, in order."""
-    def has_signature(file):
-        with open(file, "rb") as handle:
-            head = handle.read(8)
-        return any(head.startswith(magic) for magic in IMAGE_SIGNATURES)
-
-    candidates = [i for i, f in enumerate(files) if has_signature(f)]
-    if not candidates:
-        return list(files)
-    decodable = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(candidates, tf.int64), tf.constant([files[i] for i in candidates]))
-    ).map(lambda index, file: (index, tf.shape(tf.io.decode_image(
-        tf.io.read_file(file), channels=3, expand_animations=False))),
-        num_parallel_calls=tf.data.AUTOTUNE
-    ).ignore_errors().map(lambda index, shape: index)
-    good = {int(i) for i in decodable.as_numpy_iterator()}
-    return [f for i, f in enumerate(files) if i not in good]
+def file_state(file):
+    """``"complete"``, ``"cut"`` (an image whose end is missing) or ``"not an image"``,
+    from the first 8 and last 64 bytes of ``file``."""
+    with open(file, "rb") as handle:
+        head = handle.read(8)
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, size - 64))
+        tail = handle.read()
+    kind = next((kind for magic, kind in IMAGE_SIGNATURES.items() if head.startswith(magic)),
+                None)
+    if kind is None:
+        return "not an image"
+    complete = {
+        "jpeg": lambda: b"\xff\xd9" in tail,
+        "png": lambda: b"IEND" in tail,
+        "gif": lambda: tail.rstrip(b"\0").endswith(b";"),
+        "bmp": lambda: len(head) >= 6 and int.from_bytes(head[2:6], "little") <= size,
+    }[kind]()
+    return "complete" if complete else "cut"
 
 
 def torch_normalize(images):
@@ -189,17 +262,52 @@ def torch_normalize(images):
     return (tf.cast(images, "float32") - mean) / std
 
 
-def _finish(train, validation, test, names, image_size, augment, flip, seed):
+def _normalize_batch(images, labels):
+    return torch_normalize(images), labels
+
+
+def _augmented(train, image_size, augment, flip, seed):
+    """Batches of [0, 255] images: pad-crop-flipped if ``augment``, normalized, prefetched."""
     if augment:
         pad = max(1, image_size // 8)  # the paper's 4 pixels at 32x32
         train = train.map(lambda x, y: (_pad_crop_flip(x, pad, flip, seed), y),
                           num_parallel_calls=tf.data.AUTOTUNE)
-    train = train.map(lambda x, y: (torch_normalize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    validation, test = (
-        split.map(lambda x, y: (torch_normalize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE) for split in (validation, test))
-    return Splits(train.prefetch(tf.data.AUTOTUNE), validation, test, list(names),
-                  (image_size, image_size, 3))
+    return train.map(_normalize_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE)
+
+
+def _decoded(files, labels, image_size, decode, shuffle_seed=None):
+    """Unbatched ``(image, label)``: each file read and ``decode``d to a float32
+    ``(image_size, image_size, 3)`` image in [0, 255]; files that fail to decode
+    are dropped. Reshuffled every epoch if ``shuffle_seed`` is given."""
+    dataset = tf.data.Dataset.from_tensor_slices((list(files), np.asarray(labels, "int32")))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return dataset.map(lambda file, label: (decode(tf.io.read_file(file), image_size), label),
+                       num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+
+
+def _decode_rgb(encoded):
+    return tf.io.decode_image(encoded, channels=3, expand_animations=False)
+
+
+def _resize_whole(encoded, image_size):
+    """The whole image resized to ``image_size`` square (bilinear), float32."""
+    image = tf.image.resize(_decode_rgb(encoded), (image_size, image_size))
+    return tf.ensure_shape(image, (image_size, image_size, 3))
+
+
+def _center_crop(encoded, image_size):
+    """The shorter side resized to ``image_size / EVAL_CROP_FRACTION`` (bilinear,
+    antialiased), then the center ``image_size`` square, float32."""
+    image = _decode_rgb(encoded)
+    shape = tf.cast(tf.shape(image)[:2], "float32")
+    scale = math.floor(image_size / EVAL_CROP_FRACTION) / tf.reduce_min(shape)
+    resized = tf.maximum(tf.cast(tf.round(shape * scale), "int32"), image_size)
+    image = tf.image.resize(image, resized, antialias=True)
+    top, left = (resized[0] - image_size) // 2, (resized[1] - image_size) // 2
+    image = image[top:top + image_size, left:left + image_size]
+    return tf.ensure_shape(image, (image_size, image_size, 3))
 
 
 def _pad_crop_flip(images, pad, flip, seed):
@@ -214,20 +322,6 @@ def _pad_crop_flip(images, pad, flip, seed):
     return tf.image.random_flip_left_right(cropped) if flip else cropped
 
 
-def image_folder_files(path):
-    """``(files, labels, class_names)`` of an image folder (one sub-folder per class),
-    checked like ``check_image_folder``; labels index the sorted class names."""
-    check_image_folder(path)
-    class_names = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
-    files, labels = [], []
-    for label, name in enumerate(class_names):
-        for file in sorted(os.listdir(os.path.join(path, name))):
-            if file.lower().endswith(IMAGE_EXTENSIONS):
-                files.append(os.path.join(path, name, file))
-                labels.append(label)
-    return files, np.array(labels, "int32"), class_names
-
-
 def imagenet_train_pipeline(files, labels, image_size, batch_size, flip=True, seed=0,
                             parallel=True, cache=False, drop_remainder=False):
     """The ImageNet training input: read, decode, random-resized-crop, flip, normalize.
@@ -236,12 +330,13 @@ def imagenet_train_pipeline(files, labels, image_size, batch_size, flip=True, se
     (Inception-style, as in the DenseNet paper's ImageNet training), decoded
     from the JPEG window only (``decode_and_crop_jpeg``; PNG/GIF/BMP decode
     whole), resized to ``image_size`` (bilinear), flipped left-right at random,
-    normalized like ``preprocess_input(mode="torch")``; then batched and
-    prefetched. Yields ``(batch, image_size, image_size, 3)`` float32 and int32
+    normalized like ``preprocess_input(mode="torch")``; files that fail to
+    decode are dropped; then batched and prefetched. Yields ``(batch, image_size, image_size, 3)`` float32 and int32
     labels, reshuffled every epoch.
 
     Args:
         files, labels: image paths and their class indices (``image_folder_files``).
+        flip, seed: the random flip; the shuffle's seed.
         parallel: decode and augment on all cores (``tf.data.AUTOTUNE``, order
             not deterministic); ``False``: one image at a time.
         cache: keep the encoded files in memory after the first epoch (disk
@@ -262,7 +357,7 @@ def imagenet_train_pipeline(files, labels, image_size, batch_size, flip=True, se
         dataset = dataset.map(read, num_parallel_calls=calls)
     dataset = dataset.map(
         lambda encoded, label: (_random_resized_crop(encoded, image_size, flip), label),
-        num_parallel_calls=calls)
+        num_parallel_calls=calls).ignore_errors()
     if parallel:
         options = tf.data.Options()
         options.deterministic = False

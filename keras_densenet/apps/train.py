@@ -2,17 +2,26 @@
 
     keras-densenet train                       # DenseNet-BC on the embedded digits
     keras-densenet train --recipe cifar        # the paper's CIFAR-10 schedule
-    keras-densenet train --recipe imagenet --data /data/imagenet/train --batch-size 64
+    keras-densenet train --recipe imagenet --data /data/imagenet/train \\
+        --val-data /data/imagenet/val --batch-size 64 --precision bf16
     keras-densenet train --output runs/digits --resume   # continue an interrupted run
     keras-densenet train --distribute multiworker        # one process per worker, TF_CONFIG set
 
 A run directory holds ``config.json`` (the recipe), ``backup/`` (the state
 saved after every epoch, removed once the run completes), ``log.csv``,
-``curves.png``, ``model.keras`` (the final model) and ``metrics.json``. The data
-is split into train, validation (reported each epoch) and test (evaluated once,
-at the end, into ``metrics.json``). With ``--distribute multiworker`` only the
-chief writes these; every other worker keeps only its own backup, in
-``backup-worker{N}/``. See docs/distributed.md.
+``curves.png``, ``model.keras`` (the final model) and ``metrics.json`` (test
+loss, accuracy, top-5 accuracy with more than 5 classes, the number of images
+of each split, the image files skipped). The data is split into train,
+validation (reported each epoch) and test (evaluated once, at the end); with
+``--val-data`` all of ``--data`` is trained on and the validation folder is
+both. With ``--distribute multiworker`` only the chief writes these; every
+other worker keeps only its own backup, in ``backup-worker{N}/``. See
+docs/distributed.md and docs/training.md.
+
+Before every validation and before the model is saved, the BatchNormalization
+statistics are recomputed over training images (precise BN, see
+``keras_densenet.apps.precise_bn``), so the saved model is the one training
+reported, however short the run.
 
 Every option is checked before the run directory is created. A run can be
 killed at any instant and continued with ``--resume`` (which reads the recipe
@@ -25,40 +34,22 @@ run that ran out of memory, say, in ``full``).
 
 import argparse
 import contextlib
-import csv
 import dataclasses
-import io
 import json
 import os
 import shutil
 
-import keras
-
-from keras_densenet.apps import data as data_lib
-from keras_densenet.apps.recipes import RECIPES, Recipe
-from keras_densenet.checks import check_number, check_positive_int
-from keras_densenet.model import DenseNet
+from keras_densenet.apps import run_dir
+from keras_densenet.apps.distribute import (DISTRIBUTE, distribution_strategy,
+                                            keras_distribution, worker_role)
+from keras_densenet.apps.recipes import PRECISIONS, RECIPES, TRANSFORMS, Recipe
+from keras_densenet.checks import check_choice, check_number, check_positive_int
 from keras_densenet.utils import atomic_path, write_text
 
 MEMORY_EFFICIENT_FLAGS = {"off": False, "on": True, "full": "full"}
 """``--memory-efficient`` values and the ``memory_efficient`` they give the model."""
-DISTRIBUTE = ("mirrored", "multiworker", "data-parallel")
-"""``mirrored``: tf.distribute on all local devices; ``multiworker``: tf.distribute
-across the processes named in ``TF_CONFIG``; ``data-parallel``:
-``keras.distribution.DataParallel`` on all JAX devices."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Worker:
-    """This process's role in a run: ``chief`` writes the run files; ``name``
-    (``"chief"``, or e.g. ``"worker1"``) names a non-chief's backup folder."""
-
-    chief: bool = True
-    name: str = "chief"
-
-
-RUN_FILES = ("backup", "log.csv", "model.keras", "metrics.json", "curves.png")
-"""What a run writes besides ``config.json``; a new run refuses a folder holding any."""
+SHOWN_SKIPPED = 10
+"""How many skipped image files the log names (``metrics.json`` lists all)."""
 
 
 def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbose=1):
@@ -75,14 +66,23 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
             ``"multiworker"`` every worker runs this with the same arguments.
         callbacks: extra Keras callbacks.
         verbose: ``model.fit`` verbosity (1: progress bars).
+
+    Returns ``{"test_loss", "test_accuracy", ["test_top5_accuracy",] "images":
+    {"train", "validation", "test"}, "skipped_images": [paths]}``, as in
+    ``metrics.json``.
     """
+    from keras_densenet.apps import data as data_lib
+    from keras_densenet.apps.precise_bn import SETTLE_IMAGES
+    from keras_densenet.apps.precision import check_precision, precision_policy
+
     check_recipe(recipe)
-    check_output_dir(output_dir)
+    check_precision(recipe.precision)
+    run_dir.check_output_dir(output_dir)
     worker = worker_role(distribute)
     backup_dir = os.path.join(output_dir, "backup" if worker.chief else f"backup-{worker.name}")
     # Checked before the workers connect, so that bad options fail fast.
     if worker.chief:
-        _check_run_dir(output_dir, resume)
+        run_dir.check_run_dir(output_dir, resume)
     elif os.path.exists(backup_dir) and not resume:
         raise ValueError(f"{backup_dir!r} holds an interrupted run: pass --resume to "
                          "continue it, or choose another --output.")
@@ -96,10 +96,19 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
               f"{recipe.batch_size * replicas} ({worker.name})")
     splits = data_lib.load(recipe.dataset, recipe.image_size, recipe.batch_size * replicas,
                            augment=recipe.augment, flip=recipe.flip,
-                           drop_remainder=distribution is not None)
+                           drop_remainder=distribution is not None,
+                           val_dataset=recipe.val_dataset, transform=recipe.transform,
+                           statistics_images=SETTLE_IMAGES)
+    print("images: " + ", ".join(f"{n} {split}" for split, n in splits.counts.items())
+          + (" (the validation folder is the test split)" if recipe.val_dataset else ""))
+    if splits.skipped:
+        shown = ", ".join(repr(f) for f in splits.skipped[:SHOWN_SKIPPED])
+        more = len(splits.skipped) - SHOWN_SKIPPED
+        print(f"skipped {len(splits.skipped)} image files cut short (metrics.json lists them): "
+              f"{shown}" + (f" and {more} more" if more > 0 else ""))
     config = dict(recipe=dataclasses.asdict(recipe), class_names=splits.class_names)
 
-    with (distribution.scope() if distribution else contextlib.nullcontext()):
+    with precision_policy(recipe.precision), (distribution.scope() if distribution else contextlib.nullcontext()):
         return _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_dir,
                     callbacks, verbose)
 
@@ -107,30 +116,33 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
 def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_dir, callbacks,
          verbose):
     """Build, train and evaluate; write the run files (the chief only), resumably."""
+    import keras
+
+    from keras_densenet.apps.precise_bn import PreciseBatchNorm
+    from keras_densenet.apps.throughput import ImagesPerSecond
+
     with strategy.scope() if strategy else contextlib.nullcontext():
-        model = DenseNet(**recipe.model, input_shape=splits.image_shape,
-                         classes=len(splits.class_names))
-        # What classify and export need to feed the model as it was trained.
-        model.update_config(class_names=splits.class_names, preprocessing="torch",
-                            crop_pct=1.0, interpolation="bilinear")
+        model = build_model(recipe, splits.image_shape, splits.class_names)
         steps_per_epoch = int(splits.train.cardinality())
         model.compile(
             optimizer=keras.optimizers.SGD(
                 learning_rate=step_schedule(recipe, steps_per_epoch),
                 momentum=recipe.momentum, nesterov=recipe.nesterov),
             loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
+            metrics=["accuracy", *([keras.metrics.SparseTopKCategoricalAccuracy(
+                5, name="top5_accuracy")] if len(splits.class_names) > 5 else [])],
         )
     # Only now, with every option checked, is anything written.
-    started_in = _prepare_run_dir(output_dir, config, resume) if worker.chief else None
+    started_in = run_dir.prepare_run_dir(output_dir, config, resume) if worker.chief else None
     log_path = os.path.join(output_dir, "log.csv")
     model_path = os.path.join(output_dir, "model.keras")
+    statistics = PreciseBatchNorm(splits.statistics)
     if not (resume and os.path.exists(model_path)):
         if worker.chief:
-            _trim_log(log_path, _restorable_epoch(backup_dir))
+            run_dir.trim_log(log_path, run_dir.restorable_epoch(backup_dir))
         if started_in is not None:  # resumed in another memory mode: the run goes on in it
             # (its checkpoint loads: DenseNetModel.load_weights takes either variable order)
-            print(f"resuming with memory_efficient={_run_memory_mode(config)!r} (the run "
+            print(f"resuming with memory_efficient={run_dir.run_memory_mode(config)!r} (the run "
                   f"started with {started_in!r})")
             write_text(os.path.join(output_dir, "config.json"), json.dumps(config, indent=2))
         model.fit(
@@ -140,6 +152,9 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
             shuffle=False,  # the pipeline reshuffles every epoch itself
             verbose=verbose,
             callbacks=[
+                ImagesPerSecond(recipe.batch_size * _replicas(strategy), splits.counts["train"]),
+                # Before each validation, and so before each backup (on_epoch_end).
+                statistics,
                 # The log row of an epoch is written before its backup, and cut on
                 # resume when the backup is older: the log never repeats an epoch.
                 *([keras.callbacks.CSVLogger(log_path, append=True)] if worker.chief else []),
@@ -149,9 +164,9 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
                 *callbacks,
             ],
         )
+        statistics.settle()
         if not worker.chief:  # every worker evaluates (collectives); the chief writes
-            metrics = {f"test_{name}": float(value) for name, value in
-                       model.evaluate(splits.test, verbose=0, return_dict=True).items()}
+            metrics = _evaluate(model, splits)
             shutil.rmtree(backup_dir, ignore_errors=True)
             return metrics
         with atomic_path(model_path) as temporary:
@@ -163,8 +178,7 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
         with open(metrics_path) as handle:
             metrics = json.load(handle)
     else:
-        metrics = {f"test_{name}": float(value) for name, value in
-                   model.evaluate(splits.test, verbose=0, return_dict=True).items()}
+        metrics = _evaluate(model, splits)
         write_text(metrics_path, json.dumps(metrics, indent=2))
     curves_path = os.path.join(output_dir, "curves.png")
     if not os.path.exists(curves_path):
@@ -178,9 +192,35 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
     return metrics
 
 
-def _run_memory_mode(config):
-    """The ``memory_efficient`` of a run's config (``False`` where the recipe has none)."""
-    return config["recipe"]["model"].get("memory_efficient", False)
+def _replicas(strategy):
+    return strategy.num_replicas_in_sync if strategy else 1
+
+
+def _evaluate(model, splits):
+    """The ``metrics.json`` of a trained model: test metrics, image counts, skipped files."""
+    results = model.evaluate(splits.test, verbose=0, return_dict=True)
+    return {**{f"test_{name}": float(value) for name, value in results.items()},
+            "images": dict(splits.counts), "skipped_images": list(splits.skipped)}
+
+
+def build_model(recipe, image_shape, class_names):
+    """The recipe's ``DenseNetModel`` for ``image_shape`` and ``class_names``, its config
+    recording how classify and export must feed it; with ``recipe.weights``, every
+    layer but the classifier starts from those weights."""
+    from keras_densenet.apps.data import EVAL_CROP_FRACTION
+    from keras_densenet.model import DenseNet
+
+    model = DenseNet(**recipe.model, input_shape=image_shape, classes=len(class_names))
+    if recipe.weights is not None:
+        pretrained = DenseNet(**recipe.model, input_shape=image_shape, include_top=False,
+                              weights=recipe.weights)
+        for layer in pretrained.layers:
+            if layer.weights:
+                model.get_layer(layer.name).set_weights(layer.get_weights())
+    crop_pct = EVAL_CROP_FRACTION if recipe.transform == "imagenet" else 1.0
+    model.update_config(class_names=list(class_names), preprocessing="torch",
+                        crop_pct=crop_pct, interpolation="bilinear")
+    return model
 
 
 def check_recipe(recipe):
@@ -192,72 +232,16 @@ def check_recipe(recipe):
     check_number("momentum", recipe.momentum, "[0, 1)", lambda v: 0 <= v < 1)
     for milestone in recipe.lr_milestones:
         check_number("lr_milestones entries", milestone, "(0, 1]", lambda v: 0 < v <= 1)
+    check_choice("transform", recipe.transform, TRANSFORMS)
+    check_choice("precision", recipe.precision, tuple(PRECISIONS))
     if not isinstance(recipe.model, dict):
         raise ValueError(f"model must be a dict of DenseNet arguments; got {recipe.model!r}.")
 
 
-def check_output_dir(output_dir):
-    """A one-line ``ValueError`` when ``output_dir`` cannot be a run directory."""
-    path = os.path.abspath(output_dir)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"--output {output_dir!r} is a file, not a directory.")
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    if not os.path.isdir(path):
-        raise ValueError(f"--output {output_dir!r} cannot be created: {path!r} is a file.")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(f"--output {output_dir!r} cannot be written: no write permission "
-                         f"in {path!r}.")
-
-
-def _restorable_epoch(backup_dir):
-    """The epoch ``BackupAndRestore`` will resume from (0: none), repairing a half-written backup.
-
-    A kill while Keras writes ``training_metadata.json`` leaves it empty or cut;
-    the previous state (``.bkp``, kept by ``double_checkpoint``) then replaces
-    the pair, or, if there is none, the backup is dropped (the run restarts).
-    """
-    metadata_path = os.path.join(backup_dir, "training_metadata.json")
-    weights_path = os.path.join(backup_dir, "latest.weights.h5")
-
-    def epoch(path):
-        try:
-            with open(path) as handle:
-                return int(json.load(handle)["epoch"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    if not os.path.exists(metadata_path):
-        return 0
-    if epoch(metadata_path) is not None:
-        return epoch(metadata_path)
-    previous = epoch(metadata_path + ".bkp")
-    if previous is not None and os.path.exists(weights_path + ".bkp"):
-        shutil.copyfile(weights_path + ".bkp", weights_path)
-        shutil.copyfile(metadata_path + ".bkp", metadata_path)
-        return previous
-    shutil.rmtree(backup_dir)
-    return 0
-
-
-def _trim_log(log_path, epochs_done):
-    """Drop the rows of ``log.csv`` for epochs from ``epochs_done`` on (they will be redone)."""
-    if not os.path.exists(log_path):
-        return
-    with open(log_path, newline="") as handle:
-        rows = list(csv.reader(handle))
-    if not rows:
-        return
-    header, body = rows[0], rows[1:]
-    kept = [row for row in body if row and int(row[0]) < epochs_done]
-    if len(kept) != len(body):
-        text = io.StringIO()
-        csv.writer(text, lineterminator="\n").writerows([header, *kept])
-        write_text(log_path, text.getvalue())
-
-
 def step_schedule(recipe, steps_per_epoch):
     """The learning rate divided by 10 at each of ``recipe.lr_milestones`` (fractions)."""
+    import keras
+
     boundaries = [int(round(m * recipe.epochs)) * steps_per_epoch for m in recipe.lr_milestones]
     values = [recipe.learning_rate / 10**i for i in range(len(boundaries) + 1)]
     if not boundaries:
@@ -265,141 +249,8 @@ def step_schedule(recipe, steps_per_epoch):
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
-def _check_distribute(distribute):
-    if distribute is not None and distribute not in DISTRIBUTE:
-        raise ValueError(f"distribute must be one of {DISTRIBUTE} or None; got {distribute!r}.")
-    backend = keras.backend.backend()
-    if distribute in ("mirrored", "multiworker") and backend != "tensorflow":
-        raise ValueError(
-            f"--distribute {distribute} uses tf.distribute, which needs the TensorFlow backend "
-            f"(this is {backend!r}); on JAX use --distribute data-parallel "
-            "(keras.distribution.DataParallel).")
-    if distribute == "data-parallel" and backend != "jax":
-        raise ValueError(
-            "--distribute data-parallel uses keras.distribution, which needs the JAX backend "
-            f"(this is {backend!r}); on TensorFlow use --distribute mirrored or multiworker. "
-            "The PyTorch backend has no distributed training here.")
-
-
-def worker_role(distribute):
-    """This process's ``Worker`` role, read from ``TF_CONFIG`` for ``multiworker``.
-
-    The chief is the ``chief`` task if the cluster has one, else worker 0
-    (tf.distribute's convention). Raises ``ValueError`` if ``multiworker`` is
-    asked for without a ``TF_CONFIG`` naming this task.
-    """
-    _check_distribute(distribute)
-    if distribute != "multiworker":
-        return Worker()
-    import tensorflow as tf
-
-    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-    cluster = resolver.cluster_spec().as_dict()
-    if not cluster or resolver.task_type is None:
-        raise ValueError("--distribute multiworker needs the TF_CONFIG environment variable "
-                         "with 'cluster' and 'task' (see docs/distributed.md).")
-    chief = resolver.task_type == "chief" or (
-        "chief" not in cluster and resolver.task_type == "worker" and resolver.task_id == 0)
-    return Worker(chief=chief, name=f"{resolver.task_type}{resolver.task_id}")
-
-
-def distribution_strategy(distribute):
-    """The ``tf.distribute`` strategy for ``distribute``, or ``None``."""
-    _check_distribute(distribute)
-    if distribute not in ("mirrored", "multiworker"):
-        return None
-    import tensorflow as tf
-
-    if distribute == "mirrored":
-        return tf.distribute.MirroredStrategy()
-
-    class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
-        """Works around two Keras 3 ``fit`` bugs with this strategy
-        (keras-team/keras#20585, tensorflow/tensorflow#72388): it reduces a whole
-        ``(images, labels)`` batch in one call, and reduces scalar metrics along
-        ``axis=0``. Here nested values are reduced one tensor at a time, and
-        scalars across replicas (``axis=None``)."""
-
-        def reduce(self, reduce_op, value, axis):
-            def reduce_one(per_replica):
-                rank = self.experimental_local_results(per_replica)[0].shape.rank
-                return parent.reduce(reduce_op, per_replica, None if rank == 0 else axis)
-
-            parent = super()
-            return tf.nest.map_structure(reduce_one, value)
-
-    return MultiWorkerMirroredStrategy()
-
-
-def keras_distribution(distribute):
-    """The ``keras.distribution`` for ``distribute`` (JAX), or ``None``."""
-    _check_distribute(distribute)
-    if distribute != "data-parallel":
-        return None
-    return keras.distribution.DataParallel(devices=keras.distribution.list_devices())
-
-
-def _check_run_dir(output_dir, resume):
-    exists = os.path.exists(os.path.join(output_dir, "config.json"))
-    if resume and not exists:
-        raise ValueError(f"--resume: {output_dir!r} holds no run to resume (no config.json).")
-    if not resume and exists:
-        raise ValueError(f"{output_dir!r} already holds a run: pass --resume to continue it, "
-                         "or choose another --output.")
-
-
-def _prepare_run_dir(output_dir, config, resume):
-    """Check the run directory; create it and its ``config.json`` for a new run.
-
-    Returns the memory mode a resumed run started in when ``config`` asks for
-    another (the only change ``--resume`` takes), else ``None``.
-    """
-    config_path = os.path.join(output_dir, "config.json")
-    _check_run_dir(output_dir, resume)
-    if resume:
-        saved = read_run_config(output_dir)
-        current = json.loads(json.dumps(config))  # tuples become lists, as in the file
-        started_in = _run_memory_mode(saved)
-        for run in (saved, current):
-            run["recipe"]["model"].pop("memory_efficient", None)
-        if saved != current:
-            differences = sorted(key for key, value in current["recipe"].items()
-                                 if saved["recipe"].get(key) != value) or ["class_names"]
-            raise ValueError(
-                f"--resume: the run in {output_dir!r} was made with another recipe or data "
-                f"(differs in {differences}); its checkpoint does not fit "
-                "this model. Resume without those options (config.json has the run's), "
-                "or train into a new --output.")
-        if (os.path.exists(os.path.join(output_dir, "model.keras"))
-                and not os.path.exists(os.path.join(output_dir, "backup"))):
-            raise ValueError(f"--resume: the run in {output_dir!r} has already finished "
-                             "(model.keras is written); train into a new --output.")
-        return None if started_in == _run_memory_mode(config) else started_in
-    if any(os.path.exists(os.path.join(output_dir, name)) for name in RUN_FILES):
-        raise ValueError(f"{output_dir!r} already holds a run: pass --resume to continue it, "
-                         "or choose another --output.")
-    try:
-        os.makedirs(output_dir, exist_ok=True)
-    except OSError as error:
-        raise ValueError(
-            f"--output {output_dir!r} cannot be created: {error.strerror}.") from None
-    write_text(config_path, json.dumps(config, indent=2))
-    return None
-
-
-def read_run_config(output_dir):
-    """The ``config.json`` of the run in ``output_dir`` (``{"recipe": ..., "class_names": ...}``)."""
-    config_path = os.path.join(output_dir, "config.json")
-    if not os.path.exists(config_path):
-        raise ValueError(f"--resume: {output_dir!r} holds no run to resume (no config.json).")
-    try:
-        with open(config_path) as handle:
-            return json.load(handle)
-    except ValueError as error:
-        raise ValueError(f"--resume: {config_path!r} is not valid JSON ({error}).") from None
-
-
 def build_parser():
+    """The ``keras-densenet train`` options (imports no framework)."""
     parser = argparse.ArgumentParser(
         prog="keras-densenet train", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -408,6 +259,10 @@ def build_parser():
                              "run's own, from its config.json)")
     parser.add_argument("--data", help="digits, cifar10, cifar100 or an image folder "
                                        "(default: the recipe's)")
+    parser.add_argument("--val-data", dest="val_dataset",
+                        help="an image folder with the same class sub-folders (ImageNet's "
+                             "val layout): evaluated after every epoch and at the end, instead "
+                             "of splits held out of --data")
     parser.add_argument("--output", help="run directory (default: runs/RECIPE)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output with the options it was started with")
@@ -418,7 +273,17 @@ def build_parser():
     parser.add_argument("--batch-size", type=int, help="per replica")
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--image-size", type=int)
+    parser.add_argument("--transform", choices=TRANSFORMS,
+                        help="image files: resize (whole image; pad-and-crop augmentation) or "
+                             "imagenet (random-resized crop; evaluation: resize to size/0.875, "
+                             "center crop); default: the recipe's")
     parser.add_argument("--no-augment", dest="augment", action="store_false", default=None)
+    parser.add_argument("--precision", choices=tuple(PRECISIONS),
+                        help="bf16: Keras' mixed_bfloat16 (CPUs with AVX512-BF16 or AMX, GPUs); "
+                             "float16: mixed_float16 (GPUs); default: float32")
+    parser.add_argument("--weights",
+                        help="fine-tune: imagenet or a weights file for every layer but the "
+                             "classifier (default: random initialization)")
     parser.add_argument("--depth", type=int, help="DenseNet depth (the recipe's model)")
     parser.add_argument("--growth-rate", type=int)
     parser.add_argument("--weight-decay", type=float)
@@ -426,8 +291,9 @@ def build_parser():
     parser.add_argument("--memory-efficient", choices=sorted(MEMORY_EFFICIENT_FLAGS),
                         help="recompute in the backward pass to train in less memory: on = "
                              "each layer's concat-BN-ReLU-1x1, full = whole dense layers, "
-                             "transitions and stem (about half the memory, ~15%% slower); "
-                             "default: the recipe's (off); with --resume: go on in this mode")
+                             "transitions and stem (less memory, slower steps: see "
+                             "docs/benchmarks.md); default: the recipe's (off); with --resume: "
+                             "go on in this mode")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -436,8 +302,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     output_dir = args.output or os.path.join("runs", args.recipe or "digits")
     if args.resume and args.recipe is None:
-        saved = read_run_config(output_dir)["recipe"]
-        recipe = Recipe(**{**saved, "lr_milestones": tuple(saved["lr_milestones"])})
+        recipe = Recipe.from_dict(run_dir.read_run_config(output_dir)["recipe"])
     else:
         recipe = RECIPES[args.recipe or "digits"]
     model_overrides = {k: v for k, v in dict(
@@ -446,12 +311,17 @@ def main(argv=None):
         memory_efficient=MEMORY_EFFICIENT_FLAGS.get(args.memory_efficient)).items()
         if v is not None}
     recipe = recipe.replace(
-        dataset=args.data, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, image_size=args.image_size, augment=args.augment,
+        dataset=args.data, val_dataset=args.val_dataset, epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate,
+        image_size=args.image_size, transform=args.transform, augment=args.augment,
+        precision=args.precision, weights=args.weights,
         model={**recipe.model, **model_overrides})
     metrics = train(recipe, output_dir, resume=args.resume, distribute=args.distribute,
                     verbose=0 if args.quiet else 1)  # errors: one line, from apps.cli
-    print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f}")
+    top5 = (f", top-5 {metrics['test_top5_accuracy']:.4f}"
+            if "test_top5_accuracy" in metrics else "")
+    print(f"test accuracy {metrics['test_accuracy']:.4f}{top5}, test loss "
+          f"{metrics['test_loss']:.4f}")
     print(f"model: {os.path.join(output_dir, 'model.keras')}")
     return 0
 
