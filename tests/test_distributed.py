@@ -240,14 +240,10 @@ def test_worker_roles_come_from_tf_config(monkeypatch):
         return distribute.worker_role("multiworker")
 
     workers = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
-    assert role(workers, "worker", 0) == distribute.Worker(chief=True, name="worker0", index=0,
-                                                           count=2)
-    assert role(workers, "worker", 1) == distribute.Worker(chief=False, name="worker1", index=1,
-                                                           count=2)
+    assert role(workers, "worker", 0) == distribute.Worker(chief=True, name="worker0")
+    assert role(workers, "worker", 1) == distribute.Worker(chief=False, name="worker1")
     with_chief = {"chief": ["127.0.0.1:3"], **workers}
     assert role(with_chief, "chief", 0).chief and not role(with_chief, "worker", 0).chief
-    assert [role(with_chief, *task).index for task in (("chief", 0), ("worker", 0),
-                                                       ("worker", 1))] == [0, 1, 2]
     assert distribute.worker_role("mirrored") == distribute.Worker()
     monkeypatch.delenv("TF_CONFIG")
     with pytest.raises(ValueError, match="needs the TF_CONFIG environment variable"):

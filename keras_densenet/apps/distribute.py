@@ -16,14 +16,10 @@ across the processes named in ``TF_CONFIG``; ``data-parallel``:
 @dataclasses.dataclass(frozen=True)
 class Worker:
     """This process's role in a run: ``chief`` writes the run files; ``name``
-    (``"chief"``, or e.g. ``"worker1"``) names a non-chief's backup folder;
-    ``index`` and ``count`` (``0`` and ``1`` outside ``multiworker``) say which
-    shard of the image files this worker reads."""
+    (``"chief"``, or e.g. ``"worker1"``) names a non-chief's backup folder."""
 
     chief: bool = True
     name: str = "chief"
-    index: int = 0
-    count: int = 1
 
 
 def check_distribute(distribute):
@@ -67,11 +63,7 @@ def worker_role(distribute):
                          "with 'cluster' and 'task' (see docs/distributed.md).")
     chief = resolver.task_type == "chief" or (
         "chief" not in cluster and resolver.task_type == "worker" and resolver.task_id == 0)
-    # tf.distribute's worker order: the chief first, then the workers
-    tasks = [("chief", i) for i in range(len(cluster.get("chief", [])))] + [
-        ("worker", i) for i in range(len(cluster.get("worker", [])))]
-    return Worker(chief=chief, name=f"{resolver.task_type}{resolver.task_id}",
-                  index=tasks.index((resolver.task_type, resolver.task_id)), count=len(tasks))
+    return Worker(chief=chief, name=f"{resolver.task_type}{resolver.task_id}")
 
 
 def distribution_strategy(distribute):

@@ -94,9 +94,11 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
         engine = "tf.distribute" if strategy else "keras.distribution"
         print(f"{engine} {distribute}: {replicas} replicas, global batch "
               f"{recipe.batch_size * replicas} ({worker.name})")
-    splits = data_lib.load(recipe.dataset, recipe.image_size, recipe.batch_size * replicas,
+    global_batch = recipe.batch_size * replicas
+    drop_remainder = distribution is not None
+    splits = data_lib.load(recipe.dataset, recipe.image_size, global_batch,
                            augment=recipe.augment, flip=recipe.flip,
-                           drop_remainder=distribution is not None,
+                           drop_remainder=drop_remainder,
                            val_dataset=recipe.val_dataset, transform=recipe.transform,
                            statistics_images=SETTLE_IMAGES)
     print("images: " + ", ".join(f"{n} {split}" for split, n in splits.counts.items())
@@ -107,15 +109,19 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
         print(f"skipped {len(splits.skipped)} image files cut short (metrics.json lists them): "
               f"{shown}" + (f" and {more} more" if more > 0 else ""))
     config = dict(recipe=dataclasses.asdict(recipe), class_names=splits.class_names)
+    steps_per_epoch = (splits.counts["train"] // global_batch if drop_remainder
+                       else -(-splits.counts["train"] // global_batch))
 
     with precision_policy(recipe.precision), (distribution.scope() if distribution else contextlib.nullcontext()):
         return _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_dir,
-                    callbacks, verbose)
+                    steps_per_epoch, global_batch, callbacks, verbose)
 
 
-def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_dir, callbacks,
-         verbose):
+def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_dir,
+         steps_per_epoch, global_batch, callbacks, verbose):
     """Build, train and evaluate; write the run files (the chief only), resumably."""
+    import warnings
+
     import keras
 
     from keras_densenet.apps.precise_bn import PreciseBatchNorm
@@ -123,7 +129,6 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
 
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = build_model(recipe, splits.image_shape, splits.class_names)
-        steps_per_epoch = int(splits.train.cardinality())
         model.compile(
             optimizer=keras.optimizers.SGD(
                 learning_rate=step_schedule(recipe, steps_per_epoch),
@@ -145,25 +150,29 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
             print(f"resuming with memory_efficient={run_dir.run_memory_mode(config)!r} (the run "
                   f"started with {started_in!r})")
             write_text(os.path.join(output_dir, "config.json"), json.dumps(config, indent=2))
-        model.fit(
-            splits.train,
-            validation_data=splits.validation,  # model selection; test is reported once, below
-            epochs=recipe.epochs,
-            shuffle=False,  # the pipeline reshuffles every epoch itself
-            verbose=verbose,
-            callbacks=[
-                ImagesPerSecond(recipe.batch_size * _replicas(strategy), splits.counts["train"]),
-                # Before each validation, and so before each backup (on_epoch_end).
-                statistics,
-                # The log row of an epoch is written before its backup, and cut on
-                # resume when the backup is older: the log never repeats an epoch.
-                *([keras.callbacks.CSVLogger(log_path, append=True)] if worker.chief else []),
-                # Kept when fit returns, removed below once every final file is written.
-                keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True,
-                                                 delete_checkpoint=False),
-                *callbacks,
-            ],
-        )
+        # Image files that fail to decode are dropped, so a folder's pipeline has no
+        # known length: Keras learns it in the first epoch, and warns, needlessly.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Your input ran out of data")
+            model.fit(
+                splits.train,
+                validation_data=splits.validation,  # model selection; test is reported once, below
+                epochs=recipe.epochs,
+                shuffle=False,  # the pipeline reshuffles every epoch itself
+                verbose=verbose,
+                callbacks=[
+                    ImagesPerSecond(global_batch, splits.counts["train"]),
+                    # Before each validation, and so before each backup (on_epoch_end).
+                    statistics,
+                    # The log row of an epoch is written before its backup, and cut on
+                    # resume when the backup is older: the log never repeats an epoch.
+                    *([keras.callbacks.CSVLogger(log_path, append=True)] if worker.chief else []),
+                    # Kept when fit returns, removed below once every final file is written.
+                    keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True,
+                                                     delete_checkpoint=False),
+                    *callbacks,
+                ],
+            )
         statistics.settle()
         if not worker.chief:  # every worker evaluates (collectives); the chief writes
             metrics = _evaluate(model, splits)
@@ -192,10 +201,6 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
     return metrics
 
 
-def _replicas(strategy):
-    return strategy.num_replicas_in_sync if strategy else 1
-
-
 def _evaluate(model, splits):
     """The ``metrics.json`` of a trained model: test metrics, image counts, skipped files."""
     results = model.evaluate(splits.test, verbose=0, return_dict=True)
@@ -206,11 +211,16 @@ def _evaluate(model, splits):
 def build_model(recipe, image_shape, class_names):
     """The recipe's ``DenseNetModel`` for ``image_shape`` and ``class_names``, its config
     recording how classify and export must feed it; with ``recipe.weights``, every
-    layer but the classifier starts from those weights."""
+    layer but the classifier starts from those weights. Under a mixed precision
+    policy the classifier computes in float32 (Keras' advice for the softmax)."""
+    import keras
+
     from keras_densenet.apps.data import EVAL_CROP_FRACTION
     from keras_densenet.model import DenseNet
 
     model = DenseNet(**recipe.model, input_shape=image_shape, classes=len(class_names))
+    if recipe.precision != "float32":  # the softmax, the loss and top-k in float32
+        model.get_layer("predictions").dtype_policy = keras.DTypePolicy("float32")
     if recipe.weights is not None:
         pretrained = DenseNet(**recipe.model, input_shape=image_shape, include_top=False,
                               weights=recipe.weights)
