@@ -33,13 +33,13 @@ TINY = RECIPES["digits"].replace(
     augment=False)
 RUN_FILES = ["config.json", "curves.png", "log.csv", "metrics.json", "model.keras"]
 TIMEOUT = 240  # seconds for one worker; a hung collective fails the test instead of CI
-# After two epochs of this tiny setting the test accuracy of identical
-# single-process runs varies from about 0.45 to 0.95 (BN moving statistics lag
-# the weights), so runs are compared on the final epoch's training accuracy
-# (batch statistics, spread about +-0.05), and their test accuracy must only be
-# far above chance (0.1).
+# Runs are compared on the final epoch's training accuracy (batch statistics,
+# spread about +-0.05 between identical runs); the test accuracy, with the BN
+# statistics recomputed before evaluation (apps/precise_bn.py), must be at least
+# MIN_TEST_ACCURACY (chance is 0.1; with Keras' moving averages alone two tiny
+# epochs gave 0.1-0.95).
 TRAIN_ACCURACY_NOISE = 0.1
-MIN_TEST_ACCURACY = 0.15  # chance is 0.1; two tiny epochs on 1,257 digits vary a lot
+MIN_TEST_ACCURACY = 0.5
 
 
 def _free_ports(count):
@@ -129,10 +129,10 @@ def two_workers(tmp_path_factory):
 
 
 def _assert_like(run, other):
-    """Same final training accuracy (log.csv) within noise; test accuracy far above chance."""
+    """Same final training accuracy (log.csv) within noise; test accuracy well above chance."""
     assert float(_log(run)[-1]["accuracy"]) == pytest.approx(
         float(_log(other)[-1]["accuracy"]), abs=TRAIN_ACCURACY_NOISE)
-    assert _test_accuracy(run) > MIN_TEST_ACCURACY
+    assert _test_accuracy(run) >= MIN_TEST_ACCURACY
 
 
 def _optimizer_steps(run):

@@ -191,3 +191,19 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert "tf.distribute mirrored: 2 replicas, global batch 64" in result.stdout
     assert "test accuracy" in result.stdout
     assert os.path.exists(os.path.join(run, "model.keras"))
+
+
+def test_fine_tuning_starts_every_layer_but_the_classifier_from_the_weights(tmp_path):
+    import numpy as np
+
+    from keras_densenet import DenseNet
+
+    source = DenseNet(**TINY.model, input_shape=(16, 16, 3), classes=7)
+    path = str(tmp_path / "pretrained.weights.h5")
+    source.save_weights(path)
+    model = train_lib.build_model(TINY.replace(weights=path), (16, 16, 3), list("abc"))
+    assert model.output.shape == (None, 3)
+    for name in ("stem_conv", "block1_layer1_bn1", "final_bn"):
+        for ours, theirs in zip(model.get_layer(name).weights, source.get_layer(name).weights):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours),
+                                          keras.ops.convert_to_numpy(theirs))

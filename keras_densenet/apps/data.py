@@ -331,8 +331,9 @@ def imagenet_train_pipeline(files, labels, image_size, batch_size, flip=True, se
     from the JPEG window only (``decode_and_crop_jpeg``; PNG/GIF/BMP decode
     whole), resized to ``image_size`` (bilinear), flipped left-right at random,
     normalized like ``preprocess_input(mode="torch")``; files that fail to
-    decode are dropped; then batched and prefetched. Yields ``(batch, image_size, image_size, 3)`` float32 and int32
-    labels, reshuffled every epoch.
+    decode are dropped; then batched and prefetched. Yields ``(batch,
+    image_size, image_size, 3)`` float32 and int32 labels, reshuffled every
+    epoch.
 
     Args:
         files, labels: image paths and their class indices (``image_folder_files``).

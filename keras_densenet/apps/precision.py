@@ -1,4 +1,4 @@
-"""``--precision``: the Keras dtype policy a run trains under, refused where the hardware lacks it."""
+"""``--precision``: the Keras dtype policy a run trains under, refused where hardware lacks it."""
 
 import contextlib
 
@@ -51,7 +51,8 @@ def check_precision(precision):
                          "use --precision bf16 where it has AVX512-BF16 or AMX, or float32.")
     if not cpu_has_bf16():
         raise ValueError(f"--precision bf16 needs a GPU or a CPU with bfloat16 arithmetic "
-                         f"({' or '.join(CPU_BF16_FLAGS)} in /proc/cpuinfo); this one has neither: use --precision float32.")
+                         f"({' or '.join(CPU_BF16_FLAGS)} in /proc/cpuinfo); this one has "
+                         "neither: use --precision float32.")
 
 
 @contextlib.contextmanager

@@ -92,7 +92,7 @@ def prepare_run_dir(output_dir, config, resume):
 
 
 def read_run_config(output_dir):
-    """The ``config.json`` of the run in ``output_dir`` (``{"recipe": ..., "class_names": ...}``)."""
+    """The ``config.json`` of the run in ``output_dir``: ``{"recipe": ..., "class_names": ...}``."""
     config_path = os.path.join(output_dir, "config.json")
     if not os.path.exists(config_path):
         raise ValueError(f"--resume: {output_dir!r} holds no run to resume (no config.json).")

@@ -38,6 +38,7 @@ import dataclasses
 import json
 import os
 import shutil
+import warnings
 
 from keras_densenet.apps import run_dir
 from keras_densenet.apps.distribute import (DISTRIBUTE, distribution_strategy,
@@ -90,11 +91,11 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
     distribution = keras_distribution(distribute)
     replicas = (strategy.num_replicas_in_sync if strategy else
                 distribution.num_model_replicas if distribution else 1)
+    global_batch = recipe.batch_size * replicas
     if distribute:
         engine = "tf.distribute" if strategy else "keras.distribution"
-        print(f"{engine} {distribute}: {replicas} replicas, global batch "
-              f"{recipe.batch_size * replicas} ({worker.name})")
-    global_batch = recipe.batch_size * replicas
+        print(f"{engine} {distribute}: {replicas} replicas, global batch {global_batch} "
+              f"({worker.name})")
     drop_remainder = distribution is not None
     splits = data_lib.load(recipe.dataset, recipe.image_size, global_batch,
                            augment=recipe.augment, flip=recipe.flip,
@@ -112,7 +113,11 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
     steps_per_epoch = (splits.counts["train"] // global_batch if drop_remainder
                        else -(-splits.counts["train"] // global_batch))
 
-    with precision_policy(recipe.precision), (distribution.scope() if distribution else contextlib.nullcontext()):
+    scope = distribution.scope() if distribution else contextlib.nullcontext()
+    with precision_policy(recipe.precision), scope, warnings.catch_warnings():
+        # Image files that fail to decode are dropped, so a folder's pipelines have no
+        # known length: Keras learns it in the first epoch, and warns, needlessly.
+        warnings.filterwarnings("ignore", "Your input ran out of data")
         return _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_dir,
                     steps_per_epoch, global_batch, callbacks, verbose)
 
@@ -120,8 +125,6 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
 def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_dir,
          steps_per_epoch, global_batch, callbacks, verbose):
     """Build, train and evaluate; write the run files (the chief only), resumably."""
-    import warnings
-
     import keras
 
     from keras_densenet.apps.precise_bn import PreciseBatchNorm
@@ -150,29 +153,25 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
             print(f"resuming with memory_efficient={run_dir.run_memory_mode(config)!r} (the run "
                   f"started with {started_in!r})")
             write_text(os.path.join(output_dir, "config.json"), json.dumps(config, indent=2))
-        # Image files that fail to decode are dropped, so a folder's pipeline has no
-        # known length: Keras learns it in the first epoch, and warns, needlessly.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Your input ran out of data")
-            model.fit(
-                splits.train,
-                validation_data=splits.validation,  # model selection; test is reported once, below
-                epochs=recipe.epochs,
-                shuffle=False,  # the pipeline reshuffles every epoch itself
-                verbose=verbose,
-                callbacks=[
-                    ImagesPerSecond(global_batch, splits.counts["train"]),
-                    # Before each validation, and so before each backup (on_epoch_end).
-                    statistics,
-                    # The log row of an epoch is written before its backup, and cut on
-                    # resume when the backup is older: the log never repeats an epoch.
-                    *([keras.callbacks.CSVLogger(log_path, append=True)] if worker.chief else []),
-                    # Kept when fit returns, removed below once every final file is written.
-                    keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True,
-                                                     delete_checkpoint=False),
-                    *callbacks,
-                ],
-            )
+        model.fit(
+            splits.train,
+            validation_data=splits.validation,  # model selection; test is reported once, below
+            epochs=recipe.epochs,
+            shuffle=False,  # the pipeline reshuffles every epoch itself
+            verbose=verbose,
+            callbacks=[
+                ImagesPerSecond(global_batch, splits.counts["train"]),
+                # Before each validation, and so before each backup (on_epoch_end).
+                statistics,
+                # The log row of an epoch is written before its backup, and cut on
+                # resume when the backup is older: the log never repeats an epoch.
+                *([keras.callbacks.CSVLogger(log_path, append=True)] if worker.chief else []),
+                # Kept when fit returns, removed below once every final file is written.
+                keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True,
+                                                 delete_checkpoint=False),
+                *callbacks,
+            ],
+        )
         statistics.settle()
         if not worker.chief:  # every worker evaluates (collectives); the chief writes
             metrics = _evaluate(model, splits)
