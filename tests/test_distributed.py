@@ -280,8 +280,8 @@ def test_imagenet_train_pipeline_crops_flips_and_normalizes(tmp_path):
             image = rng.integers(0, 256, size=(40 + 10 * i, 50, 3)).astype("uint8")
             encode = tf.io.encode_jpeg if fmt == "jpg" else tf.io.encode_png
             tf.io.write_file(str(tmp_path / name / f"{i}.{fmt}"), encode(image))
-    files, labels, names = data_lib.image_folder_files(str(tmp_path))
-    assert names == ["a", "b"] and labels.tolist() == [0, 0, 0, 1, 1, 1]
+    files, labels, names, skipped = data_lib.image_folder_files(str(tmp_path))
+    assert names == ["a", "b"] and labels.tolist() == [0, 0, 0, 1, 1, 1] and skipped == []
     for options in (dict(parallel=False), dict(parallel=True, cache=True)):
         dataset = data_lib.imagenet_train_pipeline(files, labels, 16, 4, **options)
         for _ in range(2):  # the cached second epoch too
