@@ -8,19 +8,23 @@ they share the machine's state): keras.applications' DenseNet121 in float32
 (the reference) and under ``mixed_bfloat16``, ours (``DenseNetImageNet121``)
 with ``memory_efficient`` False and ``"full"`` under ``mixed_bfloat16`` and
 False in float32. One warm-up step (tracing), then timed steps of SGD with
-momentum on random data. Writes benchmarks/results/train_step.csv with the
-wall seconds per step, each row's speed-up over the float32 reference, the
-1-minute load average when the row started and the CPU's bfloat16 flags.
+momentum on random data. Appends to benchmarks/results/train_step.csv (the
+rows of earlier runs are kept; ``run_started`` tells runs apart) the wall
+seconds per step, each row's speed-up over the run's float32 reference, the
+1-minute load average when the row started and the CPU's bfloat16 flags. On a
+shared machine step times vary between runs: compare rows of one run.
 """
 
 import argparse
+import csv
+import datetime
 import json
 import os
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import write_csv  # noqa: E402
+from benchmarks.common import RESULTS, write_csv  # noqa: E402
 
 WORKER = r"""
 import json, os, sys, time
@@ -67,6 +71,8 @@ def main():
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     size, batch, steps = (32, 2, 1) if args.quick else (224, 16, 5)
+    name = "train_step_quick.csv" if args.quick else "train_step.csv"
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     rows = []
     for kind, policy, mode in CONFIGS:
         load = round(os.getloadavg()[0], 2)
@@ -76,13 +82,17 @@ def main():
         if result.returncode:
             raise RuntimeError(f"{kind} {policy} failed:\n{result.stderr[-2000:]}")
         step = json.loads(result.stdout.strip().splitlines()[-1])["step_s"]
-        rows.append(dict(model=kind, policy=policy, memory_efficient=mode, image_size=size,
+        rows.append(dict(run_started=started, model=kind, policy=policy, memory_efficient=mode, image_size=size,
                          batch=batch, step_s=step, load_1min=load, cpu_bf16=cpu_flags()))
         print(rows[-1], flush=True)
     reference = rows[0]["step_s"]
     for row in rows:
         row["speedup_vs_reference_float32"] = round(reference / row["step_s"], 2)
-    print(write_csv("train_step_quick.csv" if args.quick else "train_step.csv", rows))
+    earlier = []
+    if os.path.exists(os.path.join(RESULTS, name)):
+        with open(os.path.join(RESULTS, name), newline="") as handle:
+            earlier = list(csv.DictReader(handle))
+    print(write_csv(name, earlier + rows))
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ _BC = dict(bottleneck=True, reduction=0.5, weight_decay=1e-4)
 
 RECIPES = {
     # A DenseNet-BC (L=40, k=12, 0.18M parameters) on scikit-learn's digits,
-    # upscaled to 32x32: minutes on a laptop's CPU.
+    # upscaled to 32x32: a few minutes on a CPU.
     "digits": Recipe(
         model=dict(depth=40, growth_rate=12, **_BC),
         dataset="digits", image_size=32, epochs=12, batch_size=32,
