@@ -207,3 +207,29 @@ def test_fine_tuning_starts_every_layer_but_the_classifier_from_the_weights(tmp_
         for ours, theirs in zip(model.get_layer(name).weights, source.get_layer(name).weights):
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours),
                                           keras.ops.convert_to_numpy(theirs))
+
+
+def test_the_options_and_run_directory_logic_import_no_framework():
+    script = ("import sys\n"
+              "from keras_densenet.apps import distribute, run_dir, train\n"
+              "train.build_parser().parse_args(['--val-data', 'v', '--precision', 'bf16'])\n"
+              "loaded = {'keras', 'tensorflow', 'jax', 'torch'} & set(sys.modules)\n"
+              "assert not loaded, loaded\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_run_of_an_earlier_version_resumes(tmp_path):
+    """A config.json without the recipe fields added since (val_dataset, transform,
+    precision, weights) reads as their defaults: the run resumes."""
+    run = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train_lib.train(TINY, run, verbose=0, callbacks=[_Interrupt()])
+    config = run_dir.read_run_config(run)
+    for field in ("val_dataset", "transform", "precision", "weights"):
+        del config["recipe"][field]
+    with open(os.path.join(run, "config.json"), "w") as handle:
+        json.dump(config, handle)
+    assert train_lib.main(["--output", run, "--resume", "--quiet"]) == 0
+    assert _log_epochs(run) == [0, 1]
