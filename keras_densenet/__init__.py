@@ -17,20 +17,16 @@ imported, the model classes are registered at once, so that
 import importlib
 import sys
 
+from keras_densenet.architectures import VARIANTS
+
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "DenseNet": "model",
+    "DenseNet": "builder",
     "DenseNetModel": "model",
-    "model_config": "model",
+    "model_config": "config",
     "DenseNetImageNet": "presets",
-    "DenseNetImageNet121": "presets",
-    "DenseNetImageNet161": "presets",
-    "DenseNetImageNet169": "presets",
-    "DenseNetImageNet201": "presets",
-    "DenseNetImageNet232": "presets",
-    "DenseNetImageNet264": "presets",
-    "DenseNetBlur121d": "presets",
+    **{variant.constructor: "presets" for variant in VARIANTS.values() if variant.constructor},
     "DenseNetCIFAR": "presets",
     "DenseNet121": "applications",
     "DenseNet161": "applications",
@@ -64,4 +60,4 @@ def __dir__():
 
 
 if "keras" in sys.modules:
-    importlib.import_module("keras_densenet.model")
+    importlib.import_module("keras_densenet.builder")

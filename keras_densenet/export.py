@@ -26,7 +26,9 @@ import keras
 import numpy as np
 
 from keras_densenet.fusion import fold_batch_norms
-from keras_densenet.model import in_memory_mode, memory_mode, model_config
+from keras_densenet.config import model_config
+from keras_densenet.memory_modes import memory_mode
+from keras_densenet.model import in_memory_mode
 from keras_densenet.preprocessing import MODES, preprocess_input
 from keras_densenet.utils import move_into_place
 

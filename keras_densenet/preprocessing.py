@@ -43,7 +43,7 @@ def preprocess_input(x, mode=None, data_format=None, model=None):
         The preprocessed images, same shape, float32.
     """
     if model is not None:
-        from keras_densenet.model import model_config
+        from keras_densenet.config import model_config
 
         config = model_config(model)
         recorded = config["preprocessing"]

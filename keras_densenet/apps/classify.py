@@ -30,7 +30,7 @@ import sys
 import tempfile
 
 from keras_densenet.apps.images import IMAGE_EXTENSIONS, image_paths, load_image
-from keras_densenet.architectures import IMAGENET_ARCHITECTURES
+from keras_densenet.architectures import IMAGENET_VARIANTS
 from keras_densenet.checks import check_positive_int
 from keras_densenet.runtime import PRECISIONS, RUNTIMES
 from keras_densenet.utils import check_input_path
@@ -63,7 +63,7 @@ def serving_settings(model, crop=None, resize=None, preprocessing=None):
     ``data_format``, ``class_names`` (one per output). Raises a one-line
     ``ValueError`` for an override the model cannot take.
     """
-    from keras_densenet.model import min_image_size, model_config
+    from keras_densenet.config import min_image_size, model_config
 
     config = model_config(model)
     data_format = config["data_format"]
@@ -179,7 +179,7 @@ def build_parser():
     parser.add_argument("images", nargs="+", help="image files or folders")
     parser.add_argument("--model", help="a .keras model (e.g. runs/digits/model.keras); "
                                         "without it, --arch with --weights")
-    parser.add_argument("--arch", default="densenet121", choices=sorted(IMAGENET_ARCHITECTURES),
+    parser.add_argument("--arch", default="densenet121", choices=IMAGENET_VARIANTS,
                         help="ImageNet preset without --model (default: %(default)s)")
     parser.add_argument("--weights", default="imagenet",
                         help="'imagenet' or a weights file, without --model (default: %(default)s)")

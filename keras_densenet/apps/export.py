@@ -14,7 +14,7 @@ import numpy as np
 from keras_densenet.apps.images import image_paths, load_image
 from keras_densenet.export import FORMATS, INPUT_NAME, QUANTIZATION_PRESETS, export
 from keras_densenet.export import __doc__ as EXPORT_DOC
-from keras_densenet.model import model_config
+from keras_densenet.config import model_config
 from keras_densenet.preprocessing import MODES
 from keras_densenet.utils import check_input_path, check_output_path
 

@@ -17,16 +17,12 @@ padding and preprocessing, so ``DenseNetImageNet121(weights=PATH)`` builds the r
 
 import argparse
 
-import keras
 import numpy as np
 
 from keras_densenet import weights
-from keras_densenet.architectures import IMAGENET_ARCHITECTURES
-from keras_densenet.presets import DenseNetBlur121d, DenseNetImageNet
+from keras_densenet.architectures import IMAGENET_VARIANTS
 from keras_densenet.utils import check_input_path, check_output_path
 
-ARCHITECTURES = (*sorted(IMAGENET_ARCHITECTURES), "densenetblur121d")
-"""``--arch`` choices: the ImageNet family and timm's blur-pooled deep-stem 121."""
 VERIFY_SIZE = 96  # even: TF "same" and symmetric stem padding differ only there; small: fast
 
 
@@ -42,12 +38,10 @@ def port(source, architecture, output, include_top=True, data_format="channels_l
     if not output.endswith(".weights.h5"):
         raise ValueError(f"--out must end with .weights.h5 (Keras 3 weights); got {output!r}.")
     check_output_path(output, overwrite, inputs=[source], argument="--out")
-    arguments = dict(weights=source, include_top=include_top, activation=None,
-                     data_format=data_format)
-    if architecture == "densenetblur121d":
-        model = DenseNetBlur121d(**arguments)
-    else:
-        model = DenseNetImageNet(architecture, **arguments)
+    from keras_densenet.presets import DenseNetImageNet
+
+    model = DenseNetImageNet(architecture, weights=source, include_top=include_top,
+                             activation=None, data_format=data_format)
     fmt = weights.detect(source)
     requirements = fmt.requirements(source)
     weights.save_weights(model, output, **{key: requirements[key] for key in weights.keras3.METADATA})
@@ -64,6 +58,8 @@ def port(source, architecture, output, include_top=True, data_format="channels_l
 def max_difference_from_source(model, source, file_format, architecture, include_top,
                                data_format):
     """Largest |ours - source implementation| over the outputs for random images."""
+    import keras
+
     from keras_densenet.apps.references import REFERENCES
 
     if file_format not in REFERENCES:
@@ -83,7 +79,7 @@ def build_parser():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="a .h5, .pth or .safetensors weights file, or a "
                         "keras-hub DenseNet preset directory")
-    parser.add_argument("--arch", required=True, choices=ARCHITECTURES)
+    parser.add_argument("--arch", required=True, choices=IMAGENET_VARIANTS)
     parser.add_argument("--out", required=True, help="output .weights.h5 path")
     parser.add_argument("--data-format", default="channels_last",
                         choices=("channels_last", "channels_first"))

@@ -22,7 +22,13 @@ state dict) and keras-hub (``DenseNetBackbone`` / ``DenseNetImageClassifier``
 
 import numpy as np
 
-from keras_densenet.architectures import IMAGENET_ARCHITECTURES
+from keras_densenet.architectures import VARIANTS
+
+
+def _sizes(architecture):
+    """``(layers per block, growth rate, stem filters)`` of an ImageNet variant."""
+    variant = VARIANTS[architecture]
+    return variant.nb_layers_per_block, variant.growth_rate, variant.nb_filter
 
 
 def original_keras_densenet(architecture, include_top=True, input_shape=(224, 224, 3),
@@ -31,7 +37,7 @@ def original_keras_densenet(architecture, include_top=True, input_shape=(224, 22
     import tf_keras
     from tf_keras import layers
 
-    blocks, growth_rate, nb_filter = IMAGENET_ARCHITECTURES[architecture]
+    blocks, growth_rate, nb_filter = _sizes(architecture)
 
     def bn_relu(x):
         x = layers.BatchNormalization(axis=-1, epsilon=1.1e-5)(x)
@@ -64,7 +70,7 @@ def torch_densenet(architecture, classes=1000):
 
         return getattr(torchvision.models, architecture)(weights=None, num_classes=classes)
     except (ImportError, AttributeError, RuntimeError):
-        return _torch_densenet(*IMAGENET_ARCHITECTURES[architecture], classes=classes)
+        return _torch_densenet(*_sizes(architecture), classes=classes)
 
 
 def import_timm():
@@ -227,7 +233,7 @@ def torch_outputs(path, architecture, include_top, images):
 
     from keras_densenet.weights import pytorch
 
-    if architecture not in IMAGENET_ARCHITECTURES:
+    if VARIANTS[architecture].stem_type != "standard":  # torchvision has no deep stem
         return timm_outputs(path, architecture, include_top, images)
     state = _read_state_dict(path)
     reference = torch_densenet(architecture)

@@ -37,7 +37,7 @@ import keras
 from keras_densenet.apps import data as data_lib
 from keras_densenet.apps.recipes import RECIPES, Recipe
 from keras_densenet.checks import check_number, check_positive_int
-from keras_densenet.model import DenseNet
+from keras_densenet.builder import DenseNet
 from keras_densenet.utils import atomic_path, write_text
 
 MEMORY_EFFICIENT_FLAGS = {"off": False, "on": True, "full": "full"}

@@ -129,8 +129,8 @@ def save_preset(model, preset_dir, overwrite=False):
     Returns:
         The keras-hub model that was saved (backbone or classifier).
     """
-    from keras_densenet.memory_efficient import weighted_layers
-    from keras_densenet.model import model_config
+    from keras_densenet.weights.loading import weighted_layers
+    from keras_densenet.config import model_config
 
     if os.path.exists(preset_dir) and not overwrite:
         raise ValueError(f"preset_dir {preset_dir!r} exists; pass overwrite=True to replace it.")

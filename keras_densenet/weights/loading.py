@@ -13,7 +13,6 @@ import os
 
 import numpy as np
 
-from keras_densenet.memory_efficient import weighted_layers
 from keras_densenet.weights import registry
 
 
@@ -128,3 +127,11 @@ def describe(model):
 
 def _count(arrays_lists):
     return sum(int(np.prod(a.shape)) for arrays in arrays_lists for a in arrays)
+
+
+def weighted_layers(model):
+    """``{name: layer}`` of every layer holding weights, nested ones included (not nested models)."""
+    import keras
+
+    return {layer.name: layer for layer in model._flatten_layers(include_self=False)
+            if layer.weights and not isinstance(layer, keras.Model)}
