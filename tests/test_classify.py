@@ -188,3 +188,70 @@ def test_classify_on_onnx_and_openvino_prints_what_keras_prints(tmp_path, photos
                             "--precision int8 needs --model an int8 .xml")]:
         assert cli.main(common + extra) == 2
         assert message in capsys.readouterr().err
+
+
+def test_cam_writes_each_image_with_its_heatmap(imagenet_like_model, photos, tmp_path, capsys):
+    import keras
+
+    from keras_densenet.explain import grad_cam, overlay
+
+    out = tmp_path / "heatmaps"  # created
+    argv = ["classify", str(photos), "--model", imagenet_like_model, "--crop", "32",
+            "--cam", str(out)]
+    assert cli.main(argv) == 0
+    assert "astronaut.png" in capsys.readouterr().out
+    assert sorted(path.name for path in out.iterdir()) == ["astronaut.png", "camera.png"]
+    model = keras.models.load_model(imagenet_like_model)
+    settings = classify.serving_settings(model, crop=32)
+    image = classify.load_image(str(photos / "camera.png"), settings["resize"], 32,
+                                settings["interpolation"])
+    heatmap = grad_cam(model, classify.model_input([image], settings))[0]
+    written = np.asarray(Image.open(out / "camera.png"))
+    np.testing.assert_array_equal(written, overlay(image, heatmap))
+    assert written.shape == (32, 32, 3) and np.ptp(heatmap) == 1.0
+
+    before = (out / "camera.png").stat().st_mtime_ns
+    assert cli.main(argv) == 2  # nothing is overwritten without being asked
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"keras-densenet classify: error: --cam '{out / 'astronaut.png'}' "
+                           "already exists; pass --overwrite")
+    assert (out / "camera.png").stat().st_mtime_ns == before
+    assert cli.main(argv + ["--overwrite"]) == 0
+    assert sorted(path.name for path in out.iterdir()) == ["astronaut.png", "camera.png"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--runtime", "onnx"], "--cam needs a Keras model run by Keras (--runtime keras"),
+    (["--cam", "{photos}"], "--cam '{photos}/astronaut.png' is one of the images; choose "
+                            "another folder."),
+    (["--cam", "{photos}/astronaut.png"], "--cam '{photos}/astronaut.png' is a file; name a "
+                                          "folder."),
+])
+def test_cam_errors_come_before_any_work(photos, tmp_path, extra, message, capsys):
+    argv = ["classify", str(photos), "--model", str(tmp_path / "never_loaded.keras"),
+            "--cam", str(tmp_path / "out"), *[arg.format(photos=photos) for arg in extra]]
+    assert cli.main(argv) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert message.format(photos=photos) in line
+
+
+def test_cam_refuses_two_images_of_one_name(photos, tmp_path):
+    Image.fromarray(skimage_data.astronaut()).save(photos / "astronaut.jpg")
+    paths = classify.image_paths([str(photos)])
+    with pytest.raises(ValueError, match="would both be written to .*astronaut.png'; rename "
+                                         "one of them"):
+        classify.heatmap_paths(paths, str(tmp_path))
+    assert classify.heatmap_paths(paths[1:], str(tmp_path)) == {
+        str(photos / "astronaut.png"): str(tmp_path / "astronaut.png"),
+        str(photos / "camera.png"): str(tmp_path / "camera.png")}
+
+
+def test_the_parser_imports_no_framework():
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom keras_densenet.apps import classify\nclassify.build_parser()"
+              "\nprint(sorted({'keras', 'tensorflow', 'jax', 'torch'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    assert result.stdout.strip() == "[]", result.stderr
