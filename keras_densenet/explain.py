@@ -13,7 +13,8 @@ sigmoid (the logit: a probability's gradient also carries the other classes'
 scores, and vanishes where it saturates); any other top is taken as it is.
 The layer is the one the model's config names (``cam_layer``: the last
 activation before pooling), also inside a transfer-learned wrapper (a
-Sequential or functional model with a DenseNet backbone).
+Sequential or functional model with a DenseNet backbone); a config that
+names none (a model saved before configs recorded it) means ``final_relu``.
 
 Gradients are taken with the backend Keras runs on: TensorFlow's
 ``GradientTape``, ``jax.vjp`` or ``torch.autograd``.
@@ -103,7 +104,7 @@ def vjp(function, x):
 
     ``pullback(cotangent)`` (an array shaped as ``function(x)``) returns
     ``cotangent``'s vector-Jacobian product: the gradient with respect to
-    ``x`` of ``sum(cotangent * function(x))``, shaped as ``x``.
+    ``x`` of ``sum(cotangent * function(x))``, shaped as ``x``; call it once.
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":

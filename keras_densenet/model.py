@@ -504,7 +504,8 @@ def _check_image_size(inputs, min_size, data_format):
 
 
 CONFIG_KEYS = ("architecture", "published_name", "data_format", "input_shape", "preprocessing",
-               "weights_source", "class_names", "crop_pct", "interpolation", "pyramid")
+               "weights_source", "class_names", "crop_pct", "interpolation", "pyramid",
+               "cam_layer", "multi_label", "thresholds")
 """The keys of ``DenseNetModel.densenet_config``."""
 
 

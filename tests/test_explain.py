@@ -194,6 +194,17 @@ def test_a_constant_map_is_zeros_and_other_sizes_are_resized(images):
     assert np.all(heatmaps == 0)
 
 
+def test_the_layer_the_config_records_is_taken(images):
+    model = tiny()
+    x = images(2, SIZE) / 255.0
+    final = grad_cam(model, x)
+    model.update_config(cam_layer="transition1_relu")
+    np.testing.assert_array_equal(grad_cam(model, x),
+                                  grad_cam(model, x, layer="transition1_relu"))
+    assert np.abs(grad_cam(model, x) - final).max() > 0.1
+    np.testing.assert_array_equal(grad_cam(model, x, layer="final_relu"), final)
+
+
 def test_layer_errors_and_a_model_of_another_package(images):
     x = images(1, SIZE) / 255.0
     with pytest.raises(ValueError, match="layer='nope': no such layer in model"):
