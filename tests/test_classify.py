@@ -1,6 +1,7 @@
 """keras-densenet classify: any model this package makes, its eval transform, --json, errors."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -255,3 +256,64 @@ def test_the_parser_imports_no_framework():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+@pytest.fixture
+def multi_label_model(tmp_path, photos):
+    """A 3-label sigmoid model whose config records thresholds just below, above and at its
+    scores for astronaut.png: labels "cat" and "car" are given, "dog" is not."""
+    model = DenseNet(depth=7, growth_rate=4, classes=3, activation="sigmoid",
+                     input_shape=(32, 32, 3))
+    settings = classify.serving_settings(model)
+    image = classify.load_image(str(photos / "astronaut.png"), settings["resize"], 32,
+                                settings["interpolation"])
+    scores = model.predict(classify.model_input([image], settings), verbose=0)[0]
+    thresholds = [float(scores[0]) - 0.01, float(scores[1]) + 0.01, float(scores[2])]
+    model.update_config(class_names=["cat", "dog", "car"], multi_label=True,
+                        thresholds=thresholds)
+    path = str(tmp_path / "multi_label.keras")
+    model.save(path)
+    return path, scores, thresholds
+
+
+def test_a_multi_label_model_gives_every_label_and_those_above_threshold(
+        multi_label_model, photos, capsys):
+    path, scores, thresholds = multi_label_model
+    argv = ["classify", str(photos / "astronaut.png"), "--model", path]
+    assert cli.main(argv + ["--json"]) == 0
+    [record] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert record["labels"] == ["cat", "car"]
+    assert [(entry["label"], entry["index"]) for entry in record["scores"]] == [
+        ("cat", 0), ("dog", 1), ("car", 2)]
+    np.testing.assert_allclose([entry["score"] for entry in record["scores"]], scores,
+                               rtol=1e-5, atol=1e-6)
+    assert [entry["threshold"] for entry in record["scores"]] == thresholds
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 5 and lines[-1] == "  labels: cat, car"
+    assert lines[1].startswith("  cat ")
+    assert lines[1].endswith(f"(threshold {thresholds[0]:.4f})  +")
+    assert lines[2].endswith(f"(threshold {thresholds[1]:.4f})")
+
+
+@pytest.mark.parametrize("facts, message", [
+    (dict(multi_label=True, thresholds=[0.5, 0.5]), "the model records thresholds [0.5, 0.5]; "
+                                                    "a multi-label model needs one number in "
+                                                    "[0, 1] for each of its 3 outputs."),
+    (dict(multi_label=True, thresholds=[0.5, 2.0, 0.5]), "needs one number in [0, 1]"),
+    (dict(multi_label="yes"), "the model records multi_label='yes'; it must be true or false."),
+])
+def test_a_multi_label_config_that_does_not_fit_is_refused(facts, message):
+    model = DenseNet(depth=7, growth_rate=4, classes=3, activation="sigmoid",
+                     input_shape=(32, 32, 3))
+    model.update_config(**facts)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        classify.serving_settings(model)
+
+
+def test_multi_label_without_thresholds_takes_one_half():
+    model = DenseNet(depth=7, growth_rate=4, classes=3, activation="sigmoid",
+                     input_shape=(32, 32, 3))
+    assert classify.serving_settings(model)["thresholds"] is None
+    model.update_config(multi_label=True)
+    assert classify.serving_settings(model)["thresholds"] == [0.5, 0.5, 0.5]

@@ -13,6 +13,9 @@ without names). ``--crop``, ``--resize`` and ``--preprocessing`` override it
 where the model allows. A file that is not a readable image (or too large to
 decode safely) is reported and the others still run; the exit code is then 1.
 
+A multi-label model (config ``multi_label: true``, per-label ``thresholds``)
+shows each label's score and the labels whose score reaches their threshold.
+
 ``--cam OUT`` also writes each image (as the model sees it: resized and
 cropped) with the Grad-CAM heatmap of its top class overlaid
 (``keras_densenet.explain``) to ``OUT/<image name>.png``; a file already
@@ -31,6 +34,7 @@ IR quantized by ``keras-densenet export --format openvino --calibration DIR``.
 
 import argparse
 import json
+import numbers
 import os
 import sys
 import tempfile
@@ -66,8 +70,11 @@ def serving_settings(model, crop=None, resize=None, preprocessing=None):
 
     Returns a dict: ``size`` (square crop, pixels), ``resize`` (shorter side
     before cropping), ``interpolation``, ``preprocessing`` mode,
-    ``data_format``, ``class_names`` (one per output). Raises a one-line
-    ``ValueError`` for an override the model cannot take.
+    ``data_format``, ``class_names`` (one per output) and ``thresholds``:
+    for a multi-label model (config ``multi_label: true``) the score from
+    which each label is given (the config's ``thresholds``, else 0.5 each),
+    else ``None``. Raises a one-line ``ValueError`` for an override the model
+    cannot take or a config that does not fit the model.
     """
     from keras_densenet.model import min_image_size, model_config
 
@@ -99,7 +106,26 @@ def serving_settings(model, crop=None, resize=None, preprocessing=None):
         raise ValueError(f"the model records {len(names)} class names for {classes} outputs.")
     return dict(size=size, resize=resize, interpolation=config.get("interpolation") or "bicubic",
                 preprocessing=preprocessing or config.get("preprocessing") or "torch",
-                data_format=data_format, class_names=list(names))
+                data_format=data_format, class_names=list(names),
+                thresholds=label_thresholds(config, classes))
+
+
+def label_thresholds(config, classes):
+    """The per-label thresholds of a multi-label ``config`` (``multi_label: true``; its
+    ``thresholds``, else 0.5 for each of ``classes``), ``None`` for a single-label one."""
+    multi_label = config.get("multi_label", False)
+    if not isinstance(multi_label, bool):
+        raise ValueError(f"the model records multi_label={multi_label!r}; it must be true or "
+                         "false.")
+    if not multi_label:
+        return None
+    thresholds = config.get("thresholds") or [0.5] * classes
+    if len(thresholds) != classes or not all(
+            isinstance(t, numbers.Real) and not isinstance(t, bool) and 0 <= t <= 1
+            for t in thresholds):
+        raise ValueError(f"the model records thresholds {thresholds!r}; a multi-label model "
+                         f"needs one number in [0, 1] for each of its {classes} outputs.")
+    return [float(t) for t in thresholds]
 
 
 def exported_settings(predictor, crop=None, resize=None, preprocessing=None):
@@ -121,7 +147,7 @@ def exported_settings(predictor, crop=None, resize=None, preprocessing=None):
     raw = predictor.input_dtype == "uint8"
     return dict(size=size, resize=resize, interpolation="bicubic",
                 preprocessing=None if raw else preprocessing or "torch",
-                data_format=data_format, class_names=None)
+                data_format=data_format, class_names=None, thresholds=None)
 
 
 def default_names(classes):
@@ -141,7 +167,9 @@ def keras_scores(model):
 
 
 def classify(paths, settings, scores, top=5, batch_size=16):
-    """Yield ``(path, [(label, index, score), ...] best first, or None, error or None)``.
+    """Yield ``(path, [(label, index, score), ...] or None, error or None)``: the ``top``
+    classes best first; for a multi-label model (``settings["thresholds"]``) every label,
+    in class order.
 
     ``scores`` maps a preprocessed batch (``settings["data_format"]``,
     float32; raw uint8 when ``settings["preprocessing"]`` is ``None``) to
@@ -157,8 +185,9 @@ def classify(paths, settings, scores, top=5, batch_size=16):
             batch_scores = np.asarray(scores(model_input(list(images.values()), settings)))
             names = names or default_names(batch_scores.shape[-1])
             for path, row in zip(images, batch_scores):
-                best = np.argsort(row)[::-1][:top]
-                results[path] = [(names[i], int(i), float(row[i])) for i in best]
+                shown = (range(len(row)) if settings["thresholds"]
+                         else np.argsort(row)[::-1][:top])
+                results[path] = [(names[i], int(i), float(row[i])) for i in shown]
         for path in chunk:
             yield path, results.get(path), errors.get(path)
 
@@ -247,7 +276,9 @@ def build_parser():
                                                  "(keras_densenet.weights.SOURCES)")
     parser.add_argument("--preprocessing", choices=PREPROCESSING_MODES,
                         help="default: what the model records (torch if it records none)")
-    parser.add_argument("--top", type=int, default=5, help="classes per image (default: 5)")
+    parser.add_argument("--top", type=int, default=5,
+                        help="classes per image (default: 5); a multi-label model shows every "
+                             "label")
     parser.add_argument("--crop", type=int, help="input size for a model that takes any size "
                                                  f"(default: {DEFAULT_CROP})")
     parser.add_argument("--resize", type=int,
@@ -264,7 +295,9 @@ def build_parser():
                         help="with --cam, replace files already in OUT")
     parser.add_argument("--json", action="store_true",
                         help='one JSON object per image: {"path", "top": [{"label", "index", '
-                             '"score"}]} or {"path", "error"}')
+                             '"score"}]}, for a multi-label model {"path", "labels": [...], '
+                             '"scores": [{"label", "index", "score", "threshold"}]}, or '
+                             '{"path", "error"}')
     return parser
 
 
@@ -284,7 +317,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         settings, scores, model = _scorer(args, folder)
         code = _print_results(classify(paths, settings, scores, args.top, args.batch_size),
-                              args.json)
+                              args.json, settings["thresholds"])
     if outputs:
         write_heatmaps(model, paths, settings, outputs, args.batch_size, args.overwrite)
     return code
@@ -329,23 +362,43 @@ def _scorer(args, folder):
     return settings, runtime.load(path, args.precision).predict, model
 
 
-def _print_results(results, as_json):
-    """Print each image's ranked classes (errors to stderr); exit code 1 if any failed."""
+def _print_results(results, as_json, thresholds=None):
+    """Print each image's ranked classes, or with ``thresholds`` (a multi-label model) each
+    label's score and the labels given; errors to stderr; exit code 1 if any failed."""
     failures = 0
     for path, predictions, error in results:
         failures += error is not None
-        if as_json:
-            record = {"path": path, "error": error} if error else {"path": path, "top": [
-                {"label": label, "index": index, "score": score}
-                for label, index, score in predictions]}
-            print(json.dumps(record), flush=True)
         if error:
+            if as_json:
+                print(json.dumps({"path": path, "error": error}), flush=True)
             print(f"error: {error}", file=sys.stderr)
-        elif not as_json:
+        elif thresholds:
+            _print_labels(path, predictions, thresholds, as_json)
+        elif as_json:
+            print(json.dumps({"path": path, "top": [
+                {"label": label, "index": index, "score": score}
+                for label, index, score in predictions]}), flush=True)
+        else:
             print(path)
             for rank, (label, index, score) in enumerate(predictions, start=1):
                 print(f"  {rank}. {label:<30} {score:.4f}")
     return 1 if failures else 0
+
+
+def _print_labels(path, predictions, thresholds, as_json):
+    """One multi-label image: each label's score and threshold, then the labels whose score
+    reaches their threshold."""
+    given = [label for label, index, score in predictions if score >= thresholds[index]]
+    if as_json:
+        print(json.dumps({"path": path, "labels": given, "scores": [
+            {"label": label, "index": index, "score": score, "threshold": thresholds[index]}
+            for label, index, score in predictions]}), flush=True)
+        return
+    print(path)
+    for label, index, score in predictions:
+        mark = "  +" if score >= thresholds[index] else ""
+        print(f"  {label:<30} {score:.4f}  (threshold {thresholds[index]:.4f}){mark}")
+    print(f"  labels: {', '.join(given) or '(none)'}")
 
 
 if __name__ == "__main__":
