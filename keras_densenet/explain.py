@@ -1,8 +1,8 @@
 """Grad-CAM: where a model looked for a class, as one heatmap per image.
 
     from keras_densenet.explain import grad_cam, overlay
-    heatmaps = grad_cam(model, images)             # (batch, H, W) float32 in [0, 1]
-    picture = overlay(pixels[0], heatmaps[0])      # (H, W, 3) uint8
+    maps = grad_cam(model, images)                 # (batch, H, W) float32 in [0, 1]
+    picture = overlay(pixels[0], maps[0])          # (H, W, 3) uint8
 
 Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
 Gradient-based Localization" (ICCV 2017): with ``A`` the activations of a
@@ -49,11 +49,14 @@ def grad_cam(model, images, class_index=None, layer=None):
         float32 ``(batch, H, W)``: each map resized to its image (bilinear)
         and scaled to [0, 1] (a constant map gives zeros).
     """
-    images = np.asarray(images, dtype="float32")
-    if images.ndim != 4:
-        raise ValueError(f"images must be a batch (batch, H, W, C) or (batch, C, H, W); got "
-                         f"shape {images.shape}.")
-    features, head, data_format = cam_models(model, layer)
+    images = _image_batch(images)
+    return heatmaps(cam_models(model, layer), images, class_index)
+
+
+def heatmaps(models, images, class_index=None):
+    """``grad_cam`` with the ``cam_models(model, layer)`` built once, for many batches."""
+    features, head, data_format = models
+    images = _image_batch(images)
     classes = int(head.output.shape[-1])
     class_index = _class_indices(class_index, len(images), classes)
     activations = keras.ops.convert_to_numpy(features(images, training=False))
@@ -224,6 +227,15 @@ def _holding(model, name):
     """Whether ``model`` or a model inside it has a layer named ``name``."""
     return any(layer.name == name or (isinstance(layer, keras.Model) and _holding(layer, name))
                for layer in model.layers)
+
+
+def _image_batch(images):
+    """``images`` as a float32 array, checked to be a batch of images."""
+    images = np.asarray(images, dtype="float32")
+    if images.ndim != 4:
+        raise ValueError(f"images must be a batch (batch, H, W, C) or (batch, C, H, W); got "
+                         f"shape {images.shape}.")
+    return images
 
 
 def _class_indices(class_index, batch, classes):

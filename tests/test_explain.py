@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from keras_densenet import DenseNet
-from keras_densenet.explain import cam_models, grad_cam, jet, overlay
+from keras_densenet.explain import cam_models, grad_cam, heatmaps, jet, overlay
 from keras_densenet.model import in_memory_mode
 
 tf = pytest.importorskip("tensorflow")
@@ -87,10 +87,13 @@ def test_grad_cam_equals_a_gradient_tape_on_final_relu(images):
     alpha = tf.reduce_mean(tape.gradient(score, activations), axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(alpha * activations, axis=-1, keepdims=True))
     expected = unit_range(tf.image.resize(cam, (SIZE, SIZE), "bilinear")[..., 0].numpy())
-    heatmaps = grad_cam(model, x)
-    assert heatmaps.shape == (3, SIZE, SIZE) and heatmaps.dtype == np.float32
-    np.testing.assert_allclose(heatmaps, expected, atol=1e-5)
-    assert np.all(heatmaps.min(axis=(1, 2)) == 0) and np.all(heatmaps.max(axis=(1, 2)) == 1)
+    maps = grad_cam(model, x)
+    assert maps.shape == (3, SIZE, SIZE) and maps.dtype == np.float32
+    np.testing.assert_allclose(maps, expected, atol=1e-5)
+    assert np.all(maps.min(axis=(1, 2)) == 0) and np.all(maps.max(axis=(1, 2)) == 1)
+    models = cam_models(model)  # built once, for batch after batch
+    np.testing.assert_array_equal(np.concatenate([heatmaps(models, x[:1]),
+                                                  heatmaps(models, x[1:])]), maps)
 
 
 def test_the_score_is_the_logit_before_softmax_or_sigmoid(images):
@@ -98,11 +101,12 @@ def test_the_score_is_the_logit_before_softmax_or_sigmoid(images):
     gradient of the top Dense is its kernel: Grad-CAM here is CAM (Zhou et al.)."""
     x = images(2, SIZE) / 255.0
     logits = tiny(activation=None)
-    maps = {activation: grad_cam(twin(logits, activation=activation), x, class_index=[1, 3])
-            for activation in ("softmax", "sigmoid")}
+    by_activation = {activation: grad_cam(twin(logits, activation=activation), x,
+                                          class_index=[1, 3])
+                     for activation in ("softmax", "sigmoid")}
     expected = grad_cam(logits, x, class_index=[1, 3])
-    for activation, heatmaps in maps.items():
-        np.testing.assert_allclose(heatmaps, expected, atol=1e-6, err_msg=activation)
+    for activation, maps in by_activation.items():
+        np.testing.assert_allclose(maps, expected, atol=1e-6, err_msg=activation)
     features = keras.Model(logits.input, logits.get_layer("final_relu").output)
     kernel = keras.ops.convert_to_numpy(logits.get_layer("predictions").kernel)
     cam = np.maximum(np.einsum("bhwc,cb->bhw", features.predict(x, verbose=0),
@@ -189,9 +193,9 @@ def test_a_constant_map_is_zeros_and_other_sizes_are_resized(images):
     model = DenseNet(**TINY, classes=3)  # takes any size
     kernel = model.get_layer("predictions").kernel
     kernel.assign(np.zeros(kernel.shape))  # no gradient at all
-    heatmaps = grad_cam(model, images(2, 40) / 255.0)
-    assert heatmaps.shape == (2, 40, 40) and not np.isnan(heatmaps).any()
-    assert np.all(heatmaps == 0)
+    maps = grad_cam(model, images(2, 40) / 255.0)
+    assert maps.shape == (2, 40, 40) and not np.isnan(maps).any()
+    assert np.all(maps == 0)
 
 
 def test_the_layer_the_config_records_is_taken(images):
@@ -288,5 +292,5 @@ def test_jax_and_torch_give_tensorflows_maps(backend, images, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"ok {backend}" in result.stdout
     got = np.load(tmp_path / f"{backend}.npz")
-    for name, heatmaps in expected.items():
-        np.testing.assert_allclose(got[name], heatmaps, atol=1e-4, err_msg=name)
+    for name, maps in expected.items():
+        np.testing.assert_allclose(got[name], maps, atol=1e-4, err_msg=name)

@@ -245,12 +245,13 @@ def write_heatmaps(model, paths, settings, outputs, batch_size=16, overwrite=Fal
     its Grad-CAM heatmap for its top class overlaid, to ``outputs[path]`` (PNG, written
     atomically; ``keras_densenet.explain``). Unreadable images are skipped (``classify``
     reports them)."""
-    from keras_densenet.explain import grad_cam, overlay
+    from keras_densenet.explain import cam_models, heatmaps, overlay
 
+    models = cam_models(model)
     for _, images, _ in read_batches(paths, settings, batch_size):
         if images:
-            heatmaps = grad_cam(model, model_input(list(images.values()), settings))
-            for (path, image), heatmap in zip(images.items(), heatmaps):
+            maps = heatmaps(models, model_input(list(images.values()), settings))
+            for (path, image), heatmap in zip(images.items(), maps):
                 save_png(outputs[path], overlay(image, heatmap), overwrite)
 
 
