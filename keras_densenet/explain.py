@@ -177,6 +177,7 @@ def _traced(model, name, strip_top):
     def call(layer, *args, **kwargs):
         if isinstance(layer, keras.Model) and _holding(layer, name):
             inputs, (activations, outputs) = _traced(layer, name, strip_top=layer is top)
+            # call, not __call__: its layers join this graph one by one, not as one node
             activations, outputs = keras.Model(inputs, [activations, outputs]).call(*args)
             found.append(activations)
             return outputs
