@@ -51,7 +51,7 @@ def model_config(model):
     inner = [layer for layer in model.layers if getattr(layer, "densenet_config", None)]
     if inner:
         config = model_config(inner[0])
-        config["input_shape"] = list(model.input.shape[1:])
+        config["input_shape"] = list(model.inputs[0].shape[1:])
         return config
     return _legacy_config(model)
 
@@ -84,7 +84,7 @@ def _legacy_config(model):
     names = {layer.name for layer in model.layers}
     return {
         "architecture": None, "published_name": None, "data_format": data_format,
-        "input_shape": list(model.input.shape[1:]), "preprocessing": None,
+        "input_shape": list(model.inputs[0].shape[1:]), "preprocessing": None,
         "weights_source": None, "class_names": None, **DEFAULT_EVAL,
         "pyramid": {f"P{first_level + block - 1}": name
                     for block, (_, name) in sorted(last_layer.items())},

@@ -54,6 +54,7 @@ def build(architecture, input_tensor=None, name=None, default_channels=3, **fact
         if not last:
             x = blocks.transition_block(x, settings, channels, f"transition{block_index}")
     x = settings.bn_relu(x, "final")
+    cam_layer = _layer_name(x)
     x = _head(x, a, settings)
     inputs = (keras.utils.get_source_inputs(input_tensor) if input_tensor is not None
               else img_input)
@@ -68,6 +69,7 @@ def build(architecture, input_tensor=None, name=None, default_channels=3, **fact
         "class_names": None,
         **DEFAULT_EVAL,
         "pyramid": pyramid,
+        "cam_layer": cam_layer,
         **facts,
     }
     return DenseNetModel(inputs, x, name=name or a.default_name(), densenet_config=config)
