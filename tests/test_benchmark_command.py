@@ -46,22 +46,28 @@ def test_help_imports_no_framework_and_is_quick():
     assert float(result.stdout.split()[-1]) < 1.5
 
 
-def test_measure_leaves_out_the_warmup_and_stops_at_iterations_or_seconds():
+def test_measure_interleaves_runs_leaves_out_the_warmup_and_stops_in_time():
     calls = []
 
-    def predict(images):  # the first call is slow, as a compilation is
-        calls.append(len(images))
-        time.sleep(0.3 if len(calls) == 1 else 0.002)
+    def run(name, seconds):
+        def predict(images):  # the first call is slow, as a compilation is
+            calls.append(name)
+            time.sleep(0.3 if calls.count(name) == 1 else seconds)
+        return predict
 
-    measured = benchmark.measure(predict, [0] * 4, warmup=2, seconds=10, iterations=5)
-    assert len(calls) == 7 and measured["iterations"] == 5
-    assert measured["p99_ms"] < 100  # the slow warm-up call is not timed
-    assert measured["p50_ms"] <= measured["p90_ms"] <= measured["p99_ms"]
-    assert measured["images_per_s"] == pytest.approx(4 / (measured["p50_ms"] / 1000), rel=0.5)
-    calls.clear()
-    measured = benchmark.measure(lambda images: time.sleep(0.05), [0], warmup=1, seconds=0.12,
-                                 iterations=100)
-    assert 2 <= measured["iterations"] <= 4  # stopped by --seconds
+    runs = {"fast": (run("fast", 0.001), [0] * 4), "slow": (run("slow", 0.004), [0] * 2)}
+    measured = benchmark.measure(runs, warmup=2, seconds=10, iterations=5)
+    assert calls == ["fast"] * 2 + ["slow"] * 2 + ["fast", "slow"] * 5
+    for name, batch in (("fast", 4), ("slow", 2)):
+        timing = measured[name]
+        assert timing["iterations"] == 5
+        assert timing["p99_ms"] < 100  # the slow warm-up call is not timed
+        assert timing["p50_ms"] <= timing["p90_ms"] <= timing["p99_ms"]
+        assert timing["images_per_s"] == pytest.approx(batch / (timing["p50_ms"] / 1000), rel=0.5)
+    assert measured["fast"]["images_per_s"] > measured["slow"]["images_per_s"]
+    measured = benchmark.measure({"sleep": (lambda images: time.sleep(0.05), [0])}, warmup=1,
+                                 seconds=0.12, iterations=100)
+    assert 2 <= measured["sleep"]["iterations"] <= 4  # stopped by --seconds
 
 
 @pytest.mark.slow  # keras.applications.DenseNet121 built and traced at two batch sizes

@@ -15,14 +15,17 @@ OpenVINO ``.xml``). Runtimes (``--runtimes``, default all):
   folder (BN folded); int8 is quantized with ``--calibration-size`` random
   images: a speed check (``keras-densenet validate`` measures accuracy).
 
-For each runtime and batch size: ``--warmup`` calls (compilation, tracing)
-not timed, then timed calls on random images until ``--seconds`` or
-``--iterations``, whichever comes first. images/s is the images of the timed
-calls over their total time; p50/p90/p99 the percentiles of one call's
-latency. The reference, keras.applications' DenseNet of the same architecture
+At each batch size every runtime makes ``--warmup`` calls (compilation,
+tracing) not timed, then timed calls on random images, interleaved (one call
+of each in turn, so that a change of load slows them alike), until
+``--seconds`` per runtime or ``--iterations`` calls each, whichever comes
+first. images/s is the images of the timed calls over their total time;
+p50/p90/p99 the percentiles of one call's latency.
+
+The reference is keras.applications' DenseNet of the same architecture
 (``weights=None``, same input size and output width) through
-``predict_on_batch``, runs first at each batch size in the same process;
-``ratio`` is a runtime's images/s over the reference's. It applies to models
+``predict_on_batch``, measured beside the others; ``ratio`` is a runtime's
+images/s over the reference's at the same batch size. It applies to models
 that record a published architecture (121, 169, 201); ``--reference ARCH``
 names it for an export (1000 classes), ``--reference none`` leaves it out.
 
@@ -31,7 +34,7 @@ that does not fit MODEL (``keras`` for an export, ``onnx`` for an ``.xml``)
 is listed as skipped, with the reason. The table names the CPU (model name,
 the flags that matter: avx2, avx512f, avx512_vnni, avx512_bf16, amx), what
 OpenVINO reports it can compute in, and the load average before and after
-each row: on a shared machine, read the numbers with it. ``--csv FILE``
+each batch size: on a shared machine, read the numbers with it. ``--csv FILE``
 writes the rows (atomically; an existing FILE only with ``--overwrite``).
 """
 
@@ -147,7 +150,7 @@ def model_kind(name):
 def benchmark(name, kind, runtimes, batch_sizes, image_size=None, reference="auto", seconds=5.0,
               iterations=100, warmup=2, calibration_size=32):
     """Yield one row (a dict of ``COLUMNS`` but the machine's) per skipped runtime, then
-    per batch size: the reference's, then each runtime's, as they are measured.
+    per batch size the reference's and each runtime's, measured together (``measure``).
 
     ``name``, ``kind``: MODEL and its ``model_kind``; the rest as the command's
     options (``reference``: ``"auto"``, ``"none"`` or a key of ``REFERENCES``).
@@ -168,27 +171,27 @@ def benchmark(name, kind, runtimes, batch_sizes, image_size=None, reference="aut
             predictors = {reference_name: (model.predict_on_batch, "float32"), **predictors}
         elif reference != "none":
             skipped["keras.applications"] = (
-                "compared channels_last only" if architecture in REFERENCES else
                 f"MODEL records no architecture of keras.applications; --reference "
-                f"{'/'.join(REFERENCES)} names one")
+                f"{'/'.join(REFERENCES)} names one" if architecture not in REFERENCES else
+                "no runtime to compare with ran" if shape is None else
+                "keras.applications is compared channels_last only")
         label = os.path.basename(name)
         for runtime, reason in skipped.items():
             yield dict(model=label, runtime=runtime, precision=runtime_precision(runtime),
                        status="skipped", reason=reason)
         size = shape and shape[1 if data_format == "channels_first" else 0]
         for batch_size in batch_sizes:
-            baseline = None
-            for runtime, (predict, dtype) in predictors.items():
-                images = random_images((batch_size, *shape), dtype)
-                before = _load_average()
-                measured = measure(predict, images, warmup, seconds, iterations)
-                if runtime == reference_name:
-                    baseline = measured["images_per_s"]
-                ratio = None if baseline is None else measured["images_per_s"] / baseline
+            before = _load_average()
+            measured = measure({runtime: (predict, random_images((batch_size, *shape), dtype))
+                                for runtime, (predict, dtype) in predictors.items()},
+                               warmup, seconds, iterations)
+            after = _load_average()
+            for runtime, timing in measured.items():
+                ratio = (timing["images_per_s"] / measured[reference_name]["images_per_s"]
+                         if reference_name else None)
                 yield dict(model=label, runtime=runtime, precision=runtime_precision(runtime),
-                           batch_size=batch_size, image_size=size, **measured, ratio=ratio,
-                           load_before=before, load_after=_load_average(), status="ok",
-                           reason="")
+                           batch_size=batch_size, image_size=size, **timing, ratio=ratio,
+                           load_before=before, load_after=after, status="ok", reason="")
 
 
 def _keras_target(name, kind, runtimes, image_size, calibration_size, folder):
@@ -215,20 +218,20 @@ def _export_target(path, kind, runtimes, image_size):
     outputs are assumed for a reference named by ``--reference``)."""
     predictors, skipped = {}, {}
     for runtime in runtimes:
-        if runtime == "keras":
-            skipped[runtime] = f"{path} is an export; keras runs a .keras model or a preset"
-        elif not runtime.startswith(kind):
-            skipped[runtime] = f"{path} is an {kind} export: it runs under {kind} only"
-        elif _missing_packages(runtime):
-            skipped[runtime] = _missing_packages(runtime)
-        else:
+        reason = (f"{path} is an export; keras runs a .keras model or a preset"
+                  if runtime == "keras" else
+                  f"{path} is an {kind} export: it runs under {kind} only"
+                  if not runtime.startswith(kind) else _missing_packages(runtime))
+        if not reason:
             try:
                 predictor = _load(path, SERVING_RUNTIMES[runtime][1])
             except (ImportError, ValueError) as error:
-                skipped[runtime] = _one_line(error)
-                continue
-            predictors[runtime] = (predictor.predict, predictor.input_dtype)
-            shape = predictor.input_shape[1:]
+                reason = _one_line(error)
+        if reason:
+            skipped[runtime] = reason
+            continue
+        predictors[runtime] = (predictor.predict, predictor.input_dtype)
+        shape = predictor.input_shape[1:]
     if not predictors:
         return predictors, skipped, None, "channels_last", None, (1000,)
     data_format = "channels_first" if shape[0] == 3 and shape[-1] != 3 else "channels_last"
@@ -275,23 +278,36 @@ def exported_predictors(model, runtimes, folder, preprocessing=None, calibration
     return predictors, skipped
 
 
-def measure(predict, images, warmup=2, seconds=5.0, iterations=100):
-    """Time ``predict(images)``: ``warmup`` untimed calls, then timed ones until ``seconds``
-    have passed or ``iterations`` were made (at least one). Returns ``images_per_s``, the
-    ``p50_ms``/``p90_ms``/``p99_ms`` latency of one call and the timed ``iterations``."""
+def measure(runs, warmup=2, seconds=5.0, iterations=100):
+    """Time ``predict(images)`` for each ``name: (predict, images)`` of ``runs``, interleaved.
+
+    ``warmup`` untimed calls of each, then rounds of one timed call of each
+    until ``seconds`` per run have passed in all or ``iterations`` rounds were
+    made (at least one): a load that changes meanwhile slows every run alike.
+    Returns ``{name: {images_per_s, p50_ms, p90_ms, p99_ms, iterations}}``:
+    the images of the timed calls over their total time, and the percentiles
+    of one call's latency.
+    """
     import numpy as np
 
-    for _ in range(warmup):
-        predict(images)
-    times = []
-    deadline = time.perf_counter() + seconds
-    while not times or (len(times) < iterations and time.perf_counter() < deadline):
-        start = time.perf_counter()
-        predict(images)
-        times.append(time.perf_counter() - start)
-    p50, p90, p99 = np.percentile(times, [50, 90, 99]) * 1000
-    return dict(images_per_s=len(images) * len(times) / sum(times), p50_ms=p50, p90_ms=p90,
-                p99_ms=p99, iterations=len(times))
+    for predict, images in runs.values():
+        for _ in range(warmup):
+            predict(images)
+    times = {name: [] for name in runs}
+    deadline = time.perf_counter() + seconds * len(runs)
+    for _ in range(iterations):
+        for name, (predict, images) in runs.items():
+            start = time.perf_counter()
+            predict(images)
+            times[name].append(time.perf_counter() - start)
+        if time.perf_counter() >= deadline:
+            break
+    measured = {}
+    for name, (_, images) in runs.items():
+        p50, p90, p99 = np.percentile(times[name], [50, 90, 99]) * 1000
+        measured[name] = dict(images_per_s=len(images) * len(times[name]) / sum(times[name]),
+                              p50_ms=p50, p90_ms=p90, p99_ms=p99, iterations=len(times[name]))
+    return measured
 
 
 def random_images(shape, dtype):
