@@ -64,6 +64,10 @@ REFERENCES = {"densenet121": "DenseNet121", "densenet169": "DenseNet169",
 MODEL_FILES = (".keras", ".h5")
 EXPORT_FILES = {".onnx": "onnx", ".xml": "openvino"}
 DEFAULT_SIZE = 224
+SETTLE_S = 0.02
+"""Pause after each timed call while runtimes take turns: their worker threads (onnxruntime's,
+OpenVINO's TBB, TensorFlow's Eigen) spin a while after a call, which on a CPU with few cores
+would slow the next runtime's call."""
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 """The CPU flags (``/proc/cpuinfo``, as lscpu shows them) that decide what runs fast."""
 COLUMNS = ("model", "runtime", "precision", "batch_size", "image_size", "images_per_s", "p50_ms",
@@ -282,8 +286,9 @@ def measure(runs, warmup=2, seconds=5.0, iterations=100):
     """Time ``predict(images)`` for each ``name: (predict, images)`` of ``runs``, interleaved.
 
     ``warmup`` untimed calls of each, then rounds of one timed call of each
-    until ``seconds`` per run have passed in all or ``iterations`` rounds were
-    made (at least one): a load that changes meanwhile slows every run alike.
+    (``SETTLE_S`` apart) until ``seconds`` per run have passed in all or
+    ``iterations`` rounds were made (at least one): a load that changes
+    meanwhile slows every run alike.
     Returns ``{name: {images_per_s, p50_ms, p90_ms, p99_ms, iterations}}``:
     the images of the timed calls over their total time, and the percentiles
     of one call's latency.
@@ -300,6 +305,8 @@ def measure(runs, warmup=2, seconds=5.0, iterations=100):
             start = time.perf_counter()
             predict(images)
             times[name].append(time.perf_counter() - start)
+            if len(runs) > 1:
+                time.sleep(SETTLE_S)
         if time.perf_counter() >= deadline:
             break
     measured = {}
