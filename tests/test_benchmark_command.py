@@ -99,8 +99,8 @@ def test_runtimes_not_installed_or_not_supported_are_skipped_with_the_reason(
         tiny_model, tmp_path, monkeypatch, capsys):
     pytest.importorskip("openvino")
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *args: None if name == "onnxruntime" else find_spec(name, *args))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: (
+        None if name == "onnxruntime" else find_spec(name, *args)))
     monkeypatch.setattr(runtime, "supports_bf16", lambda *args, **kwargs: False)  # a CPU without
     output = tmp_path / "speed.csv"
     code = benchmark.main([tiny_model, "--runtimes", "keras", "onnx", "openvino-f32",
@@ -147,9 +147,8 @@ def test_bad_arguments_are_one_line_errors(arguments, message, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     (tmp_path / "existing.csv").write_text("kept\n")
     arguments = [argument.format(existing="existing.csv") for argument in arguments]
-    start = time.perf_counter()
+    monkeypatch.setattr(benchmark, "benchmark", lambda *args: pytest.fail("work started"))
     assert cli.main(["benchmark", *arguments]) == 2
-    assert time.perf_counter() - start < 10  # refused before any model is built
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and message in error, error
     assert (tmp_path / "existing.csv").read_text() == "kept\n"

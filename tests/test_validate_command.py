@@ -77,6 +77,7 @@ def test_the_table_and_an_unreadable_image_left_out(labelled, tmp_path, capsys):
     assert keras_row.split() == ["keras", "f32", "33.33", "66.67", "1.0000", "0.00e+00"]
 
 
+@pytest.mark.slow  # an NNCF quantization and two OpenVINO exports: 16-45 s on 2 shared cores
 def test_openvino_runtimes_and_a_precision_this_cpu_lacks(labelled, monkeypatch):
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")

@@ -147,8 +147,8 @@ def model_kind(name):
     if name in IMAGENET_ARCHITECTURES:
         return "preset"
     raise ValueError(f"model must be a {'/'.join(MODEL_FILES)} file, an export "
-                     f"({', '.join(EXPORT_FILES)}) or a preset ({', '.join(IMAGENET_ARCHITECTURES)});"
-                     f" got {name!r}.")
+                     f"({', '.join(EXPORT_FILES)}) or a preset "
+                     f"({', '.join(IMAGENET_ARCHITECTURES)}); got {name!r}.")
 
 
 def benchmark(name, kind, runtimes, batch_sizes, image_size=None, reference="auto", seconds=5.0,
@@ -328,9 +328,14 @@ def random_images(shape, dtype):
     return rng.standard_normal(shape, dtype="float32")
 
 
+def runtime_precision(runtime):
+    """The precision ``runtime`` computes in (``keras`` and the reference: ``"f32"``)."""
+    return SERVING_RUNTIMES[runtime][1] if runtime in SERVING_RUNTIMES else "f32"
+
+
 def machine_description():
     """``backend``, ``cpu`` (model name), ``cores``, ``cpu_flags`` (those of ``CPU_FLAGS`` it
-    has, space-separated) and ``openvino_capabilities`` (``keras_densenet.runtime.capabilities``)."""
+    has, space-separated) and ``openvino_capabilities`` (``runtime.capabilities``, joined)."""
     cpu, flags = platform.processor() or "unknown", set()
     try:
         with open("/proc/cpuinfo") as handle:
@@ -424,11 +429,6 @@ def _missing_packages(runtime):
     missing = [name for name in SERVING_RUNTIMES[runtime][2]
                if importlib.util.find_spec(name) is None]
     return f"{' and '.join(missing)} not installed" if missing else None
-
-
-def runtime_precision(runtime):
-    """The precision ``runtime`` computes in (``keras`` and the reference: ``"f32"``)."""
-    return SERVING_RUNTIMES[runtime][1] if runtime in SERVING_RUNTIMES else "f32"
 
 
 def _backend():
