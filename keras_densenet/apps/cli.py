@@ -24,6 +24,10 @@ COMMANDS = {
                "export a .keras model: SavedModel, ONNX, TFLite, OpenVINO (f32 or int8)"),
     "port": ("keras_densenet.apps.port", "convert published weights to Keras 3 .weights.h5"),
     "summary": ("keras_densenet.apps.summary", "parameter counts of every preset"),
+    "benchmark": ("keras_densenet.apps.benchmark",
+                  "images/s and latency on every runtime and precision, beside keras.applications"),
+    "validate": ("keras_densenet.apps.validate",
+                 "top-1/top-5 on a labelled folder, per runtime, with agreement against Keras"),
 }
 DEBUG_VARIABLE = "KERAS_DENSENET_DEBUG"
 """Set to 1 to see full tracebacks instead of one-line errors."""
