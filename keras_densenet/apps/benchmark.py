@@ -45,7 +45,7 @@ import os
 import platform
 import time
 
-from keras_densenet.architectures import IMAGENET_ARCHITECTURES
+from keras_densenet.architectures import IMAGENET_VARIANTS
 from keras_densenet.checks import check_choice, check_number, check_positive_int
 from keras_densenet.utils import atomic_path, check_input_path, check_output_path
 
@@ -144,11 +144,11 @@ def model_kind(name):
     if extension in MODEL_FILES or extension in EXPORT_FILES:
         check_input_path(name, "model")
         return EXPORT_FILES.get(extension, "keras")
-    if name in IMAGENET_ARCHITECTURES:
+    if name in IMAGENET_VARIANTS:
         return "preset"
     raise ValueError(f"model must be a {'/'.join(MODEL_FILES)} file, an export "
                      f"({', '.join(EXPORT_FILES)}) or a preset "
-                     f"({', '.join(IMAGENET_ARCHITECTURES)}); got {name!r}.")
+                     f"({', '.join(IMAGENET_VARIANTS)}); got {name!r}.")
 
 
 def benchmark(name, kind, runtimes, batch_sizes, image_size=None, reference="auto", seconds=5.0,
@@ -202,7 +202,7 @@ def _keras_target(name, kind, runtimes, image_size, calibration_size, folder):
     """What ``benchmark`` runs for a Keras model or a preset: ``({runtime: (predict, input
     dtype)}, {runtime: why skipped}, input shape (no batch), data_format, published
     architecture or None, output shape (no batch))``."""
-    from keras_densenet.model import model_config
+    from keras_densenet.config import model_config
 
     model = _keras_model(name, kind, image_size)
     config = model_config(model)

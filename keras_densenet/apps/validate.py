@@ -141,7 +141,7 @@ def validate(model, samples, folder, runtimes, calibration=None, calibration_siz
     from keras_densenet.apps.classify import serving_settings
     from keras_densenet.apps.export import calibration_images
     from keras_densenet.export import serving_model
-    from keras_densenet.model import model_config
+    from keras_densenet.config import model_config
 
     settings = serving_settings(model)
     classes = int(model.output.shape[-1])
