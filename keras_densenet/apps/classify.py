@@ -203,8 +203,7 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def run(args):
     for flag, value in (("--top", args.top), ("--batch-size", args.batch_size),
                         ("--crop", args.crop), ("--resize", args.resize)):
         if value is not None:
@@ -264,6 +263,10 @@ def _print_results(results, as_json):
             for rank, (label, index, score) in enumerate(predictions, start=1):
                 print(f"  {rank}. {label:<30} {score:.4f}")
     return 1 if failures else 0
+
+
+def main(argv=None):
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
