@@ -14,7 +14,7 @@ import numpy as np
 import tf_keras
 import torch
 
-from keras_densenet.apps.references import torch_densenet
+from keras_densenet.apps.source_models import torch_densenet
 
 
 def images(size, n=2, seed=1):
