@@ -73,6 +73,8 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
         callbacks: extra Keras callbacks.
         verbose: ``model.fit`` verbosity (1: progress bars).
     """
+    from keras_densenet.apps import data as data_lib
+
     check_recipe(recipe)
     check_output_dir(output_dir)
     worker = worker_role(distribute)
@@ -83,8 +85,6 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
     elif os.path.exists(backup_dir) and not resume:
         raise ValueError(f"{backup_dir!r} holds an interrupted run: pass --resume to "
                          "continue it, or choose another --output.")
-    from keras_densenet.apps import data as data_lib
-
     strategy = distribution_strategy(distribute)
     distribution = keras_distribution(distribute)
     replicas = (strategy.num_replicas_in_sync if strategy else
