@@ -435,7 +435,7 @@ def build_parser():
     parser.add_argument("--memory-efficient", choices=sorted(MEMORY_EFFICIENT_FLAGS),
                         help="recompute in the backward pass to train in less memory: on = "
                              "each layer's concat-BN-ReLU-1x1, full = whole dense layers, "
-                             "transitions and stem (about half the memory, ~15%% slower); "
+                             "transitions and stem (the least memory; measured: docs/memory.md); "
                              "default: the recipe's (off); with --resume: go on in this mode")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
