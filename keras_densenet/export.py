@@ -22,13 +22,8 @@ import importlib.util
 import os
 import tempfile
 
-import keras
 import numpy as np
 
-from keras_densenet.fusion import fold_batch_norms
-from keras_densenet.config import model_config
-from keras_densenet.memory_modes import memory_mode
-from keras_densenet.model import in_memory_mode
 from keras_densenet.preprocessing import MODES, preprocess_input
 from keras_densenet.utils import move_into_place
 
@@ -51,6 +46,13 @@ def serving_model(model, preprocessing=None, fuse=False):
             ``preprocess_input`` mode, ``"torch"`` or ``"caffe_bgr"``.
         fuse: fold BN layers into convs (``fusion.fold_batch_norms``).
     """
+    import keras
+
+    from keras_densenet.fusion import fold_batch_norms
+    from keras_densenet.config import model_config
+    from keras_densenet.memory_modes import memory_mode
+    from keras_densenet.model import in_memory_mode
+
     if preprocessing is not None and preprocessing not in MODES:
         raise ValueError(f"preprocessing must be None or one of {MODES}; got {preprocessing!r}.")
     if memory_mode(model):
@@ -93,6 +95,8 @@ def export(model, path, format="saved_model", preprocessing=None, fuse=False, qu
         overwrite: replace an existing output instead of refusing.
         verbose: let Keras print its export messages.
     """
+    import keras
+
     if format not in FORMATS:
         raise ValueError(f"format must be one of {tuple(FORMATS)}; got {format!r}.")
     backend = keras.backend.backend()

@@ -14,7 +14,6 @@ import importlib.resources
 import json
 import numbers
 
-import keras
 import numpy as np
 
 MODES = ("torch", "caffe_bgr")
@@ -52,6 +51,8 @@ def preprocess_input(x, mode=None, data_format=None, model=None):
                              f"mode={recorded!r}; leave mode out.")
         mode = mode or recorded
         data_format = data_format or config["data_format"]
+    import keras
+
     mode = mode or "torch"
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}.")
@@ -109,6 +110,8 @@ def decode_predictions(preds, top=5):
     """
     if isinstance(top, bool) or not isinstance(top, numbers.Integral) or not 1 <= top <= 1000:
         raise ValueError(f"top must be an integer from 1 to 1000; got {top!r}.")
+    import keras
+
     preds = np.asarray(keras.ops.convert_to_numpy(preds))
     if preds.ndim != 2 or preds.shape[1] != 1000:
         raise ValueError(

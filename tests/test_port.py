@@ -11,7 +11,7 @@ import pytest
 
 from keras_densenet import DenseNetImageNet121, weights
 from keras_densenet.apps import cli, port
-from keras_densenet.apps.references import original_keras_densenet
+from keras_densenet.apps.source_models import original_keras_densenet
 
 torch = pytest.importorskip("torch")
 tf_keras = pytest.importorskip("tf_keras")

@@ -107,7 +107,7 @@ def test_decode_predictions_top_is_checked(top):
 @pytest.fixture
 def torch_net():
     torch = pytest.importorskip("torch")
-    from keras_densenet.apps.references import _torch_densenet  # torchvision's module names
+    from keras_densenet.apps.source_models import _torch_densenet  # torchvision's module names
 
     return torch, _torch_densenet((1, 1, 1, 1), growth_rate=4, nb_filter=8, classes=1000)
 

@@ -16,7 +16,8 @@ torch = pytest.importorskip("torch", reason="timm's models need torch (pip insta
 safetensors_torch = pytest.importorskip("safetensors.torch", reason="needs safetensors")
 
 from keras_densenet.apps import port  # noqa: E402
-from keras_densenet.apps.references import import_timm, timm_model, timm_outputs  # noqa: E402
+from keras_densenet.apps.source_models import timm_model, timm_outputs  # noqa: E402
+from timm_import import import_timm  # noqa: E402
 
 try:
     import_timm()

@@ -106,7 +106,10 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args):
     runtimes = [check_choice("--runtimes", name, RUNTIMES) for name in
                 dict.fromkeys(args.runtimes)]
     batch_sizes = [check_positive_int("--batch-sizes", size) for size in args.batch_sizes]

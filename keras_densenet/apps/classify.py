@@ -302,8 +302,7 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def run(args):
     for flag, value in (("--top", args.top), ("--batch-size", args.batch_size),
                         ("--crop", args.crop), ("--resize", args.resize)):
         if value is not None:
@@ -400,6 +399,10 @@ def _print_labels(path, predictions, thresholds, as_json):
         mark = "  +" if score >= thresholds[index] else ""
         print(f"  {label:<30} {score:.4f}  (threshold {thresholds[index]:.4f}){mark}")
     print(f"  labels: {', '.join(given) or '(none)'}")
+
+
+def main(argv=None):
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

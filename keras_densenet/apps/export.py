@@ -8,13 +8,9 @@ The library function behind it is ``keras_densenet.export.export``.
 
 import argparse
 
-import keras
-import numpy as np
-
 from keras_densenet.apps.images import image_paths, load_image
-from keras_densenet.export import FORMATS, INPUT_NAME, QUANTIZATION_PRESETS, export
+from keras_densenet.export import FORMATS, INPUT_NAME, QUANTIZATION_PRESETS
 from keras_densenet.export import __doc__ as EXPORT_DOC
-from keras_densenet.config import model_config
 from keras_densenet.preprocessing import MODES
 from keras_densenet.utils import check_input_path, check_output_path
 
@@ -46,6 +42,9 @@ def build_parser():
 
 def calibration_images(folder, model, limit=300):
     """Up to ``limit`` images of ``folder`` (sorted) as a uint8 array the size of ``model``'s input."""
+    import numpy as np
+
+    from keras_densenet.config import model_config
 
     paths = image_paths([folder])[:limit]
     if not paths:
@@ -58,8 +57,11 @@ def calibration_images(folder, model, limit=300):
     return images.transpose(0, 3, 1, 2) if channels_first else images
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def run(args):
+    import keras
+
+    from keras_densenet.export import export
+
     check_input_path(args.model, "model")
     if not args.model.endswith(MODEL_EXTENSIONS):
         raise ValueError(f"model {args.model!r} is not a Keras model file "
@@ -81,6 +83,10 @@ def main(argv=None):
           f"{', BN folded' if args.fuse else ''}"
           f"{f', int8 from {len(calibration)} calibration images' if args.calibration else ''})")
     return 0
+
+
+def main(argv=None):
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

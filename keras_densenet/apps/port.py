@@ -10,16 +10,13 @@ The source format is detected from the file, or the keras-hub preset directory
 (``keras_densenet.weights.detect``). The port checks itself: when the source
 framework is installed (tf_keras for the Keras 2 files, torch for torchvision
 state dicts, timm for timm's, keras-hub for its presets) it runs the source implementation
-(``references.REFERENCES``) and ours on the same images and prints the largest
+(``source_models.REFERENCES``) and ours on the same images and prints the largest
 absolute difference. The written file records the source's BN epsilon, stem
 padding and preprocessing, so ``DenseNetImageNet121(weights=PATH)`` builds the right model.
 """
 
 import argparse
 
-import numpy as np
-
-from keras_densenet import weights
 from keras_densenet.architectures import IMAGENET_VARIANTS
 from keras_densenet.utils import check_input_path, check_output_path
 
@@ -35,11 +32,12 @@ def port(source, architecture, output, include_top=True, data_format="channels_l
     Returns ``(model, max_abs_diff)``; ``max_abs_diff`` is ``None`` when the
     source framework is not installed or ``verify`` is off.
     """
+    from keras_densenet import weights
+    from keras_densenet.presets import DenseNetImageNet
+
     if not output.endswith(".weights.h5"):
         raise ValueError(f"--out must end with .weights.h5 (Keras 3 weights); got {output!r}.")
     check_output_path(output, overwrite, inputs=[source], argument="--out")
-    from keras_densenet.presets import DenseNetImageNet
-
     model = DenseNetImageNet(architecture, weights=source, include_top=include_top,
                              activation=None, data_format=data_format)
     fmt = weights.detect(source)
@@ -59,8 +57,9 @@ def max_difference_from_source(model, source, file_format, architecture, include
                                data_format):
     """Largest |ours - source implementation| over the outputs for random images."""
     import keras
+    import numpy as np
 
-    from keras_densenet.apps.references import REFERENCES
+    from keras_densenet.apps.source_models import REFERENCES
 
     if file_format not in REFERENCES:
         raise ImportError(f"no source implementation is known for {file_format} files")
@@ -92,8 +91,9 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def run(args):
+    from keras_densenet import weights
+
     check_input_path(args.source, "source", "file or folder")
     model, difference = port(args.source, args.arch, args.out, args.include_top,
                              args.data_format, args.verify, args.overwrite)
@@ -108,6 +108,10 @@ def main(argv=None):
         print(f"max |ours - source implementation| = {difference:.3g} "
               f"(random {VERIFY_SIZE}x{VERIFY_SIZE} images)")
     return 0
+
+
+def main(argv=None):
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -91,15 +91,17 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run(args):
     known = list(VARIANTS)
     unknown = sorted(set(args.presets) - set(known))
     if unknown:
-        parser.error(f"unknown presets {unknown}; choose from {known}")
+        raise ValueError(f"unknown presets {unknown}; choose from {known}")
     print(format_table(preset_table(args.presets or None)))
     return 0
+
+
+def main(argv=None):
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

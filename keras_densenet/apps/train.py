@@ -30,14 +30,11 @@ import dataclasses
 import io
 import json
 import os
+import shlex
 import shutil
 
-import keras
-
-from keras_densenet.apps import data as data_lib
 from keras_densenet.apps.recipes import RECIPES, Recipe
 from keras_densenet.checks import check_number, check_positive_int
-from keras_densenet.builder import DenseNet
 from keras_densenet.utils import atomic_path, write_text
 
 MEMORY_EFFICIENT_FLAGS = {"off": False, "on": True, "full": "full"}
@@ -76,6 +73,8 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
         callbacks: extra Keras callbacks.
         verbose: ``model.fit`` verbosity (1: progress bars).
     """
+    from keras_densenet.apps import data as data_lib
+
     check_recipe(recipe)
     check_output_dir(output_dir)
     worker = worker_role(distribute)
@@ -107,6 +106,10 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
 def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_dir, callbacks,
          verbose):
     """Build, train and evaluate; write the run files (the chief only), resumably."""
+    import keras
+
+    from keras_densenet.builder import DenseNet
+
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = DenseNet(**recipe.model, input_shape=splits.image_shape,
                          classes=len(splits.class_names))
@@ -258,6 +261,8 @@ def _trim_log(log_path, epochs_done):
 
 def step_schedule(recipe, steps_per_epoch):
     """The learning rate divided by 10 at each of ``recipe.lr_milestones`` (fractions)."""
+    import keras
+
     boundaries = [int(round(m * recipe.epochs)) * steps_per_epoch for m in recipe.lr_milestones]
     values = [recipe.learning_rate / 10**i for i in range(len(boundaries) + 1)]
     if not boundaries:
@@ -266,6 +271,8 @@ def step_schedule(recipe, steps_per_epoch):
 
 
 def _check_distribute(distribute):
+    import keras
+
     if distribute is not None and distribute not in DISTRIBUTE:
         raise ValueError(f"distribute must be one of {DISTRIBUTE} or None; got {distribute!r}.")
     backend = keras.backend.backend()
@@ -333,6 +340,8 @@ def distribution_strategy(distribute):
 
 def keras_distribution(distribute):
     """The ``keras.distribution`` for ``distribute`` (JAX), or ``None``."""
+    import keras
+
     _check_distribute(distribute)
     if distribute != "data-parallel":
         return None
@@ -426,15 +435,28 @@ def build_parser():
     parser.add_argument("--memory-efficient", choices=sorted(MEMORY_EFFICIENT_FLAGS),
                         help="recompute in the backward pass to train in less memory: on = "
                              "each layer's concat-BN-ReLU-1x1, full = whole dense layers, "
-                             "transitions and stem (about half the memory, ~15%% slower); "
+                             "transitions and stem (the least memory; measured: docs/memory.md); "
                              "default: the recipe's (off); with --resume: go on in this mode")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    output_dir = args.output or os.path.join("runs", args.recipe or "digits")
+def run_dir(args):
+    """The run directory the parsed ``args`` name: ``--output``, else ``runs/RECIPE``."""
+    return args.output or os.path.join("runs", args.recipe or "digits")
+
+
+def interrupted(args):
+    """The line ``keras-densenet`` prints when the run is stopped with Ctrl-C."""
+    output_dir = run_dir(args)
+    if not os.path.exists(os.path.join(output_dir, "config.json")):
+        return "interrupted before the run started"
+    return (f"interrupted; continue the run with: keras-densenet train --output "
+            f"{shlex.quote(output_dir)} --resume")
+
+
+def run(args):
+    output_dir = run_dir(args)
     if args.resume and args.recipe is None:
         saved = read_run_config(output_dir)["recipe"]
         recipe = Recipe(**{**saved, "lr_milestones": tuple(saved["lr_milestones"])})
@@ -454,6 +476,10 @@ def main(argv=None):
     print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f}")
     print(f"model: {os.path.join(output_dir, 'model.keras')}")
     return 0
+
+
+def main(argv=None):
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,10 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args):
     runtimes = [check_choice("--runtimes", name, RUNTIMES)
                 for name in dict.fromkeys(["keras", *args.runtimes])]
     check_positive_int("--batch-size", args.batch_size)

@@ -6,7 +6,8 @@ source implementation on ``(batch, H, W, 3)`` float32 images with the file's
 weights: logits ``(batch, 1000)`` with the top, else ``(batch, h, w, C)``
 features after the final BN-ReLU. ``keras-densenet port`` prints its largest
 difference from ours; the tests use the same functions. Two of the sources
-cannot be installed, so they are rebuilt here:
+cannot be installed, so they are rebuilt here (the tests write their
+reference files with them too):
 
 * ``original_keras_densenet``: the original Keras (2) DenseNet of the v3.0
   weight release, rebuilt in ``tf_keras`` with auto-named layers, BN epsilon
@@ -73,48 +74,17 @@ def torch_densenet(architecture, classes=1000):
         return _torch_densenet(*_sizes(architecture), classes=classes)
 
 
-def import_timm():
-    """``import timm``, also where the installed torchvision does not fit torch.
+def timm_model(name, state_dict=None, classes=1000):
+    """timm's own DenseNet ``name`` (e.g. ``"densenetblur121d"``), in eval mode, with
+    ``state_dict`` loaded (strictly) when given, else timm's random initialization.
 
-    timm imports torchvision at import time. A torchvision wheel built for
-    another torch (pip pairs the CPU torch with PyPI's CUDA torchvision) fails
-    there, registering fake kernels for C++ operators it could not load. timm's
-    DenseNet uses none of them, so that import is retried with those
-    registrations skipped; anything else fails as usual.
+    Raises ``ImportError`` when timm does not import (not installed, or a
+    torchvision built for another torch, which fails with a ``RuntimeError``).
     """
     try:
         import timm
     except RuntimeError as error:
-        if "torchvision::" not in str(error):
-            raise
-        import sys
-
-        import torch.library
-
-        for name in [n for n in sys.modules if n == "torchvision" or n.startswith(
-                ("torchvision.", "timm"))]:
-            del sys.modules[name]
-        register_fake = torch.library.register_fake
-
-        def tolerant(op, func=None, /, **kwargs):
-            try:
-                torch._C._dispatch_find_schema_or_throw(str(op), "")
-            except RuntimeError:  # the operator's C++ library did not load
-                return func if func is not None else (lambda f: f)
-            return register_fake(op, func, **kwargs) if func else register_fake(op, **kwargs)
-
-        torch.library.register_fake = tolerant
-        try:
-            import timm
-        finally:
-            torch.library.register_fake = register_fake
-    return timm
-
-
-def timm_model(name, state_dict=None, classes=1000):
-    """timm's own DenseNet ``name`` (e.g. ``"densenetblur121d"``), in eval mode, with
-    ``state_dict`` loaded (strictly) when given, else timm's random initialization."""
-    timm = import_timm()
+        raise ImportError(f"timm does not import: {' '.join(str(error).split())}") from None
     model = timm.create_model(name, pretrained=False, num_classes=classes)
     if state_dict is not None:
         model.load_state_dict(state_dict)
