@@ -642,17 +642,14 @@ def _eval_transform(plan):
 
 
 def _image_input(input_tensor, architecture, min_size, required_channels):
-    """The ``keras.Input`` (or the given tensor) after checking its shape."""
+    """The ``keras.Input`` (or the given tensor) after checking its shape; without an
+    ``input_shape``, of the weights' channels (any other count is adapted on loading)."""
     data_format, input_shape = architecture.data_format, architecture.input_shape
     if input_shape is None:
         channels = required_channels or 3
         input_shape = ((None, None, channels) if data_format == "channels_last"
                        else (channels, None, None))
-    spatial, channels = image_shape(input_shape, data_format)
-    if required_channels is not None and channels != required_channels:
-        raise ValueError(
-            f"The requested weights expect {required_channels} input channels but input_shape "
-            f"{input_shape} ({data_format}) has {channels}.")
+    spatial, _ = image_shape(input_shape, data_format)
     for size in spatial:
         if size is not None and size < min_size:
             raise ValueError(
