@@ -206,6 +206,28 @@ def test_keras3_file_for_another_model_is_refused(tmp_path):
         DenseNet(**{**small, "growth_rate": 6}, input_shape=(32, 32, 3), weights=path)
 
 
+def test_keras3_file_of_a_keras_that_recorded_no_layer_names(tmp_path):
+    import h5py
+    import keras
+
+    small = dict(depth=10, growth_rate=4, bottleneck=True, reduction=0.5, classes=3)
+    source = DenseNet(**small, input_shape=(32, 32, 3))
+    source.set_weights([np.random.default_rng(i).uniform(0.5, 1.5, w.shape).astype("float32")
+                        for i, w in enumerate(source.get_weights())])
+    path = str(tmp_path / "keras35.weights.h5")
+    source.save_weights(path)
+    with h5py.File(path, "a") as h5:  # as Keras before 3.6 wrote them
+        for group in weights.keras3._variable_groups(h5).values():
+            del group.attrs["name"]
+    x = images(32)
+    features = keras.Model(source.input, source.get_layer("final_relu").output)
+    for include_top, reference in ((True, source), (False, features)):
+        # matched by the layer paths of the model's own save_weights, classifier included
+        model = DenseNet(**small, include_top=include_top, input_shape=(32, 32, 3), weights=path)
+        np.testing.assert_allclose(np.asarray(model(x, training=False)),
+                                   np.asarray(reference(x, training=False)), rtol=1e-5)
+
+
 def test_imagenet_argument_errors():
     with pytest.raises(ValueError, match="needs classes=1000"):
         DenseNetImageNet121(weights="imagenet", classes=10)
