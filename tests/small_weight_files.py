@@ -8,7 +8,6 @@ variance (``where="variance"``), in the file's own layout. Every net has four
 one-layer blocks (DenseNet-BC, ImageNet stem), so 32 px images go through.
 """
 
-import contextlib
 import os
 
 import h5py
@@ -136,8 +135,7 @@ def _keras_hub(fmt, folder, poison):
     _randomize_keras(classifier.layers + backbone.layers)
     _poison_keras(backbone.get_layer("conv1_conv"), backbone.get_layer("conv1_bn"), poison)
     path = os.path.join(folder, "small_preset")
-    with contextlib.redirect_stdout(None):
-        classifier.save_to_preset(path)
+    classifier.save_to_preset(path)
     return path, arguments(64, 8)
 
 

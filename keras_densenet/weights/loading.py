@@ -92,8 +92,8 @@ def resolve(weights, *, architecture, include_top, classes, source=None):
 def load(model, plan):
     """Download (if needed), read and assign ``plan``'s weights into ``model``.
 
-    Raises ``ValueError`` naming the expected and found layers when the file
-    does not fit the model; the model is left untouched in that case.
+    Raises ``ValueError`` (see ``assign``) when the file does not fit the
+    model or holds non-finite values; the model is left untouched then.
     """
     path = plan.path or registry.download(plan.entry)
     registry.FORMATS[plan.file_format].load_into(model, path)
@@ -129,11 +129,11 @@ def assign(model, table, source="the weights file"):
             + "Build the architecture the file was made for.")
     for layer in weighted:
         for variable, array in zip(layer.weights, table[layer.name]):
-            finite = np.isfinite(array)
-            if not finite.all():
+            bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+            if bad:
                 raise ValueError(
-                    f"The weights in {source} hold {finite.size - np.count_nonzero(finite)} "
-                    f"non-finite values (NaN or infinity) in {layer.name}/{variable.name} "
+                    f"The weights in {source} hold {bad} non-finite value{'s' * (bad > 1)} "
+                    f"(NaN or infinity) in {layer.name}/{variable.name} "
                     f"{tuple(array.shape)}: the file is damaged or its training diverged; "
                     "nothing was loaded.")
     for layer in weighted:
