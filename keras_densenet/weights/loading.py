@@ -2,11 +2,11 @@
 
 ``resolve`` runs before the model is built (it never downloads): it turns the
 ``weights=`` argument into a ``WeightsPlan`` saying which BatchNormalization
-epsilon, stem padding and input channels the weights need, and checks a file
-that the manifest lists against its published hash. ``load`` runs after
-building: it downloads (``keras.utils.get_file``, hash-checked, cached) if
-needed, reads the file with its format, and ``assign`` -- the one step every
-format goes through -- adapts the input convolution to the model's input
+epsilon, stem padding and input channels the weights were trained on, and
+checks a file that the manifest lists against its published hash. ``load``
+runs after building: it downloads (``keras.utils.get_file``, hash-checked,
+cached) if needed and reads the file with its format; ``assign``, the one step
+every format goes through, adapts the input convolution to the model's input
 channels, checks that every weighted layer matches and that every value is
 finite, and assigns the weights, all or nothing.
 """
