@@ -12,7 +12,7 @@ from keras_densenet.architectures import DEFAULT_EVAL
 
 CONFIG_KEYS = ("architecture", "published_name", "data_format", "input_shape", "preprocessing",
                "weights_source", "class_names", "crop_pct", "interpolation", "pyramid",
-               "cam_layer", "multi_label", "thresholds")
+               "input_normalization", "cam_layer", "multi_label", "thresholds")
 """The keys of ``DenseNetModel.densenet_config``:
 
 * ``architecture``: the checked ``arguments.Architecture`` fields (``None`` when not recorded);
@@ -26,11 +26,14 @@ CONFIG_KEYS = ("architecture", "published_name", "data_format", "input_shape", "
   ``size / crop_pct`` with ``interpolation``, center-crop ``size``);
 * ``pyramid``: ``{"P2": layer name, ...}`` of every dense block's output by stride
   (with ``memory_efficient="full"`` only the last block's; ``keras_densenet.features``);
+* ``input_normalization``: what ``preprocess_input`` does for the input's channel count
+  (``preprocessing.normalization``: ``reverse_channels``, ``scale``, ``offset``), or ``None``;
 * ``cam_layer``: the last activation before pooling (``"final_relu"``), for Grad-CAM;
 * ``multi_label``: ``True`` for independent sigmoid outputs (one per class), else ``False``;
 * ``thresholds``: with ``multi_label``, one decision threshold per class, or ``None``.
 """
-DEFAULTS = {"cam_layer": "final_relu", "multi_label": False, "thresholds": None}
+DEFAULTS = {"input_normalization": None, "cam_layer": "final_relu", "multi_label": False,
+            "thresholds": None}
 """Values of the keys that models saved by keras-densenet 0.2 do not record."""
 
 

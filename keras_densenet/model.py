@@ -20,6 +20,8 @@ from keras_densenet.arguments import Architecture
 from keras_densenet.checks import image_shape
 from keras_densenet.config import CONFIG_KEYS, DEFAULTS, min_image_size
 from keras_densenet.memory_modes import copy_training_state, memory_mode
+from keras_densenet.preprocessing import normalization
+from keras_densenet.utils import channel_axis
 
 
 def build(architecture, input_tensor=None, name=None, default_channels=3, **facts):
@@ -72,6 +74,9 @@ def build(architecture, input_tensor=None, name=None, default_channels=3, **fact
         "cam_layer": cam_layer,
         **facts,
     }
+    if config["preprocessing"]:
+        channels = img_input.shape[channel_axis(a.data_format)]
+        config["input_normalization"] = normalization(config["preprocessing"], channels)
     return DenseNetModel(inputs, x, name=name or a.default_name(), densenet_config=config)
 
 
