@@ -128,6 +128,6 @@ class _WatchedLoader(importlib.abc.Loader):
 
 
 if "keras" in sys.modules:
-from keras_densenet.architectures import VARIANTS
-
-__version__ = "0.3.0"
+    _register_saved_classes()
+elif not any(isinstance(finder, _RegisterWhenKerasIsImported) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterWhenKerasIsImported())
