@@ -68,7 +68,7 @@ def _poison_keras(conv, bn, poison):
 def _torch(fmt, folder, poison):
     import torch
 
-    from keras_densenet.apps.references import _torch_densenet
+    from keras_densenet.apps.source_models import _torch_densenet
 
     state = _torch_densenet((1, 1, 1, 1), 8, 16, CLASSES).state_dict()
     norms = {key.rsplit(".", 1)[0] for key in state if key.endswith("running_var")}
@@ -110,12 +110,16 @@ def _original_keras(fmt, folder, poison):
     import pytest
     import tf_keras
 
-    from keras_densenet.apps import references
+    import dataclasses
 
+    from keras_densenet.apps import source_models
+
+    small = dataclasses.replace(source_models.VARIANTS["densenet121"], name="small",
+                                nb_layers_per_block=(1, 1, 1, 1), growth_rate=8, nb_filter=16)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(references.IMAGENET_ARCHITECTURES, "small", ((1, 1, 1, 1), 8, 16))
-        model = references.original_keras_densenet("small", input_shape=(32, 32, 3),
-                                                   classes=CLASSES)
+        patch.setitem(source_models.VARIANTS, "small", small)
+        model = source_models.original_keras_densenet("small", input_shape=(32, 32, 3),
+                                                      classes=CLASSES)
     _randomize_keras(model.layers)
     conv = next(l for l in model.layers if isinstance(l, tf_keras.layers.Conv2D))
     bn = next(l for l in model.layers if isinstance(l, tf_keras.layers.BatchNormalization))

@@ -32,7 +32,7 @@ def _largest_difference(a, b):
 
 @pytest.mark.parametrize("channels", [1, 2, 4, 5, 7])
 def test_the_kernel_is_adapted_as_timm_adapts_it(channels):
-    from keras_densenet.apps.references import import_timm
+    from timm_import import import_timm
 
     import_timm()
     from timm.models._manipulate import adapt_input_conv
