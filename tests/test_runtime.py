@@ -130,3 +130,18 @@ def test_runtime_serves_without_importing_keras(trained):
                             env={**os.environ, "PYTHONPATH": ""})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".xml"])
+def test_integer_images_outside_0_255_are_refused_not_wrapped(trained, suffix):
+    model, _, images, _, folder = trained
+    path = export(model, str(folder / f"range{suffix}"), "onnx" if suffix == ".onnx" else "openvino",
+                  preprocessing="torch")
+    predictor = runtime.load(path)
+    np.testing.assert_array_equal(predictor.predict(images[:4].astype("int64")),
+                                  predictor.predict(images[:4]))  # in range: any integer dtype
+    for wide, shown in [(images[:4].astype("uint16") * 257, "uint16 values 0..65535"),
+                        (images[:4].astype("int16") - 1, r"int16 values -1\.\.254"),
+                        (images[:4].astype("int32") + 1, r"int32 values 1\.\.256")]:
+        with pytest.raises(ValueError, match=rf"takes uint8 images, values 0\.\.255 .*got {shown}"):
+            predictor.predict(wide)
