@@ -66,6 +66,19 @@ def test_int8_export_agrees_with_keras(trained):
         runtime.load(path, precision="f32")
 
 
+def test_int8_export_refuses_a_model_that_disagrees_on_held_out_images(trained):
+    """Calibrated on flat grey images only, the int8 model saturates on the held-out digits."""
+    model, calibration, _, _, folder = trained
+    skewed = calibration[:100].copy()
+    skewed[np.arange(100) % 4 != 3] = 128  # every 4th image is held out, the rest calibrate
+    with pytest.raises(ValueError, match=r"^The int8 model agrees with float32 on the top-1 class "
+                                         r"of \d+\.\d% of 25 held-out calibration images, below "
+                                         r"min_agreement=0\.995; nothing written \(.*\)\.$"):
+        export(model, str(folder / "poor.xml"), "openvino", preprocessing="torch", fuse=True,
+               quantize=skewed)
+    assert not list(folder.glob("poor*")) and not list(folder.glob(".poor*"))
+
+
 @pytest.mark.skipif(not runtime.supports_bf16(), reason="this CPU has no bfloat16 in OpenVINO")
 def test_bf16_agrees_with_keras(trained):
     model, _, images, _, folder = trained
