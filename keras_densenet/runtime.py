@@ -87,7 +87,7 @@ class Predictor:
         A ``uint8`` input (preprocessing baked in) takes integer arrays of any
         dtype whose values lie in 0..255; other values are refused with a
         ``ValueError``, never wrapped or rescaled (a 16-bit image is not
-        guessed at: scale it to 0..255 first, e.g. ``images // 257``).
+        guessed at: scale it to 0..255 first, e.g. ``np.round(images / 257)``).
         Safe to call from several threads at once.
         """
         images = np.asarray(images)
@@ -107,7 +107,7 @@ class Predictor:
                 images.min() < 0 or images.max() > 255):
             raise ValueError(f"{self.path} takes uint8 images, values 0..255 (preprocessing is "
                              f"baked in); got {images.dtype} values {images.min()}..{images.max()} "
-                             "(scale 16-bit images to 0..255 first, e.g. images // 257).")
+                             "(scale 16-bit images to 0..255 first, e.g. np.round(images / 257)).")
 
     def __repr__(self):
         return (f"{type(self).__name__}({self.path!r}, precision={self.precision!r}, "
