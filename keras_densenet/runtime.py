@@ -35,12 +35,14 @@ import threading
 
 import numpy as np
 
+from keras_densenet.checks import check_bool
+
 PRECISIONS = ("f32", "bf16", "int8")
 HINTS = ("auto", "throughput", "latency")
 RUNTIMES = {".onnx": "onnx", ".xml": "openvino"}
 
 
-def load(path, precision=None, hint="auto", device="CPU"):
+def load(path, precision=None, hint="auto", device="CPU", pinning=False):
     """A ``Predictor`` for the exported file ``path`` (``.onnx`` or OpenVINO ``.xml``).
 
     Args:
@@ -53,6 +55,11 @@ def load(path, precision=None, hint="auto", device="CPU"):
             batch is split over asynchronous requests) or ``"latency"`` (one
             request uses every core). Ignored by onnxruntime.
         device: OpenVINO device name (default ``"CPU"``).
+        pinning: let OpenVINO pin its inference threads to CPU cores
+            (``ENABLE_CPU_PINNING``). Off by default: where other processes use
+            the cores too, a request then waits for a busy core instead of
+            moving; turn it on for a machine the service has to itself.
+            Ignored by onnxruntime.
 
     Raises ``ValueError`` (one line) for an unknown runtime, precision or hint,
     bf16 on a CPU without it, or a precision the file cannot run in.
@@ -65,9 +72,10 @@ def load(path, precision=None, hint="auto", device="CPU"):
         raise ValueError(f"precision must be None or one of {PRECISIONS}; got {precision!r}.")
     if hint not in HINTS:
         raise ValueError(f"hint must be one of {HINTS}; got {hint!r}.")
+    check_bool("pinning", pinning)
     if runtime == "onnx":
         return ONNXPredictor(path, precision)
-    return OpenVINOPredictor(path, precision, hint, device)
+    return OpenVINOPredictor(path, precision, hint, device, pinning)
 
 
 class Predictor:
@@ -156,7 +164,7 @@ class OpenVINOPredictor(Predictor):
     runtime = "openvino"
     MAX_COMPILED = 8
 
-    def __init__(self, path, precision=None, hint="auto", device="CPU"):
+    def __init__(self, path, precision=None, hint="auto", device="CPU", pinning=False):
         import openvino
 
         self.core = openvino.Core()
@@ -174,6 +182,7 @@ class OpenVINOPredictor(Predictor):
                 f"OPTIMIZATION_CAPABILITIES reports {capabilities(device, self.core)}); use 'f32' or "
                 "'int8' here.")
         self.path, self.precision, self.hint, self.device = path, precision, hint, device
+        self.pinning = pinning
         (model_input,) = self.model.inputs
         self.input_shape = tuple(None if d.is_dynamic else d.get_length()
                                  for d in model_input.get_partial_shape())
@@ -207,6 +216,7 @@ class OpenVINOPredictor(Predictor):
                                      else hints.PerformanceMode.LATENCY),
             hints.inference_precision: (openvino.Type.bf16 if self.precision == "bf16"
                                         else openvino.Type.f32),
+            **({hints.enable_cpu_pinning: self.pinning} if self.device == "CPU" else {}),
         }
 
     def _request_count(self, hint):

@@ -109,6 +109,20 @@ def test_openvino_compiles_each_batch_shape_once(trained, monkeypatch):
     assert len(predictor._compiled) <= 3
 
 
+def test_cpu_pinning_is_off_unless_asked(trained):
+    import openvino.properties.hint as hints
+
+    model, _, images, _, folder = trained
+    path = export(model, str(folder / "pinning.xml"), "openvino", preprocessing="torch")
+    for kwargs, pinned in [({}, False), (dict(pinning=True), True)]:
+        predictor = runtime.load(path, hint="latency", **kwargs)
+        predictor.predict(images[:1])
+        (pool,) = predictor._compiled.values()
+        assert pool.compiled.get_property(hints.enable_cpu_pinning) is pinned
+    with pytest.raises(ValueError, match="pinning must be True or False; got 'no'"):
+        runtime.load(path, pinning="no")
+
+
 def test_bad_requests_give_one_line_errors(trained, monkeypatch):
     model, _, images, _, folder = trained
     path = export(model, str(folder / "checks.xml"), "openvino", preprocessing="torch")
