@@ -145,7 +145,7 @@ def export(model, path, format="saved_model", preprocessing=None, fuse=False, qu
     if quantization_preset not in QUANTIZATION_PRESETS:
         raise ValueError(f"quantization_preset must be one of {QUANTIZATION_PRESETS}; "
                          f"got {quantization_preset!r}.")
-    check_number("min_agreement", min_agreement, "[0, 1]", lambda value: 0 <= value <= 1)
+    check_min_agreement("min_agreement", min_agreement)
     outputs = _output_files(path, format)
     existing = [output for output in outputs if os.path.exists(output)]
     if existing and not overwrite:
@@ -178,6 +178,11 @@ def export(model, path, format="saved_model", preprocessing=None, fuse=False, qu
         for source, output in sorted(zip(staged, outputs), key=lambda pair: pair[1].endswith(".xml")):
             move_into_place(source, output)  # .bin before .xml: the .xml never names a missing .bin
     return path
+
+
+def check_min_agreement(argument, value):
+    """``value`` as a float if it is a share in [0, 1], else a one-line ``ValueError``."""
+    return check_number(argument, value, "[0, 1]", lambda share: 0 <= share <= 1)
 
 
 def calibration_batches(images, input_shape, dtype):

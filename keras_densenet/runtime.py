@@ -42,7 +42,7 @@ HINTS = ("auto", "throughput", "latency")
 RUNTIMES = {".onnx": "onnx", ".xml": "openvino"}
 
 
-def load(path, precision=None, hint="auto", device="CPU", pinning=False):
+def load(path, precision=None, hint="auto", device="CPU", pinning=None):
     """A ``Predictor`` for the exported file ``path`` (``.onnx`` or OpenVINO ``.xml``).
 
     Args:
@@ -55,10 +55,10 @@ def load(path, precision=None, hint="auto", device="CPU", pinning=False):
             batch is split over asynchronous requests) or ``"latency"`` (one
             request uses every core). Ignored by onnxruntime.
         device: OpenVINO device name (default ``"CPU"``).
-        pinning: let OpenVINO pin its inference threads to CPU cores
-            (``ENABLE_CPU_PINNING``). Off by default: where other processes use
-            the cores too, a request then waits for a busy core instead of
-            moving; turn it on for a machine the service has to itself.
+        pinning: whether OpenVINO pins its inference threads to CPU cores
+            (``ENABLE_CPU_PINNING``): ``None`` (default) leaves OpenVINO's
+            choice; ``False`` can help where other processes use the same cores
+            (a pinned thread waits for its busy core instead of moving).
             Ignored by onnxruntime.
 
     Raises ``ValueError`` (one line) for an unknown runtime, precision or hint,
@@ -72,7 +72,8 @@ def load(path, precision=None, hint="auto", device="CPU", pinning=False):
         raise ValueError(f"precision must be None or one of {PRECISIONS}; got {precision!r}.")
     if hint not in HINTS:
         raise ValueError(f"hint must be one of {HINTS}; got {hint!r}.")
-    check_bool("pinning", pinning)
+    if pinning is not None:
+        check_bool("pinning", pinning)
     if runtime == "onnx":
         return ONNXPredictor(path, precision)
     return OpenVINOPredictor(path, precision, hint, device, pinning)
@@ -164,7 +165,7 @@ class OpenVINOPredictor(Predictor):
     runtime = "openvino"
     MAX_COMPILED = 8
 
-    def __init__(self, path, precision=None, hint="auto", device="CPU", pinning=False):
+    def __init__(self, path, precision=None, hint="auto", device="CPU", pinning=None):
         import openvino
 
         self.core = openvino.Core()
@@ -216,7 +217,7 @@ class OpenVINOPredictor(Predictor):
                                      else hints.PerformanceMode.LATENCY),
             hints.inference_precision: (openvino.Type.bf16 if self.precision == "bf16"
                                         else openvino.Type.f32),
-            **({hints.enable_cpu_pinning: self.pinning} if self.device == "CPU" else {}),
+            **({} if self.pinning is None else {hints.enable_cpu_pinning: self.pinning}),
         }
 
     def _request_count(self, hint):

@@ -152,6 +152,8 @@ def test_export_cli(tmp_path, capsys):
         captured = capsys.readouterr()
         assert captured.err.startswith("keras-densenet export: error: ") and message in captured.err
         assert captured.err.count("\n") == 1 and not captured.out
+    assert cli.main(["export", model_path, str(tmp_path / "x.onnx"), "--preprocessing", "tf"]) == 2
+    assert "--preprocessing must be one of ('torch', 'caffe_bgr'); got 'tf'" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
 
 
@@ -213,7 +215,7 @@ def test_export_cli_quantizes_openvino_from_an_image_folder(tmp_path, capsys):
             "max |output diff| ") in capsys.readouterr().out
     assert cli.main(["export", *args, "--preprocessing", "torch", "--overwrite",
                      "--min-agreement", "2"]) == 2
-    assert "min_agreement must be a finite number in [0, 1]; got 2.0" in capsys.readouterr().err
+    assert "--min-agreement must be a finite number in [0, 1]; got 2.0" in capsys.readouterr().err
 
 
 def test_exports_create_missing_parent_folders(tmp_path, capsys):

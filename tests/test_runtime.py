@@ -109,12 +109,15 @@ def test_openvino_compiles_each_batch_shape_once(trained, monkeypatch):
     assert len(predictor._compiled) <= 3
 
 
-def test_cpu_pinning_is_off_unless_asked(trained):
+def test_cpu_pinning_is_openvinos_unless_asked(trained):
+    import openvino
     import openvino.properties.hint as hints
 
     model, _, images, _, folder = trained
     path = export(model, str(folder / "pinning.xml"), "openvino", preprocessing="torch")
-    for kwargs, pinned in [({}, False), (dict(pinning=True), True)]:
+    chosen = openvino.Core().compile_model(path, "CPU", {"PERFORMANCE_HINT": "LATENCY"}).get_property(
+        hints.enable_cpu_pinning)
+    for kwargs, pinned in [({}, chosen), (dict(pinning=True), True), (dict(pinning=False), False)]:
         predictor = runtime.load(path, hint="latency", **kwargs)
         predictor.predict(images[:1])
         (pool,) = predictor._compiled.values()

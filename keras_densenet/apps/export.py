@@ -11,7 +11,8 @@ import os
 
 from keras_densenet.checks import check_choice
 from keras_densenet.export import (FORMATS, HOLDOUT_EVERY, INPUT_NAME, MIN_AGREEMENT,
-                                   QUANTIZATION_PRESETS)
+                                   QUANTIZATION_PRESETS, check_min_agreement, export,
+                                   quantization_check)
 from keras_densenet.export import __doc__ as EXPORT_DOC
 from keras_densenet.utils import check_input_path, check_output_path
 
@@ -83,11 +84,10 @@ def main(argv=None):
                          "(calibration images are raw).")
     if args.calibration:
         check_input_path(args.calibration, "--calibration", "folder")
+    check_min_agreement("--min-agreement", args.min_agreement)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     check_output_path(args.output, args.overwrite, inputs=[args.model])
     import keras
-
-    from keras_densenet.export import export, quantization_check
 
     model = keras.models.load_model(args.model)
     calibration = (calibration_images(args.calibration, model, args.calibration_size)
