@@ -261,7 +261,6 @@ def test_a_killed_exports_staging_folder_is_removed_by_the_next_export(tmp_path)
         [*others, ".m.onnx.file1234", ".m.onnx.running1", "m.onnx"])
 
 
-@pytest.mark.slow
 def test_int8_export_records_its_check_on_held_out_images(tmp_path):
     pytest.importorskip("nncf")
     import openvino

@@ -39,7 +39,6 @@ def _keras_outputs(model, images):
     return model.predict(preprocess_input(images.astype("float32")), verbose=0)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".onnx", ".xml"])
 def test_f32_exports_match_keras(trained, suffix):
     model, _, images, _, folder = trained
@@ -52,7 +51,6 @@ def test_f32_exports_match_keras(trained, suffix):
         assert np.max(np.abs(output - _keras_outputs(model, images[:37]))) <= 1e-4
 
 
-@pytest.mark.slow
 def test_int8_export_agrees_with_keras(trained):
     model, calibration, images, labels, folder = trained
     path = export(model, str(folder / "int8.xml"), "openvino", preprocessing="torch", fuse=True,
