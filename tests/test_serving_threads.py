@@ -48,7 +48,8 @@ def test_threads_sharing_a_predictor_get_the_single_threaded_results(exports, su
         except Exception as error:  # reported below, with the thread's call count
             errors.append(repr(error))
 
-    threads = [threading.Thread(target=serve, args=(thread,), daemon=True) for thread in range(THREADS)]
+    threads = [threading.Thread(target=serve, args=(thread,), daemon=True)
+               for thread in range(THREADS)]
     for thread in threads:
         thread.start()
     for thread in threads:
