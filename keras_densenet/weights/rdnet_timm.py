@@ -40,9 +40,12 @@ def state_dict_to_table(state_dict):
     Convs ``(out, in, kh, kw)`` -> ``(kh, kw, in, out)``, depthwise
     ``(C, 1, kh, kw)`` -> ``(kh, kw, C, 1)``, each followed by its bias;
     LayerNorm weight, bias; layer scale gamma; ``head.fc`` ``(classes, C)`` ->
-    ``(C, classes)``, bias. ``ValueError`` for a key that is not RDNet's or a
-    layer missing its weight or bias.
+    ``(C, classes)``, bias. ``ValueError`` for a state dict of another net, a key
+    that is not RDNet's, or a layer missing its weight or bias.
     """
+    if not is_rdnet_state_dict(state_dict):
+        raise ValueError(f"The state dict is not timm's RDNet: it has no dense_stages.* keys "
+                         f"(its first keys: {', '.join(sorted(state_dict)[:3])}).")
     tensors = {}
     for key, value in state_dict.items():
         key = key.replace("stem.stem.", "stem.")
