@@ -176,7 +176,7 @@ def rdnet_features(x, config, data_format="channels_last", drop_path_rate=0.0):
     x = layers.Conv2D(config["num_init_features"], patch, strides=patch, padding="valid",
                       kernel_initializer="he_normal", data_format=data_format,
                       name="stem_conv")(x)
-    x = layers.LayerNormalization(axis=axis, epsilon=eps, name="stem_norm")(x)
+    x = channel_layer_norm(x, eps, data_format, "stem_norm")
     channels = config["num_init_features"]
     rates = drop_path_rates(drop_path_rate, config["num_blocks_list"])
     for i, (blocks, growth_rate) in enumerate(zip(config["num_blocks_list"],
@@ -184,8 +184,7 @@ def rdnet_features(x, config, data_format="channels_last", drop_path_rate=0.0):
         if i > 0:
             channels = int(channels * config["transition_compression_ratio"] / 8) * 8
             kernel = 2 if config["is_downsample_block"][i] else 1
-            x = layers.LayerNormalization(axis=axis, epsilon=eps,
-                                          name=f"stage{i}_transition_norm")(x)
+            x = channel_layer_norm(x, eps, data_format, f"stage{i}_transition_norm")
             x = layers.Conv2D(channels, kernel, strides=kernel, padding="valid",
                               kernel_initializer="he_normal", data_format=data_format,
                               name=f"stage{i}_transition_conv")(x)
@@ -197,14 +196,27 @@ def rdnet_features(x, config, data_format="channels_last", drop_path_rate=0.0):
     return x
 
 
+def channel_layer_norm(x, epsilon, data_format, name):
+    """LayerNorm over the channels of each pixel (timm's ``LayerNorm2d``), layer ``name``.
+
+    Channels first, the map is moved to channels last and back around it, as
+    ``LayerNorm2d`` does: Keras' ``LayerNormalization(axis=1)`` normalizes the
+    wrong axes on the PyTorch backend (``F.layer_norm`` takes trailing axes).
+    """
+    if data_format == "channels_last":
+        return layers.LayerNormalization(epsilon=epsilon, name=name)(x)
+    x = layers.Permute((2, 3, 1), name=f"{name}_channels_last")(x)
+    x = layers.LayerNormalization(epsilon=epsilon, name=name)(x)
+    return layers.Permute((3, 1, 2), name=f"{name}_channels_first")(x)
+
+
 def _dense_block(x, config, channels, growth_rate, ese, drop_rate, data_format, name):
     """The ``growth_rate`` new feature maps of one block (timm's ``DenseBlock``)."""
-    axis = channel_axis(data_format)
     inter = int(channels * config["bottleneck_width_ratio"] / 8) * 8
     conv = dict(padding="valid", kernel_initializer="he_normal", data_format=data_format)
     y = layers.DepthwiseConv2D(7, padding="same", depthwise_initializer="he_normal",
                                data_format=data_format, name=f"{name}_dwconv")(x)
-    y = layers.LayerNormalization(axis=axis, epsilon=config["norm_eps"], name=f"{name}_norm")(y)
+    y = channel_layer_norm(y, config["norm_eps"], data_format, f"{name}_norm")
     y = layers.Conv2D(inter, 1, name=f"{name}_conv1", **conv)(y)
     y = layers.Activation("gelu", name=f"{name}_gelu")(y)  # exact: keras.activations.gelu's default
     y = layers.Conv2D(growth_rate, 1, name=f"{name}_conv2", **conv)(y)
