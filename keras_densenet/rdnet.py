@@ -188,9 +188,10 @@ def rdnet_features(x, config, data_format="channels_last", drop_path_rate=0.0):
             x = layers.Conv2D(channels, kernel, strides=kernel, padding="valid",
                               kernel_initializer="he_normal", data_format=data_format,
                               name=f"stage{i}_transition_conv")(x)
+        ese = config["block_type"][i] == "BlockESE"
         for j in range(blocks):
-            y = _dense_block(x, config, channels, growth_rate, config["block_type"][i] == "BlockESE",
-                             rates[i][j], data_format, f"stage{i}_block{j}")
+            y = _dense_block(x, config, channels, growth_rate, ese, rates[i][j], data_format,
+                             f"stage{i}_block{j}")
             x = layers.Concatenate(axis=axis, name=f"stage{i}_block{j}_concat")([x, y])
             channels += growth_rate
     return x
@@ -237,7 +238,7 @@ def drop_path_rates(drop_path_rate, num_blocks_list):
     """Per stage, the drop path rate of each block: linear from 0 at the first block of
     the net to ``drop_path_rate`` at the last (timm's ``calculate_drop_path_rates``)."""
     total = sum(num_blocks_list)
-    rates = [drop_path_rate * b / (total - 1) if total > 1 else 0.0 for b in range(total)]
+    rates = [drop_path_rate * b / (total - 1) for b in range(total)]
     starts = [sum(num_blocks_list[:i]) for i in range(len(num_blocks_list))]
     return [rates[start:start + n] for start, n in zip(starts, num_blocks_list)]
 

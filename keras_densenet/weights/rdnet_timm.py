@@ -1,4 +1,4 @@
-"""timm's RDNet state dicts (``naver-ai/rdnet_*`` on the Hugging Face hub) -> ``keras_densenet.rdnet``.
+"""timm's RDNet state dicts (``naver-ai/rdnet_*`` on the Hugging Face hub) -> our RDNet layers.
 
 timm's keys name the modules of ``timm.models.rdnet.RDNet``: ``stem.{0,1}`` (patch
 conv, LayerNorm), ``dense_stages.{i}.{0,1}`` (transition LayerNorm and conv, stages
@@ -22,8 +22,8 @@ from keras_densenet.weights.pytorch import SAFETENSORS, STATE_DICT, read_state_d
 _BLOCK_PARTS = {"0": "dwconv", "1": "norm", "2": "conv1", "4": "conv2", "5.fc": "se_conv"}
 _KEY = re.compile(
     r"(?P<stem>stem\.(?P<stem_index>[01]))"
-    r"|dense_stages\.(?P<stage>\d+)\.(?:(?P<transition>[01])"
-    r"|\d+\.dense_block(?P<block>\d+)\.(?:(?P<gamma>gamma)|layers\.layers\.(?P<part>[0-5](?:\.fc)?)))"
+    r"|dense_stages\.(?P<stage>\d+)\.(?:(?P<transition>[01])|\d+\.dense_block(?P<block>\d+)\."
+    r"(?:(?P<gamma>gamma)|layers\.layers\.(?P<part>[0-5](?:\.fc)?)))"
     r"|head\.(?P<head>norm|fc)")
 HEAD_LAYERS = ("head_norm", "predictions")
 """Layers of the head, which a model built without it (include_top=False) lacks."""
