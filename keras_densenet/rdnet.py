@@ -19,6 +19,8 @@ maps a timm state dict onto them: ``stem_conv``, ``stem_norm``,
 ``head_norm``, ``predictions``.
 """
 
+import math
+
 import keras
 from keras import layers, ops
 
@@ -78,6 +80,16 @@ evaluation size ``(H, W)``, center-crop fraction, resize interpolation, ImageNet
 
 MIN_SIZE = 32
 """Smallest input height/width: the stem and three transitions divide it by 32."""
+
+
+@keras.saving.register_keras_serializable(package="keras_densenet")
+def gelu_erf(x):
+    """Exact GELU (not the tanh approximation): ``x * (1 + erf(x / sqrt(2))) / 2``.
+
+    Written with ``erf``, which ONNX has: TensorFlow's own exact GELU lowers to
+    ``erfc``, which ONNX has not (tf2onnx writes an invalid ``Erfc`` node).
+    """
+    return 0.5 * x * (1.0 + ops.erf(x / math.sqrt(2.0)))
 
 
 @keras.saving.register_keras_serializable(package="keras_densenet")
@@ -219,7 +231,7 @@ def _dense_block(x, config, channels, growth_rate, ese, drop_rate, data_format, 
                                data_format=data_format, name=f"{name}_dwconv")(x)
     y = channel_layer_norm(y, config["norm_eps"], data_format, f"{name}_norm")
     y = layers.Conv2D(inter, 1, name=f"{name}_conv1", **conv)(y)
-    y = layers.Activation("gelu", name=f"{name}_gelu")(y)  # exact: keras.activations.gelu's default
+    y = layers.Activation(gelu_erf, name=f"{name}_gelu")(y)
     y = layers.Conv2D(growth_rate, 1, name=f"{name}_conv2", **conv)(y)
     if ese:
         gate = layers.GlobalAveragePooling2D(data_format=data_format, keepdims=True,

@@ -141,6 +141,27 @@ def test_feature_maps_match_timm_and_survive_saving(timm_files, tmp_path):
                                atol=1e-6)
 
 
+@pytest.mark.parametrize("file_format, name", [
+    pytest.param("onnx", "rdnet_tiny.onnx", marks=pytest.mark.slow),
+    ("openvino", "rdnet_tiny.xml")])
+def test_exports_run_without_keras_and_match_timm(timm_files, tmp_path, file_format, name):
+    """Keras' model.export with torch preprocessing baked in (uint8 images in), served by
+    keras_densenet.runtime: timm's logits on the same ImageNet-normalized images."""
+    pytest.importorskip("onnxruntime" if file_format == "onnx" else "openvino")
+    from keras_densenet import runtime
+    from keras_densenet.export import export
+
+    reference, path, _ = timm_files["rdnet_tiny"]
+    raw = np.random.default_rng(2).integers(0, 256, (2, 64, 64, 3)).astype("uint8")
+    mean, std = (np.array(RDNET_PRETRAINED["rdnet_tiny.nv_in1k"][k], "float32")
+                 for k in ("mean", "std"))
+    normalized = ((raw / np.float32(255) - mean) / std).astype("float32")
+    expected = _timm_logits(reference, normalized.transpose(0, 3, 1, 2).copy())
+    model = RDNetTiny(input_shape=(64, 64, 3), weights=path)
+    exported = export(model, str(tmp_path / name), file_format, preprocessing="torch")
+    assert _relative_error(runtime.load(exported).predict(raw), expected) < TOLERANCE
+
+
 def test_pyramid_levels_of_every_variant_are_timms_strides():
     small = timm.create_model("rdnet_small", pretrained=False)
     expected = {f"P{info['reduction'].bit_length() - 1}":
