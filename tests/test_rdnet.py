@@ -280,6 +280,16 @@ def test_arguments_are_checked_before_building():
     assert MIN_SIZE == 32
 
 
+def test_input_tensor_classes_and_activation():
+    images = keras.Input((3, 64, 96))
+    model = RDNetTiny(input_tensor=images, data_format="channels_first", classes=10,
+                      classifier_activation="softmax", name="tiny10")
+    assert model.input is images and model.name == "tiny10" and model.output.shape == (None, 10)
+    x = np.random.default_rng(0).normal(size=(2, 3, 64, 96)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0).sum(-1), 1.0, rtol=1e-5)
+    assert model.get_layer("stage6_block2_concat").output.shape == (None, 1040, 2, 3)
+
+
 def test_pretrained_table_has_timms_eval_settings():
     for tag, entry in RDNET_PRETRAINED.items():
         cfg = timm.models.get_pretrained_cfg(tag).to_dict()
