@@ -168,8 +168,10 @@ def RDNet(variant, include_top=True, weights=None, input_tensor=None, input_shap
         x = layers.LayerNormalization(epsilon=config["norm_eps"], name="head_norm")(x)
     if include_top:
         x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    source = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else inputs
-    model = keras.Model(source, x, name=name or variant)
+    if input_tensor is not None:  # the graph's own input, where input_tensor is derived
+        sources = keras.utils.get_source_inputs(input_tensor)
+        inputs = sources[0] if len(sources) == 1 else sources
+    model = keras.Model(inputs, x, name=name or variant)
     if weights is not None:
         load_rdnet_weights(model, weights)
     return model
