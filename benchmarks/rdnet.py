@@ -37,7 +37,9 @@ images = rng.normal(size=(batch, 3, size, size)).astype("float32")
 labels = rng.integers(0, 1000, batch)
 if implementation == "timm":
     import torch
-    from keras_densenet.apps.references import import_timm
+    import keras_densenet
+    sys.path.insert(0, os.path.join(os.path.dirname(keras_densenet.__file__), "..", "tests"))
+    from timm_import import import_timm  # timm beside a torchvision that does not load
     model = import_timm().create_model("rdnet_tiny", pretrained=False)
     x, y = torch.from_numpy(images), torch.from_numpy(labels)
     if task == "training":

@@ -6,7 +6,8 @@ published name a model records, ``keras-densenet port --arch``, the
 ``summary`` table and the CLI's ``--arch`` choices are all derived from it;
 the published weight files of a variant are its entries in
 ``weights/manifest.json`` (with the eval settings of their source). Adding a
-variant is one record here plus its manifest entries. Nothing here imports
+variant is one record here plus its manifest entries; an RDNet variant is one
+entry of ``RDNET_VARIANTS`` (timm's model args). Nothing here imports
 Keras, so the command line and the weights registry can read it at once.
 """
 
@@ -119,3 +120,53 @@ def published_name(architecture):
         if fields == tuple(getattr(variant, field) for field in ARCHITECTURE_FIELDS):
             return name
     return None
+
+
+# RDNet ("DenseNets Reloaded", Kim et al., ECCV 2024): a variant is timm's dict of model args.
+_SHARED = dict(bottleneck_width_ratio=4.0, transition_compression_ratio=0.5, patch_size=4,
+               ls_init_value=1e-6, norm_eps=1e-6)
+
+RDNET_VARIANTS = {
+    # timm's model_args (timm/models/rdnet.py) with its defaults written out. The first
+    # is_downsample_block entry is unused: stage 0 has no transition.
+    "rdnet_tiny": dict(
+        _SHARED, num_init_features=64, growth_rates=(64, 104, 128, 128, 128, 128, 224),
+        num_blocks_list=(3,) * 7,
+        is_downsample_block=(None, True, True, False, False, False, True),
+        block_type=("Block",) * 2 + ("BlockESE",) * 5),
+    "rdnet_small": dict(
+        _SHARED, num_init_features=72, growth_rates=(64,) + (128,) * 8 + (240,) * 2,
+        num_blocks_list=(3,) * 11,
+        is_downsample_block=(None, True, True) + (False,) * 6 + (True, False),
+        block_type=("Block",) * 2 + ("BlockESE",) * 9),
+    "rdnet_base": dict(
+        _SHARED, num_init_features=120, growth_rates=(96, 128) + (168,) * 7 + (336,) * 2,
+        num_blocks_list=(3,) * 11,
+        is_downsample_block=(None, True, True) + (False,) * 6 + (True, False),
+        block_type=("Block",) * 2 + ("BlockESE",) * 9),
+    "rdnet_large": dict(
+        _SHARED, num_init_features=144, growth_rates=(128, 192) + (256,) * 8 + (360,) * 2,
+        num_blocks_list=(3,) * 12,
+        is_downsample_block=(None, True, True) + (False,) * 7 + (True, False),
+        block_type=("Block",) * 2 + ("BlockESE",) * 10),
+}
+"""RDNet variants (``keras_densenet.rdnet``) by timm name: plain data (numbers, strings, tuples)."""
+
+_IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), num_classes=1000,
+                 hash=None)
+
+RDNET_PRETRAINED = {
+    repo: dict(
+        _IMAGENET, architecture=repo.split(".")[0], hf_hub_id=f"naver-ai/{repo}",
+        url=f"https://huggingface.co/naver-ai/{repo}/resolve/main/model.safetensors",
+        input_size=size, crop_pct=crop_pct, interpolation="bicubic")
+    for repo, size, crop_pct in (
+        ("rdnet_tiny.nv_in1k", (224, 224), 0.9),
+        ("rdnet_small.nv_in1k", (224, 224), 0.9),
+        ("rdnet_base.nv_in1k", (224, 224), 0.9),
+        ("rdnet_large.nv_in1k", (224, 224), 0.9),
+        ("rdnet_large.nv_in1k_ft_in1k_384", (384, 384), 1.0),
+    )
+}
+"""timm's ``default_cfgs`` of the published RDNet weights (naver-ai on the Hugging Face hub):
+evaluation size ``(H, W)``, center-crop fraction, resize interpolation, ImageNet mean/std."""

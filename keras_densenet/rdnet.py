@@ -24,59 +24,15 @@ import math
 import keras
 from keras import layers, ops
 
+from keras_densenet.architectures import RDNET_PRETRAINED, RDNET_VARIANTS
 from keras_densenet.checks import (check_activation, check_bool, check_choice,
                                    check_data_format, check_fraction, check_positive_int,
                                    image_shape)
+from keras_densenet.config import DEFAULTS
+from keras_densenet.model import DenseNetModel
+from keras_densenet.preprocessing import normalization
 from keras_densenet.utils import channel_axis, check_input_path
 from keras_densenet.weights.rdnet_timm import load_rdnet_weights
-
-_SHARED = dict(bottleneck_width_ratio=4.0, transition_compression_ratio=0.5, patch_size=4,
-               ls_init_value=1e-6, norm_eps=1e-6)
-
-RDNET_VARIANTS = {
-    # timm's model_args (timm/models/rdnet.py) with its defaults written out. The first
-    # is_downsample_block entry is unused: stage 0 has no transition.
-    "rdnet_tiny": dict(
-        _SHARED, num_init_features=64, growth_rates=(64, 104, 128, 128, 128, 128, 224),
-        num_blocks_list=(3,) * 7,
-        is_downsample_block=(None, True, True, False, False, False, True),
-        block_type=("Block",) * 2 + ("BlockESE",) * 5),
-    "rdnet_small": dict(
-        _SHARED, num_init_features=72, growth_rates=(64,) + (128,) * 8 + (240,) * 2,
-        num_blocks_list=(3,) * 11,
-        is_downsample_block=(None, True, True) + (False,) * 6 + (True, False),
-        block_type=("Block",) * 2 + ("BlockESE",) * 9),
-    "rdnet_base": dict(
-        _SHARED, num_init_features=120, growth_rates=(96, 128) + (168,) * 7 + (336,) * 2,
-        num_blocks_list=(3,) * 11,
-        is_downsample_block=(None, True, True) + (False,) * 6 + (True, False),
-        block_type=("Block",) * 2 + ("BlockESE",) * 9),
-    "rdnet_large": dict(
-        _SHARED, num_init_features=144, growth_rates=(128, 192) + (256,) * 8 + (360,) * 2,
-        num_blocks_list=(3,) * 12,
-        is_downsample_block=(None, True, True) + (False,) * 7 + (True, False),
-        block_type=("Block",) * 2 + ("BlockESE",) * 10),
-}
-"""RDNet architectures by timm name: plain data (numbers, strings, tuples)."""
-
-_IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), num_classes=1000,
-                 hash=None)
-
-RDNET_PRETRAINED = {
-    repo: dict(
-        _IMAGENET, architecture=repo.split(".")[0], hf_hub_id=f"naver-ai/{repo}",
-        url=f"https://huggingface.co/naver-ai/{repo}/resolve/main/model.safetensors",
-        input_size=size, crop_pct=crop_pct, interpolation="bicubic")
-    for repo, size, crop_pct in (
-        ("rdnet_tiny.nv_in1k", (224, 224), 0.9),
-        ("rdnet_small.nv_in1k", (224, 224), 0.9),
-        ("rdnet_base.nv_in1k", (224, 224), 0.9),
-        ("rdnet_large.nv_in1k", (224, 224), 0.9),
-        ("rdnet_large.nv_in1k_ft_in1k_384", (384, 384), 1.0),
-    )
-}
-"""timm's ``default_cfgs`` of the published RDNet weights (naver-ai on the Hugging Face hub):
-evaluation size ``(H, W)``, center-crop fraction, resize interpolation, ImageNet mean/std."""
 
 MIN_SIZE = 32
 """Smallest input height/width: the stem and three transitions divide it by 32."""
@@ -147,7 +103,10 @@ def RDNet(variant, include_top=True, weights=None, input_tensor=None, input_shap
         name: the model's name (default ``variant``).
 
     Returns:
-        A functional ``keras.Model``.
+        A ``model.DenseNetModel`` (a functional ``keras.Model``) whose config records
+        ``published_name`` (the variant), the pyramid (``pyramid_layers``), the
+        last stage's output as ``cam_layer`` and timm's eval transform (crop 0.9,
+        bicubic); ``architecture`` is ``None`` (no DenseNet ``Architecture``).
     """
     check_choice("variant", variant, tuple(RDNET_VARIANTS))
     include_top = check_bool("include_top", include_top)
@@ -162,6 +121,7 @@ def RDNet(variant, include_top=True, weights=None, input_tensor=None, input_shap
     inputs = _image_input(input_tensor, input_shape, data_format)
 
     x = rdnet_features(inputs, config, data_format, drop_path_rate)
+    cam_layer = x._keras_history.operation.name
     if include_top or pooling is not None:
         pool = layers.GlobalMaxPooling2D if pooling == "max" else layers.GlobalAveragePooling2D
         x = pool(data_format=data_format, name=f"{pooling or 'avg'}_pool")(x)
@@ -171,7 +131,15 @@ def RDNet(variant, include_top=True, weights=None, input_tensor=None, input_shap
     if input_tensor is not None:  # the graph's own input, where input_tensor is derived
         sources = keras.utils.get_source_inputs(input_tensor)
         inputs = sources[0] if len(sources) == 1 else sources
-    model = keras.Model(inputs, x, name=name or variant)
+    evaluation = RDNET_PRETRAINED[f"{variant}.nv_in1k"]
+    channels = inputs.shape[channel_axis(data_format)]
+    model = DenseNetModel(inputs, x, name=name or variant, densenet_config={
+        **DEFAULTS, "architecture": None, "published_name": variant, "data_format": data_format,
+        "input_shape": list(inputs.shape[1:]), "class_names": None,
+        "preprocessing": "torch" if weights else None, "weights_source": "file" if weights else None,
+        "input_normalization": normalization("torch", channels) if weights else None,
+        "crop_pct": evaluation["crop_pct"], "interpolation": evaluation["interpolation"],
+        "pyramid": pyramid_layers(variant), "cam_layer": cam_layer})
     if weights is not None:
         load_rdnet_weights(model, weights)
     return model

@@ -17,8 +17,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="timm's models need torch (pip install torch)")
 pytest.importorskip("safetensors")
 
-from keras_densenet.apps.references import import_timm  # noqa: E402
-from keras_densenet.rdnet import (MIN_SIZE, RDNET_PRETRAINED, RDNET_VARIANTS, RDNet,  # noqa: E402
+from timm_import import import_timm  # noqa: E402
+from keras_densenet.architectures import RDNET_PRETRAINED, RDNET_VARIANTS
+from keras_densenet.rdnet import (MIN_SIZE, RDNet,  # noqa: E402
                                   RDNetBase, RDNetLarge, RDNetSmall, RDNetTiny, drop_path_rates,
                                   pyramid_layers)
 from keras_densenet.weights.rdnet_timm import (is_rdnet_state_dict,  # noqa: E402

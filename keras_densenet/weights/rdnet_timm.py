@@ -14,10 +14,10 @@ import re
 
 import numpy as np
 
-from keras_densenet.memory_efficient import weighted_layers
 from keras_densenet.utils import check_input_path
-from keras_densenet.weights.loading import assign
-from keras_densenet.weights.pytorch import SAFETENSORS, STATE_DICT, read_state_dict
+from keras_densenet.weights.loading import assign, weighted_layers
+from keras_densenet.weights.pytorch import (RDNET_KEY_PREFIXES, SAFETENSORS, STATE_DICT,
+                                           read_state_dict)
 
 _BLOCK_PARTS = {"0": "dwconv", "1": "norm", "2": "conv1", "4": "conv2", "5.fc": "se_conv"}
 _KEY = re.compile(
@@ -31,7 +31,7 @@ HEAD_LAYERS = ("head_norm", "predictions")
 
 def is_rdnet_state_dict(keys):
     """Whether the state dict ``keys`` are timm's (or NAVER's) RDNet keys."""
-    return any(key.startswith(("dense_stages.", "stem.stem.")) for key in keys)
+    return any(key.startswith(RDNET_KEY_PREFIXES) for key in keys)
 
 
 def state_dict_to_table(state_dict):
