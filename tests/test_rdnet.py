@@ -338,3 +338,18 @@ def test_other_backends_match_timm(timm_files, backend, data_format, tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     logits = np.load(tmp_path / "logits.npy")
     assert _relative_error(logits, _timm_logits(reference, images)) < TOLERANCE
+
+
+def test_rdnet_records_its_config_and_explains_itself():
+    """RDNet is a DenseNetModel: its pyramid, Grad-CAM layer and eval transform are recorded."""
+    from keras_densenet import RDNetTiny, model_config
+    from keras_densenet.explain import grad_cam
+
+    model = RDNetTiny(input_shape=(64, 64, 3), classes=4)
+    config = model_config(model)
+    assert config["published_name"] == "rdnet_tiny" and config["architecture"] is None
+    assert config["cam_layer"] == "stage6_block2_concat"
+    assert (config["crop_pct"], config["interpolation"]) == (0.9, "bicubic")
+    assert config["pyramid"] == pyramid_layers("rdnet_tiny")
+    heatmaps = grad_cam(model, np.random.default_rng(0).uniform(size=(2, 64, 64, 3)))
+    assert heatmaps.shape == (2, 64, 64) and 0.0 <= heatmaps.min() and heatmaps.max() <= 1.0
