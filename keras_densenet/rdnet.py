@@ -32,6 +32,7 @@ from keras_densenet.config import DEFAULTS
 from keras_densenet.model import DenseNetModel
 from keras_densenet.preprocessing import normalization
 from keras_densenet.utils import channel_axis, check_input_path
+from keras_densenet.weights import registry
 from keras_densenet.weights.rdnet_timm import load_rdnet_weights
 
 MIN_SIZE = 32
@@ -85,8 +86,9 @@ def RDNet(variant, include_top=True, weights=None, input_tensor=None, input_shap
         variant: a key of ``RDNET_VARIANTS``.
         include_top: end with global average pooling, the head LayerNorm and a
             ``classes``-way ``Dense`` named ``predictions``.
-        weights: ``None`` (random initialization) or the path of a timm RDNet
-            state dict (``.safetensors``, ``.pth``, ``pytorch_model.bin``).
+        weights: ``None`` (random initialization), the path of a timm RDNet
+            state dict (``.safetensors``, ``.pth``, ``pytorch_model.bin``) or of
+            a ``.weights.h5`` that ``keras-densenet port`` wrote.
         input_tensor: an optional image tensor to build on.
         input_shape: ``(H, W, C)`` (``(C, H, W)`` channels first); default
             ``(None, None, 3)``: any size of at least ``MIN_SIZE``.
@@ -141,7 +143,10 @@ def RDNet(variant, include_top=True, weights=None, input_tensor=None, input_shap
         "crop_pct": evaluation["crop_pct"], "interpolation": evaluation["interpolation"],
         "pyramid": pyramid_layers(variant), "cam_layer": cam_layer})
     if weights is not None:
-        load_rdnet_weights(model, weights)
+        if registry.detect(weights).name == "keras3":  # ours, e.g. from keras-densenet port
+            registry.FORMATS["keras3"].load_into(model, weights)
+        else:
+            load_rdnet_weights(model, weights)
     return model
 
 

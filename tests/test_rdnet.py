@@ -353,3 +353,20 @@ def test_rdnet_records_its_config_and_explains_itself():
     assert config["pyramid"] == pyramid_layers("rdnet_tiny")
     heatmaps = grad_cam(model, np.random.default_rng(0).uniform(size=(2, 64, 64, 3)))
     assert heatmaps.shape == (2, 64, 64) and 0.0 <= heatmaps.min() and heatmaps.max() <= 1.0
+
+
+def test_port_writes_an_rdnet_weights_file_checked_against_timm(timm_files, tmp_path):
+    from keras_densenet.apps import port
+
+    _, safetensors_path, _ = timm_files["rdnet_tiny"]
+    out = str(tmp_path / "rdnet_tiny.weights.h5")
+    model, difference = port.port(safetensors_path, "rdnet_tiny", out)
+    assert difference is not None and difference < 1e-4
+    again = RDNetTiny(weights=out)
+    images = _images(64, 64).transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(np.asarray(again(images, training=False)),
+                               np.asarray(model(images, training=False)), atol=1e-6)
+    from keras_densenet import DenseNetImageNet121
+
+    with pytest.raises(ValueError, match="RDNet state dict"):
+        DenseNetImageNet121(weights=safetensors_path)

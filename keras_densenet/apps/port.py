@@ -5,6 +5,7 @@
     keras-densenet port densenetblur121d.ra_in1k.safetensors --arch densenetblur121d \
         --out blur.weights.h5
     keras-densenet port densenet_121_imagenet/ --arch densenet121 --out d121-hub.weights.h5
+    keras-densenet port rdnet_tiny.nv_in1k.safetensors --arch rdnet_tiny --out rdnet_tiny.weights.h5
 
 The source format is detected from the file, or the keras-hub preset directory
 (``keras_densenet.weights.detect``). The port checks itself: when the source
@@ -17,7 +18,7 @@ padding and preprocessing, so ``DenseNetImageNet121(weights=PATH)`` builds the r
 
 import argparse
 
-from keras_densenet.architectures import IMAGENET_VARIANTS
+from keras_densenet.architectures import IMAGENET_VARIANTS, RDNET_VARIANTS
 from keras_densenet.utils import check_input_path, check_output_path
 
 VERIFY_SIZE = 96  # even: TF "same" and symmetric stem padding differ only there; small: fast
@@ -34,12 +35,17 @@ def port(source, architecture, output, include_top=True, data_format="channels_l
     """
     from keras_densenet import weights
     from keras_densenet.presets import DenseNetImageNet
+    from keras_densenet.rdnet import RDNet
 
     if not output.endswith(".weights.h5"):
         raise ValueError(f"--out must end with .weights.h5 (Keras 3 weights); got {output!r}.")
     check_output_path(output, overwrite, inputs=[source], argument="--out")
-    model = DenseNetImageNet(architecture, weights=source, include_top=include_top,
-                             activation=None, data_format=data_format)
+    if architecture in RDNET_VARIANTS:
+        model = RDNet(architecture, weights=source, include_top=include_top,
+                      data_format=data_format)
+    else:
+        model = DenseNetImageNet(architecture, weights=source, include_top=include_top,
+                                 activation=None, data_format=data_format)
     fmt = weights.detect(source)
     requirements = fmt.requirements(source)
     weights.save_weights(model, output, **{key: requirements[key] for key in weights.keras3.METADATA})
@@ -78,7 +84,7 @@ def build_parser():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="a .h5, .pth or .safetensors weights file, or a "
                         "keras-hub DenseNet preset directory")
-    parser.add_argument("--arch", required=True, choices=IMAGENET_VARIANTS)
+    parser.add_argument("--arch", required=True, choices=(*IMAGENET_VARIANTS, *RDNET_VARIANTS))
     parser.add_argument("--out", required=True, help="output .weights.h5 path")
     parser.add_argument("--data-format", default="channels_last",
                         choices=("channels_last", "channels_first"))

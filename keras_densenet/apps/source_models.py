@@ -23,7 +23,7 @@ state dict) and keras-hub (``DenseNetBackbone`` / ``DenseNetImageClassifier``
 
 import numpy as np
 
-from keras_densenet.architectures import VARIANTS
+from keras_densenet.architectures import RDNET_VARIANTS, VARIANTS
 
 
 def _sizes(architecture):
@@ -198,12 +198,12 @@ def original_keras_outputs(path, architecture, include_top, images):
 
 def torch_outputs(path, architecture, include_top, images):
     """torchvision's DenseNet with the state dict of a ``.pth`` or ``.safetensors`` file
-    (timm's, via ``timm_outputs``, for architectures torchvision lacks: ``densenetblur121d``)."""
+    (timm's, via ``timm_outputs``, for architectures torchvision lacks: the deep stems, RDNet)."""
     import torch
 
     from keras_densenet.weights import pytorch
 
-    if VARIANTS[architecture].stem_type != "standard":  # torchvision has no deep stem
+    if architecture in RDNET_VARIANTS or VARIANTS[architecture].stem_type != "standard":
         return timm_outputs(path, architecture, include_top, images)
     state = _read_state_dict(path)
     reference = torch_densenet(architecture)
