@@ -33,7 +33,8 @@ def build(architecture, input_tensor=None, name=None, default_channels=3, **fact
     the weights say); loading weights is the caller's step.
     """
     a = architecture
-    img_input = _image_input(input_tensor, a, 2**a.downsamplings, default_channels)
+    img_input = image_input(input_tensor, a.input_shape, a.data_format, 2**a.downsamplings,
+                            default_channels)
     settings = blocks.BlockSettings(data_format=a.data_format, bn_epsilon=a.bn_epsilon,
                                     weight_decay=a.weight_decay, dropout_rate=a.dropout_rate,
                                     memory_efficient=a.memory_efficient)
@@ -231,9 +232,12 @@ def _check_image_size(inputs, min_size, data_format):
             f"{min_size.bit_length() - 1} times, so height and width must be at least {min_size}.")
 
 
-def _image_input(input_tensor, architecture, min_size, default_channels):
-    """The ``keras.Input`` (or the given tensor) after checking its shape."""
-    data_format, input_shape = architecture.data_format, architecture.input_shape
+def image_input(input_tensor, input_shape, data_format, min_size, default_channels=3):
+    """The ``keras.Input`` named ``image`` (or ``input_tensor``) after checking its shape:
+    ``input_shape`` (default: ``input_tensor``'s, else any size with ``default_channels``)
+    must be an image shape in ``data_format`` of at least ``min_size`` pixels a side."""
+    if input_shape is None and input_tensor is not None:
+        input_shape = tuple(input_tensor.shape[1:])
     if input_shape is None:
         input_shape = ((None, None, default_channels) if data_format == "channels_last"
                        else (default_channels, None, None))

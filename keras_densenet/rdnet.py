@@ -26,10 +26,9 @@ from keras import layers, ops
 
 from keras_densenet.architectures import RDNET_PRETRAINED, RDNET_VARIANTS
 from keras_densenet.checks import (check_activation, check_bool, check_choice,
-                                   check_data_format, check_fraction, check_positive_int,
-                                   image_shape)
+                                   check_data_format, check_fraction, check_positive_int)
 from keras_densenet.config import DEFAULTS
-from keras_densenet.model import DenseNetModel
+from keras_densenet.model import DenseNetModel, image_input
 from keras_densenet.preprocessing import normalization
 from keras_densenet.utils import channel_axis, check_input_path
 from keras_densenet.weights import registry
@@ -120,7 +119,7 @@ def RDNet(variant, include_top=True, weights=None, input_tensor=None, input_shap
     if weights is not None:
         check_input_path(weights, "weights")
     config = RDNET_VARIANTS[variant]
-    inputs = _image_input(input_tensor, input_shape, data_format)
+    inputs = image_input(input_tensor, input_shape, data_format, MIN_SIZE)
 
     x = rdnet_features(inputs, config, data_format, drop_path_rate)
     cam_layer = x._keras_history.operation.name
@@ -247,22 +246,6 @@ def pyramid_layers(variant):
         if i + 1 == len(blocks) or downsample[i + 1]:
             levels[f"P{level}"] = f"stage{i}_block{count - 1}_concat"
     return levels
-
-
-def _image_input(input_tensor, input_shape, data_format):
-    """The ``keras.Input`` (or the given tensor) after checking its shape."""
-    if input_shape is None:
-        input_shape = tuple(input_tensor.shape[1:]) if input_tensor is not None else (
-            (None, None, 3) if data_format == "channels_last" else (3, None, None))
-    spatial, _ = image_shape(input_shape, data_format)
-    if any(size is not None and size < MIN_SIZE for size in spatial):
-        raise ValueError(f"input_shape {tuple(input_shape)} is too small: RDNet divides height "
-                         f"and width by 32, so both must be at least {MIN_SIZE}.")
-    if input_tensor is None:
-        return layers.Input(shape=input_shape, name="image")
-    if not keras.backend.is_keras_tensor(input_tensor):
-        return layers.Input(tensor=input_tensor, shape=input_shape, name="image")
-    return input_tensor
 
 
 def RDNetTiny(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,

@@ -213,11 +213,3 @@ def describe(model):
 
 def _count(arrays_lists):
     return sum(int(np.prod(a.shape)) for arrays in arrays_lists for a in arrays)
-
-
-def weighted_layers(model):
-    """``{name: layer}`` of every layer holding weights, nested ones included (not nested models)."""
-    import keras
-
-    return {layer.name: layer for layer in model._flatten_layers(include_self=False)
-            if layer.weights and not isinstance(layer, keras.Model)}
