@@ -2,26 +2,41 @@
 
     keras-densenet train                                   # writes runs/digits/model.keras
     python examples/export_savedmodel.py runs/digits/model.keras exported/digits/1
+    python examples/export_savedmodel.py --quick           # an untrained tiny net, seconds
 
 The export bakes ``preprocess_input(mode="torch")`` into the graph and folds
 BatchNormalizations into convolutions, then reloads the SavedModel with
 ``tf.saved_model.load`` and checks it against the Keras model. The folder
 ``exported/digits/1`` is laid out for TensorFlow Serving (model name
-``digits``, version 1); see the README for the REST request format.
+``digits``, version 1); see docs/serving.md for the REST request format.
+``--quick`` exports an untrained DenseNet-BC (L=10, k=4, 32x32) made here,
+into a new temporary folder.
 """
 
 import argparse
 import os
+import tempfile
 
-import keras
-import numpy as np
+from keras_densenet.apps.cli import start_framework
 
-from keras_densenet import preprocess_input
-from keras_densenet.export import INPUT_NAME, export
+keras = start_framework()  # before the other imports: TensorFlow's start-up log stays quiet
+
+import numpy as np  # noqa: E402
+
+from keras_densenet import DenseNet, preprocess_input  # noqa: E402
+from keras_densenet.export import INPUT_NAME, export  # noqa: E402
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Keep the docstring's layout and show every default."""
+
+
+def quick_model(folder):
+    """Save an untrained DenseNet-BC (L=10, k=4) for 32x32 images in ``folder``; returns its path."""
+    path = os.path.join(folder, "model.keras")
+    DenseNet(depth=10, growth_rate=4, bottleneck=True, reduction=0.5,
+             input_shape=(32, 32, 3), classes=10).save(path)
+    return path
 
 
 def main():
@@ -30,8 +45,14 @@ def main():
                         help="a .keras model")
     parser.add_argument("output", nargs="?", default="exported/digits/1",
                         help="the SavedModel folder to write")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: export an untrained tiny DenseNet into a new "
+                             "temporary folder (MODEL and OUTPUT are not used)")
     args = parser.parse_args()
-    if not os.path.isfile(args.model):
+    if args.quick:
+        folder = tempfile.mkdtemp(prefix="export_savedmodel_quick_")
+        args.model, args.output = quick_model(folder), os.path.join(folder, "exported", "1")
+    elif not os.path.isfile(args.model):
         parser.error(f"no model file {args.model!r}: run `keras-densenet train` first, "
                      "or name a .keras file")
 

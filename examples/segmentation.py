@@ -7,20 +7,22 @@
 The data is made here: images with random discs and squares on a noisy
 background; the mask labels each pixel background (0), disc (1) or square (2).
 Prints the mean intersection-over-union on held-out images and the time taken.
-The defaults take several minutes on 2 CPU cores (over 3). Short runs (``--quick``,
-or a few hundred training steps or fewer) only show the mechanics: the
-BatchNormalization moving statistics have not settled yet, so the held-out IoU
-is poor even when the training accuracy is high (256 images for 10 epochs: 96%
-training accuracy, IoU 0.05).
+The defaults take minutes on a CPU. Short runs (``--quick``, or a few hundred
+training steps or fewer) only show the mechanics: the BatchNormalization
+moving statistics have not settled yet, so the held-out IoU is poor even when
+the training accuracy is high.
 """
 
 import argparse
 import time
 
-import keras
-import numpy as np
+from keras_densenet.apps.cli import start_framework
 
-from keras_densenet.fcn import DenseNetFCN
+keras = start_framework()  # before the other imports: TensorFlow's start-up log stays quiet
+
+import numpy as np  # noqa: E402
+
+from keras_densenet.fcn import DenseNetFCN  # noqa: E402
 
 CLASSES = ("background", "disc", "square")
 QUICK = dict(images=16, size=32, epochs=1, growth_rate=4, layers=1)

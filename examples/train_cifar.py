@@ -10,16 +10,19 @@ this stops with one line saying so). 5,000 training images are held out for
 validation; the test set is evaluated once, at the end. Expected after 300
 epochs: about 4.5% test error on CIFAR-10 (the paper's Table 2, with
 augmentation). ``--quick`` (embedded digits, no download, DenseNet-BC L=10
-k=4 at 16 px, one epoch: well under a minute on 2 CPU cores) only shows the
-run working: its test error is high.
+k=4 at 16 px, one epoch) only shows the run working: its test error is high.
 """
 
 import argparse
 import sys
 import tempfile
 
-from keras_densenet.apps.recipes import RECIPES
-from keras_densenet.apps.train import train
+from keras_densenet.apps.cli import start_framework
+
+start_framework()  # before the other imports: TensorFlow's start-up log stays quiet
+
+from keras_densenet.apps.recipes import RECIPES  # noqa: E402
+from keras_densenet.apps.train import train  # noqa: E402
 
 QUICK = dict(dataset="digits", epochs=1, depth=10, growth_rate=4, image_size=16)
 

@@ -22,18 +22,21 @@ What to expect: the point of the example is ``--weights imagenet`` (a download,
 once) on your own image folder. The offline default (``--weights none``) only
 shows the mechanics: its backbone is random and runs in inference mode, so its
 BatchNormalization statistics are never learnt and test accuracy stays near
-chance on the digits (10% and 30% in two runs on 2 CPU cores, ~10 minutes);
-that is expected, not a bug.
+chance on the digits; that is expected, not a bug.
 """
 
 import argparse
 import os
 import sys
+import tempfile
 
-import keras
+from keras_densenet.apps.cli import start_framework
 
-from keras_densenet import DenseNetImageNet121, DenseNetModel, model_config
-from keras_densenet.apps import data as data_lib
+keras = start_framework()  # before the other imports: TensorFlow's start-up log stays quiet
+
+from keras_densenet import DenseNetImageNet121, DenseNetModel, model_config  # noqa: E402
+from keras_densenet.apps import data as data_lib  # noqa: E402
+from keras_densenet.utils import atomic_path  # noqa: E402
 
 QUICK = dict(image_size=32, epochs=1, steps_per_epoch=2, batch_size=8)
 
@@ -83,7 +86,10 @@ def main():
     parser.add_argument("--epochs", type=int, default=3, help="epochs of each phase")
     parser.add_argument("--steps-per-epoch", type=int, help="limit batches per epoch (all)")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--output", default="runs/transfer")
+    parser.add_argument("--output", help="folder for model.keras (default: runs/transfer; "
+                                         "with --quick, a new temporary folder)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing OUTPUT/model.keras")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: --image-size 32 --epochs 1 --steps-per-epoch 2 "
                              "--batch-size 8")
@@ -91,6 +97,10 @@ def main():
     if args.quick:
         for name, value in QUICK.items():
             setattr(args, name, value)
+        args.output = args.output or tempfile.mkdtemp(prefix="transfer_learning_quick_")
+    path = os.path.join(args.output or "runs/transfer", "model.keras")
+    if os.path.lexists(path) and not args.overwrite:
+        parser.error(f"{path!r} already exists; pass --overwrite to replace it")
 
     weights = None if args.weights == "none" else args.weights
     try:
@@ -112,9 +122,9 @@ def main():
                   "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(splits.train, **fit)
 
-    os.makedirs(args.output, exist_ok=True)
-    path = os.path.join(args.output, "model.keras")
-    model.save(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_path(path) as temporary:
+        model.save(temporary)
     loss, accuracy = model.evaluate(splits.test, steps=args.steps_per_epoch, verbose=0)
     print(f"test accuracy {accuracy:.4f}; model saved to {path}")
     if weights is None:

@@ -40,19 +40,11 @@ import functools
 import keras
 from keras import layers
 
+from keras_densenet.architectures import BOTTLENECK_WIDTH
 from keras_densenet.layers import BlurPool2D
-from keras_densenet.memory_efficient import (
-    FeatureMoments,
-    KernelConv2D,
-    StemBatchNormalization,
-    recomputed_bn_relu_conv,
-    recomputed_dense_layer,
-)
+from keras_densenet.memory_efficient import (ConcatenationBatchNorm, FeatureMoments, KernelConv2D,
+                                             RecomputedConv, RecomputedDenseLayer, RecomputedStem)
 from keras_densenet.utils import channel_axis
-
-BOTTLENECK_WIDTH = 4
-"""The 1x1 bottleneck conv produces ``BOTTLENECK_WIDTH * growth_rate`` maps."""
-
 
 @keras.saving.register_keras_serializable(package="keras_densenet")
 class WeightDecay(keras.regularizers.L2):
@@ -60,13 +52,8 @@ class WeightDecay(keras.regularizers.L2):
 
     Same argument, config, penalty and gradient as its parent. On TensorFlow
     the penalty is one ``L2Loss`` op, whose gradient is one multiplication:
-    in a traced train step each regularized variable then adds 17 graph nodes
-    instead of 26 (``ops.sum(ops.square(w))`` and its gradient's shapes and
-    tiles). A DenseNet regularizes every conv kernel and BN gamma and beta, and
-    TensorFlow's memory grows with the step's graph: for DenseNet-121 this takes
-    10-20% off the tracing time and about 55 MB off the training memory at
-    batch 1 (at batch 16, where the tensors set the peak, no measurable change;
-    ``docs/benchmarks.md``).
+    fewer graph nodes per regularized variable (17 instead of 26) in a traced
+    train step, so less tracing time and training memory (docs/memory.md).
     """
 
     def __call__(self, x):
@@ -170,10 +157,10 @@ def stem(x, settings, filters, subsample, padding="symmetric", stem_type="standa
 
     With ``settings.memory_efficient == "full"`` the ImageNet stem's last
     BN-ReLU-pool (and blur) is recomputed in the backward pass by ``stem_bn``
-    (``stem_bn3`` in the deep stem: ``memory_efficient.StemBatchNormalization``),
+    (``stem_bn3`` in the deep stem: ``memory_efficient.RecomputedStem``),
     with the standard stem's conv (``stem_conv`` is then a
     ``memory_efficient.KernelConv2D``); the deep stem's ``stem_bn1``-``stem_conv2``
-    and ``stem_bn2``-``stem_conv3`` are ``memory_efficient.recomputed_bn_relu_conv``
+    and ``stem_bn2``-``stem_conv3`` are ``recomputed_bn_relu_conv``
     (moments ``stem_moments1``, ``stem_moments2``), so only the convs' outputs are
     stored. No ``stem_relu*``, ``stem_pool_pad``, ``stem_pool`` or ``stem_blur``
     layers then, nor ``stem_pad`` in the standard stem.
@@ -196,14 +183,14 @@ def stem(x, settings, filters, subsample, padding="symmetric", stem_type="standa
                 x = settings.conv(width, 3, f"stem_conv{index + 1}")(x)
         if recompute:
             return settings.batch_norm("stem_bn3", layer_class=functools.partial(
-                StemBatchNormalization, pool_padding=padding, anti_alias=anti_alias))(x)
+                RecomputedStem, pool_padding=padding, anti_alias=anti_alias))(x)
         x = settings.bn_relu(x, "stem", "3")
     elif recompute:
         kernel = settings.conv(filters, 7, "stem_conv", strides=2, padding=_valid_or_same(padding),
                                layer_class=functools.partial(
                                    KernelConv2D, input_channels=x.shape[settings.channel_axis]))(x)
         return settings.batch_norm("stem_bn", layer_class=functools.partial(
-            StemBatchNormalization, pool_padding=padding, anti_alias=anti_alias))(x, kernel)
+            RecomputedStem, pool_padding=padding, anti_alias=anti_alias))(x, kernel)
     else:
         if padding == "symmetric":
             x = layers.ZeroPadding2D(3, data_format=fmt, name="stem_pad")(x)
@@ -219,6 +206,54 @@ def stem(x, settings, filters, subsample, padding="symmetric", stem_type="standa
         return BlurPool2D(data_format=fmt, name="stem_blur")(x)
     return layers.MaxPooling2D(3, strides=2, padding=pool_padding, data_format=fmt,
                                name="stem_pool")(x)
+
+
+def recomputed_bn_relu_conv(concatenation, features, statistics, settings, filters, kernel_size,
+                            bn_name, conv_name):
+    """concat -> BN -> ReLU -> conv over ``features``, recomputed in the backward pass.
+
+    Args:
+        concatenation: ``concat(features)``, ``(batch, H, W, sum C_i)``, from the block's
+            chain of ``Concatenate`` layers (see ``recomputed``).
+        features: list of ``(batch, H, W, C_i)`` maps (channels first: ``(batch, C_i, H, W)``).
+        statistics: their ``FeatureMoments``: one ``(2, sum C_i)`` tensor.
+        settings: ``blocks.BlockSettings`` (regularizers, epsilon, data format).
+        filters: output channels of the conv.
+        kernel_size: 1 (the bottleneck conv) or 3 (a conv without bottleneck or in the stem);
+            stride 1, "same" padding.
+        bn_name, conv_name: the names of the ``ConcatenationBatchNorm`` and ``RecomputedConv``
+            layers.
+
+    Returns:
+        ``(batch, H, W, filters)``.
+    """
+    scale, offset = settings.batch_norm(bn_name, layer_class=ConcatenationBatchNorm)([statistics])
+    conv = settings.conv(filters, kernel_size, conv_name, layer_class=RecomputedConv)
+    return conv(features, scale, offset, concatenation=concatenation)
+
+
+def recomputed_dense_layer(concatenation, features, statistics, settings, growth_rate,
+                           bottleneck_width, prefix):
+    """A whole bottleneck dense layer (BN1-ReLU-conv1-BN2-ReLU-conv2), recomputed in backprop.
+
+    Args:
+        concatenation, features, statistics, settings: as ``recomputed_bn_relu_conv``.
+        growth_rate: output channels (k).
+        bottleneck_width: conv1 produces ``bottleneck_width * growth_rate`` channels.
+        prefix: ``block{b}_layer{l}``: the layers ``_bn1``, ``_conv1``, ``_conv2``
+            (``KernelConv2D``) and ``_bn2`` (``RecomputedDenseLayer``, which computes).
+
+    Returns:
+        ``(batch, H, W, growth_rate)``.
+    """
+    scale, offset = settings.batch_norm(
+        f"{prefix}_bn1", layer_class=ConcatenationBatchNorm)([statistics])
+    conv1_kernel = settings.conv(bottleneck_width * growth_rate, 1, f"{prefix}_conv1",
+                                 layer_class=KernelConv2D)(scale)
+    conv2_kernel = settings.conv(growth_rate, 3, f"{prefix}_conv2",
+                                 layer_class=KernelConv2D)(conv1_kernel)
+    bn2 = settings.batch_norm(f"{prefix}_bn2", layer_class=RecomputedDenseLayer)
+    return bn2(features, scale, offset, conv1_kernel, conv2_kernel, concatenation=concatenation)
 
 
 def _valid_or_same(stem_padding):
@@ -304,11 +339,11 @@ def _memory_efficient_dense_layers(x, settings, nb_layers, growth_rate, bottlene
     each layer (``_bn1``/``_conv1``, or ``_bn2``/``_conv2`` without bottleneck)
     reads the list of earlier feature maps, their concatenation (the layer
     before's ``{prefix}_concat``, as in the plain block, but not stored for the
-    backward pass: see ``memory_efficient.recomputed``) and its moments
+    backward pass: see ``memory_efficient.recompute.recomputed``) and its moments
     (``{name}_moments{i}``: those of the block input and of layers 1..i's
     outputs, concatenated).
     With ``settings.memory_efficient == "full"`` a bottleneck layer's four
-    weighted layers recompute all of it (``memory_efficient.recomputed_dense_layer``);
+    weighted layers recompute all of it (``recomputed_dense_layer``);
     without bottleneck the layer is one BN-ReLU-conv, as with ``True``.
 
     Returns ``(features, concatenation, statistics)``: the block input and each

@@ -4,13 +4,13 @@ The builder records the output of every dense block while it builds the
 graph, keyed by its stride: ``"P2"`` for stride 4 (the first block of an
 ImageNet DenseNet), ``"P3"``, ``"P4"``, ``"P5"`` (stride 32). CIFAR-style nets
 (no subsampling stem) give ``"P0"``, ``"P1"``, .... The record is part of the
-model's ``densenet_config`` (``keras_densenet.model.model_config``), so it
+model's ``densenet_config`` (``keras_densenet.config.model_config``), so it
 survives saving and loading.
 """
 
 import keras
 
-from keras_densenet.model import model_config
+from keras_densenet.config import model_config
 
 
 def pyramid_outputs(model):

@@ -18,7 +18,7 @@ training it would train a different model.
 import keras
 import numpy as np
 
-from keras_densenet.model import model_config
+from keras_densenet.config import model_config
 
 
 def foldable_pairs(model):

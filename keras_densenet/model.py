@@ -1,271 +1,40 @@
-"""The ``DenseNet`` builder: one functional-API function for every DenseNet.
+"""``DenseNetModel``, the model every builder returns, and ``build``, its graph from an
+``arguments.Architecture``.
 
-Huang, Liu, van der Maaten, Weinberger, "Densely Connected Convolutional
-Networks" (CVPR 2017). CIFAR-style nets (3 blocks, 3x3 stem) and ImageNet-style
-nets (4 blocks, 7x7/2 stem + max pool) differ only in their arguments.
-
-``DenseNet(...)`` reads top to bottom in four steps: ``Architecture.from_arguments``
-checks every argument, ``weights.resolve`` plans the weights (BN epsilon,
-stem padding, input channels they need; nothing is downloaded yet),
-``build`` adds the layers, and ``weights.load`` fills them. The model it
-returns is a ``DenseNetModel``: a functional ``keras.Model`` that records its
-architecture and serving facts (``densenet_config``) and keeps them in ``.keras`` files.
+``build(architecture)`` adds the layers (``blocks``) and records the
+architecture and serving facts in the model (``densenet_config``, kept in
+``.keras`` files; keys in ``config.CONFIG_KEYS``). ``in_memory_mode`` rebuilds a
+model in another memory mode with its weights; a ``DenseNetModel`` loads a
+checkpoint written in another mode's variable order through it.
 """
 
 import dataclasses
 import json
-import numbers
 
 import keras
 from keras import layers
 
 from keras_densenet import blocks
-from keras_densenet import weights as weights_lib
-from keras_densenet.architectures import imagenet_architecture_name
-from keras_densenet.checks import (check_activation, check_bool, check_choice,
-                                   check_data_format, check_fraction, check_number,
-                                   check_positive_int, image_shape)
-
-POOLINGS = (None, "avg", "max")
-STEM_PADDINGS = (None, "symmetric", "same")
-STEM_TYPES = ("standard", "deep")
-MEMORY_EFFICIENT_MODES = (False, True, "full")
-DEFAULT_BN_EPSILON = 1.001e-5
-MAX_LAYERS = 1000
-"""More dense layers than this is refused: building would take minutes and no published net comes close."""
-DEFAULT_EVAL = {"crop_pct": 0.875, "interpolation": "bicubic"}
-"""ImageNet evaluation transform: shorter side to ``crop / crop_pct``, center crop (timm's defaults)."""
+from keras_densenet.architectures import DEFAULT_EVAL
+from keras_densenet.arguments import Architecture
+from keras_densenet.checks import image_shape
+from keras_densenet.config import CONFIG_KEYS, DEFAULTS, min_image_size
+from keras_densenet.memory_modes import copy_training_state, memory_mode
+from keras_densenet.preprocessing import normalization
+from keras_densenet.utils import channel_axis
 
 
-@dataclasses.dataclass(frozen=True)
-class Architecture:
-    """A checked, complete description of one DenseNet (every ``DenseNet`` argument but
-    ``weights``, ``input_tensor``, ``weights_source`` and ``name``), JSON-serializable.
+def build(architecture, input_tensor=None, name=None, default_channels=3, **facts):
+    """The ``DenseNetModel`` of a checked ``arguments.Architecture`` (random weights).
 
-    ``Architecture.from_arguments(**DenseNet_arguments)`` checks and normalizes;
-    ``build(architecture)`` makes the graph. Field meanings are ``DenseNet``'s
-    arguments; ``nb_layers_per_block`` is always a tuple (one count per block),
-    ``nb_filter`` and ``data_format`` are resolved, and ``bn_epsilon`` and
-    ``stem_padding`` may still be ``None`` until the weights are known.
-    """
-
-    nb_layers_per_block: tuple
-    growth_rate: int
-    nb_filter: int
-    bottleneck: bool
-    reduction: float
-    dropout_rate: float
-    weight_decay: float
-    subsample_initial_block: bool
-    include_top: bool
-    pooling: str
-    classes: int
-    activation: str
-    data_format: str
-    input_shape: tuple
-    bn_epsilon: float = None
-    stem_padding: str = None
-    memory_efficient: bool = False
-    stem_type: str = "standard"
-    anti_alias: bool = False
-
-    @classmethod
-    def from_arguments(cls, depth, nb_dense_block, growth_rate, nb_filter, nb_layers_per_block,
-                       bottleneck, reduction, dropout_rate, weight_decay,
-                       subsample_initial_block, include_top, input_shape, pooling, classes,
-                       activation, data_format, bn_epsilon, stem_padding, memory_efficient,
-                       stem_type, anti_alias, input_tensor=None):
-        """Check every argument (one-line ``ValueError`` naming the first bad one)."""
-        data_format = check_data_format(data_format or keras.config.image_data_format())
-        bottleneck = check_bool("bottleneck", bottleneck)
-        subsample_initial_block = check_bool("subsample_initial_block", subsample_initial_block)
-        include_top = check_bool("include_top", include_top)
-        anti_alias = check_bool("anti_alias", anti_alias)
-        check_choice("memory_efficient", memory_efficient, MEMORY_EFFICIENT_MODES)
-        check_choice("pooling", pooling, POOLINGS)
-        activation = check_activation("activation", activation)
-        check_choice("stem_padding", stem_padding, STEM_PADDINGS)
-        check_choice("stem_type", stem_type, STEM_TYPES)
-        if not subsample_initial_block and (stem_type != "standard" or anti_alias):
-            raise ValueError("stem_type='deep' and anti_alias=True change the ImageNet stem: "
-                             "they need subsample_initial_block=True.")
-        nb_dense_block = check_positive_int("nb_dense_block", nb_dense_block)
-        growth_rate = check_positive_int("growth_rate", growth_rate)
-        classes = check_positive_int("classes", classes)
-        nb_filter = 2 * growth_rate if _is(nb_filter, -1) else check_positive_int(
-            "nb_filter", nb_filter)
-        reduction = check_fraction("reduction", reduction)
-        dropout_rate = check_fraction("dropout_rate", dropout_rate)
-        weight_decay = check_number("weight_decay", weight_decay, "[0, inf)", lambda v: v >= 0)
-        if bn_epsilon is not None:
-            bn_epsilon = check_number("bn_epsilon", bn_epsilon, "(0, 1)", lambda v: 0 < v < 1)
-        layers_per_block = resolve_layers_per_block(
-            depth, nb_dense_block, nb_layers_per_block, bottleneck)
-        _check_channels_survive(nb_filter, growth_rate, layers_per_block, reduction)
-        if input_shape is None and input_tensor is not None:
-            input_shape = tuple(input_tensor.shape[1:])
-        if input_shape is not None:
-            image_shape(input_shape, data_format)
-            input_shape = tuple(input_shape)
-        return cls(
-            nb_layers_per_block=layers_per_block, growth_rate=growth_rate, nb_filter=nb_filter,
-            bottleneck=bottleneck, reduction=reduction, dropout_rate=dropout_rate,
-            weight_decay=weight_decay, subsample_initial_block=subsample_initial_block,
-            include_top=include_top, pooling=pooling, classes=classes, activation=activation,
-            data_format=data_format, input_shape=input_shape, bn_epsilon=bn_epsilon,
-            stem_padding=stem_padding, memory_efficient=memory_efficient, stem_type=stem_type,
-            anti_alias=anti_alias)
-
-    @property
-    def published_name(self):
-        """``"densenet121"`` etc. for a published ImageNet architecture (``"densenetblur121d"``
-        for timm's deep-stem, blur-pooled 121), else ``None``."""
-        name = imagenet_architecture_name(
-            self.nb_layers_per_block, self.growth_rate, self.nb_filter, self.bottleneck,
-            self.reduction, self.subsample_initial_block)
-        if self.stem_type == "standard" and not self.anti_alias:
-            return name
-        if name == "densenet121" and self.stem_type == "deep" and self.anti_alias:
-            return "densenetblur121d"
-        return None
-
-    @property
-    def downsamplings(self):
-        """How many times the network halves the image (the stem's 2, one per transition)."""
-        return (2 if self.subsample_initial_block else 0) + len(self.nb_layers_per_block) - 1
-
-    def default_name(self):
-        """``densenet121`` for a published net, else e.g. ``densenet_bc_16-16-16_k12``."""
-        if self.published_name:
-            return self.published_name
-        variant = ("b" if self.bottleneck else "") + ("c" if self.reduction else "")
-        kind = f"densenet_{variant}" if variant else "densenet"
-        return f"{kind}_{'-'.join(map(str, self.nb_layers_per_block))}_k{self.growth_rate}"
-
-    def to_json(self):
-        """The fields as JSON types (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-
-def DenseNet(
-    depth=40,
-    nb_dense_block=3,
-    growth_rate=12,
-    nb_filter=-1,
-    nb_layers_per_block=-1,
-    bottleneck=False,
-    reduction=0.0,
-    dropout_rate=0.0,
-    weight_decay=1e-4,
-    subsample_initial_block=False,
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=10,
-    activation="softmax",
-    data_format=None,
-    bn_epsilon=None,
-    stem_padding=None,
-    weights_source=None,
-    memory_efficient=False,
-    stem_type="standard",
-    anti_alias=False,
-    name=None,
-):
-    """Build a DenseNet or DenseNet-BC as a functional ``keras.Model`` (a ``DenseNetModel``).
-
-    Args:
-        depth: total number of conv + dense layers, used when
-            ``nb_layers_per_block == -1``: it must be of the form
-            ``nb_dense_block * N + nb_dense_block + 1`` (``3N+4`` for 3 blocks),
-            with ``N`` even when ``bottleneck`` is on (each layer then holds
-            two convs). Default 40.
-        nb_dense_block: number of dense blocks (3 for CIFAR, 4 for ImageNet).
-        growth_rate: k, channels added by each dense layer. Default 12.
-        nb_filter: channels of the stem conv; -1 (default) means ``2 * growth_rate``.
-        nb_layers_per_block: -1 to derive from ``depth``; an int for the same
-            number in every block; or a list of ``nb_dense_block`` ints.
-        bottleneck: add a 1x1 conv to ``4 * growth_rate`` channels before each
-            3x3 conv (DenseNet-B). A bool.
-        reduction: transitions keep ``floor((1 - reduction) * C)`` channels;
-            0.0 (default) keeps all of them, 0.5 gives DenseNet-C. In [0, 1).
-        dropout_rate: dropout after each 3x3 conv and transition conv. In [0, 1).
-        weight_decay: SGD weight decay on conv kernels and BN parameters,
-            applied as an L2 regularizer (see ``blocks.BlockSettings``). >= 0.
-        subsample_initial_block: ImageNet stem (7x7/2 conv, BN-ReLU, 3x3/2 max
-            pool) instead of one 3x3 conv.
-        include_top: end with global average pooling and a ``classes``-way
-            ``Dense`` named ``predictions``.
-        weights: ``None`` (random init), ``"imagenet"``, or the path of a
-            weights file (see ``keras_densenet.weights``).
-        input_tensor: optional Keras tensor to use as the image input.
-        input_shape: ``(H, W, C)`` (or ``(C, H, W)`` for channels_first);
-            ``H``/``W`` may be ``None``. Default: ``(None, None, 3)``.
-        pooling: without top, ``None`` (4D feature maps), ``"avg"`` or ``"max"``.
-        classes: number of classes of the top. Default 10.
-        activation: the top's activation: ``None`` (logits) or any Keras
-            activation name (``"softmax"``, default; ``"sigmoid"``, ``"linear"``...).
-        data_format: ``"channels_last"`` or ``"channels_first"``; default
-            ``keras.config.image_data_format()``.
-        bn_epsilon: BatchNormalization epsilon in (0, 1); default follows the
-            weights (1.001e-5 without weights, as keras.applications).
-        stem_padding: ``"symmetric"`` (torchvision, keras.applications) or
-            ``"same"`` (the original Keras DenseNet release); default follows
-            the weights (``"symmetric"`` without weights).
-        weights_source: with ``weights="imagenet"``, which published weights
-            to take (see ``keras_densenet.weights.SOURCES``); default: the
-            first source publishing this architecture.
-        memory_efficient: ``True``: recompute each dense layer's
-            concat-BN-ReLU-conv during back-propagation instead of storing it,
-            so that training memory grows linearly with depth
-            (``keras_densenet.memory_efficient``); ``"full"``: recompute each
-            whole bottleneck dense layer (BN1-ReLU-conv1-BN2-ReLU-conv2), keeping
-            only its new maps, each transition's BN-ReLU-conv and the ImageNet
-            stem's BN-ReLU steps and pool: least memory, most extra compute.
-            Same layer names and weights (weight files and ``.keras`` files
-            load whatever the mode), same outputs and gradients. Default False.
-        stem_type: with ``subsample_initial_block``, ``"standard"`` (7x7/2 conv)
-            or ``"deep"`` (three 3x3 convs, as timm's ``densenet*d``).
-        anti_alias: with ``subsample_initial_block``, blur-pool the stem
-            (anti-aliased downsampling, timm's ``densenetblur121d``).
-        name: model name; default describes the architecture.
-
-    Returns:
-        A ``DenseNetModel`` mapping images to ``(batch, classes)`` with the top,
-        or to features: ``(batch, H/32, W/32, C)`` (ImageNet stem, 4 blocks),
-        ``(batch, C)`` with pooling. Its ``densenet_config`` records the
-        architecture, data format, preprocessing, weights source and pyramid levels.
-    """
-    architecture = Architecture.from_arguments(
-        depth=depth, nb_dense_block=nb_dense_block, growth_rate=growth_rate,
-        nb_filter=nb_filter, nb_layers_per_block=nb_layers_per_block, bottleneck=bottleneck,
-        reduction=reduction, dropout_rate=dropout_rate, weight_decay=weight_decay,
-        subsample_initial_block=subsample_initial_block, include_top=include_top,
-        input_shape=input_shape, pooling=pooling, classes=classes, activation=activation,
-        data_format=data_format, bn_epsilon=bn_epsilon, stem_padding=stem_padding,
-        memory_efficient=memory_efficient, stem_type=stem_type, anti_alias=anti_alias,
-        input_tensor=input_tensor)
-    plan = weights_lib.resolve(weights, architecture=architecture.published_name,
-                               include_top=architecture.include_top,
-                               classes=architecture.classes, source=weights_source)
-    architecture = _with_weights_requirements(architecture, plan)
-    model = build(architecture, input_tensor=input_tensor, name=name, plan=plan)
-    if plan is not None:
-        weights_lib.load(model, plan)
-    return model
-
-
-def build(architecture, input_tensor=None, name=None, plan=None):
-    """The ``DenseNetModel`` of a checked ``Architecture`` (random weights).
-
-    ``plan`` (a ``weights.WeightsPlan``) only adds its facts to the recorded
-    config (preprocessing, weights source); loading is the caller's step.
+    ``default_channels``: the image channels where ``architecture.input_shape``
+    is ``None``. ``facts``: further ``config.CONFIG_KEYS`` entries to record
+    (``preprocessing``, ``weights_source``, ``crop_pct``, ``interpolation``: what
+    the weights say); loading weights is the caller's step.
     """
     a = architecture
-    img_input = _image_input(input_tensor, a, 2**a.downsamplings,
-                             required_channels=plan.channels if plan else None)
+    img_input = image_input(input_tensor, a.input_shape, a.data_format, 2**a.downsamplings,
+                            default_channels)
     settings = blocks.BlockSettings(data_format=a.data_format, bn_epsilon=a.bn_epsilon,
                                     weight_decay=a.weight_decay, dropout_rate=a.dropout_rate,
                                     memory_efficient=a.memory_efficient)
@@ -288,20 +57,27 @@ def build(architecture, input_tensor=None, name=None, plan=None):
         if not last:
             x = blocks.transition_block(x, settings, channels, f"transition{block_index}")
     x = settings.bn_relu(x, "final")
+    cam_layer = _layer_name(x)
     x = _head(x, a, settings)
     inputs = (keras.utils.get_source_inputs(input_tensor) if input_tensor is not None
               else img_input)
     config = {
+        **DEFAULTS,
         "architecture": a.to_json(),
         "published_name": a.published_name,
         "data_format": a.data_format,
         "input_shape": list(img_input.shape[1:]),
-        "preprocessing": plan.preprocessing if plan else None,
-        "weights_source": _weights_source(plan),
+        "preprocessing": None,
+        "weights_source": None,
         "class_names": None,
-        **_eval_transform(plan),
+        **DEFAULT_EVAL,
         "pyramid": pyramid,
+        "cam_layer": cam_layer,
+        **facts,
     }
+    if config["preprocessing"]:
+        channels = img_input.shape[channel_axis(a.data_format)]
+        config["input_normalization"] = normalization(config["preprocessing"], channels)
     return DenseNetModel(inputs, x, name=name or a.default_name(), densenet_config=config)
 
 
@@ -323,24 +99,13 @@ class DenseNetModel(keras.Model):
 
     Built by ``DenseNet`` and every preset; behaves as any functional
     ``keras.Model`` (same layers, weights and outputs). ``densenet_config``
-    is a JSON-serializable dict, saved inside ``.keras`` files:
+    is a JSON-serializable dict with the keys of ``config.CONFIG_KEYS``, saved
+    inside ``.keras`` files:
 
-    * ``architecture``: the checked ``Architecture`` fields (rebuild with
-      ``build(Architecture(**config["architecture"]))``);
-    * ``published_name``: ``"densenet121"`` etc., or ``None``;
-    * ``data_format``, ``input_shape`` (``H``/``W`` may be ``None``);
-    * ``preprocessing``: the ``preprocess_input`` mode the weights expect
-      (``"torch"``, ``"caffe_bgr"``), ``None`` if unknown;
-    * ``weights_source``: ``None`` (random), a ``weights.SOURCES`` name, or
-      ``"file"``;
-    * ``class_names``: list of names, or ``None`` (ImageNet's with 1000 classes);
-    * ``crop_pct``, ``interpolation``: the eval transform (resize the shorter
-      side to ``size / crop_pct`` with ``interpolation``, center-crop ``size``);
-    * ``pyramid``: ``{"P2": layer name, ...}`` of every dense block's output (with
-      ``memory_efficient="full"`` only the last block's: the others are never stored),
-      by stride (see ``keras_densenet.features``).
+    ``architecture`` restores the network (``build(Architecture(**config["architecture"]))``),
+    the other keys say how to feed it and read its outputs.
 
-    ``model_config(model)`` reads it (also for models saved before it existed).
+    ``config.model_config(model)`` reads it (also for models saved before it existed).
     """
 
     def __init__(self, inputs, outputs, name=None, **kwargs):
@@ -448,42 +213,6 @@ def in_memory_mode(model, memory_efficient):
     return twin
 
 
-def memory_mode(model):
-    """The ``memory_efficient`` that ``model`` was built with; ``None`` where it records
-    no architecture (a model that this package did not build, or of keras-densenet 0.1)."""
-    architecture = (getattr(model, "densenet_config", None) or {}).get("architecture")
-    return architecture.get("memory_efficient", False) if architecture else None
-
-
-def training_state(model):
-    """``{key: variable}`` of ``model``'s weights (key: the path) and of its optimizer's
-    variables (key: ``(i, name)``, the i-th optimizer in them, as a LossScaleOptimizer
-    lists its own and then its inner optimizer's: their paths start with instance names
-    such as ``"sgd_2/"``, which differ between two models)."""
-    state = {variable.path: variable for variable in model.weights}
-    owners = {}
-    optimizer = getattr(model, "optimizer", None)  # an uncompiled model has none
-    for variable in optimizer.variables if optimizer is not None else ():
-        owner, _, name = variable.path.rpartition("/")
-        state[owners.setdefault(owner, len(owners)), name] = variable
-    return state
-
-
-def copy_training_state(source, target):
-    """Give each of ``target``'s ``training_state`` variables the value of ``source``'s
-    under the same key (the same network in another memory mode: the same keys)."""
-    values = training_state(source)
-    for key, variable in training_state(target).items():
-        variable.assign(values[key])
-
-
-def min_image_size(config):
-    """Smallest height/width the recorded architecture takes (``2 ** downsamplings``),
-    or ``None`` when ``config`` records no architecture."""
-    architecture = (config or {}).get("architecture")
-    return 2 ** Architecture(**architecture).downsamplings if architecture else None
-
-
 def _size_check(config):
     """``(min_image_size, data_format)`` of ``config``, kept so that ``call`` reads no JSON."""
     return min_image_size(config), (config or {}).get("data_format")
@@ -503,156 +232,16 @@ def _check_image_size(inputs, min_size, data_format):
             f"{min_size.bit_length() - 1} times, so height and width must be at least {min_size}.")
 
 
-CONFIG_KEYS = ("architecture", "published_name", "data_format", "input_shape", "preprocessing",
-               "weights_source", "class_names", "crop_pct", "interpolation", "pyramid")
-"""The keys of ``DenseNetModel.densenet_config``."""
-
-
-def model_config(model):
-    """The ``densenet_config`` of ``model`` (a copy), for any model this package made.
-
-    A ``DenseNetModel`` returns what it recorded. A functional model that
-    wraps one (e.g. a fine-tuned backbone with a new head) returns the inner
-    config with the outer input shape. A model saved by keras-densenet 0.1
-    (before configs were recorded) gets one derived from its layers: data
-    format from its convolutions, pyramid from its block names, preprocessing
-    ``None``.
-    """
-    config = getattr(model, "densenet_config", None)
-    if config:
-        return config
-    inner = [layer for layer in model.layers if getattr(layer, "densenet_config", None)]
-    if inner:
-        config = model_config(inner[0])
-        config["input_shape"] = list(model.input.shape[1:])
-        return config
-    return _legacy_config(model)
-
-
-def _legacy_config(model):
-    import re
-
-    data_format = next((layer.data_format for layer in model.layers
-                        if isinstance(layer, layers.Conv2D)), None)
-    if data_format is None:
-        raise ValueError(f"Model {model.name!r} has no convolution: is it a keras_densenet "
-                         "DenseNet?")
-    last_layer = {}
-    for layer in model.layers:
-        match = re.fullmatch(r"block(\d+)_(?:layer(\d+)_concat|concat)", layer.name)
-        if match:
-            block, index = int(match.group(1)), int(match.group(2) or 10**9)
-            if index >= last_layer.get(block, (0, ""))[0]:
-                last_layer[block] = (index, layer.name)
-    first_level = 2 if any(layer.name == "stem_pool" for layer in model.layers) else 0
-    return {
-        "architecture": None, "published_name": None, "data_format": data_format,
-        "input_shape": list(model.input.shape[1:]), "preprocessing": None,
-        "weights_source": None, "class_names": None, **DEFAULT_EVAL,
-        "pyramid": {f"P{first_level + block - 1}": name
-                    for block, (_, name) in sorted(last_layer.items())},
-    }
-
-
-def resolve_layers_per_block(depth, nb_dense_block, nb_layers_per_block, bottleneck):
-    """The number of dense layers in each block, as a tuple of ``nb_dense_block`` ints."""
-    if not isinstance(nb_layers_per_block, (numbers.Integral, str)) and hasattr(
-            nb_layers_per_block, "__len__"):
-        counts = list(nb_layers_per_block)
-        if len(counts) != nb_dense_block:
-            raise ValueError(
-                f"nb_layers_per_block has {len(counts)} entries but "
-                f"nb_dense_block is {nb_dense_block}: give one count per dense block.")
-        counts = tuple(check_positive_int("nb_layers_per_block", n) for n in counts)
-    elif not _is(nb_layers_per_block, -1):
-        n = check_positive_int("nb_layers_per_block", nb_layers_per_block)
-        counts = (n,) * nb_dense_block
-    else:
-        counts = (_layers_from_depth(depth, nb_dense_block, bottleneck),) * nb_dense_block
-    if sum(counts) > MAX_LAYERS:
-        raise ValueError(f"{sum(counts)} dense layers is more than this package builds "
-                         f"(at most {MAX_LAYERS}); check depth / nb_layers_per_block.")
-    return counts
-
-
-def _layers_from_depth(depth, nb_dense_block, bottleneck):
-    convs_per_layer = 2 if bottleneck else 1
-    # depth = stem conv + (nb_dense_block - 1) transitions + classifier + convs in blocks
-    other_layers = nb_dense_block + 1
-    step = nb_dense_block * convs_per_layer
-    valid = isinstance(depth, numbers.Integral) and not isinstance(depth, bool)
-    per_block, remainder = divmod(depth - other_layers, step) if valid else (0, 1)
-    if remainder or per_block < 1:
-        raise ValueError(
-            f"depth={depth!r} is not valid for nb_dense_block={nb_dense_block}"
-            f"{' with bottleneck' if bottleneck else ''}: depth must be {step}*N+{other_layers} "
-            f"for a positive integer N (e.g. {step + other_layers}, {2 * step + other_layers}, "
-            f"{4 * step + other_layers}), or pass nb_layers_per_block explicitly.")
-    if per_block * nb_dense_block > MAX_LAYERS:
-        raise ValueError(f"depth={depth} means {per_block * nb_dense_block} dense layers, more "
-                         f"than this package builds (at most {MAX_LAYERS}).")
-    return per_block
-
-
-def _check_channels_survive(nb_filter, growth_rate, layers_per_block, reduction):
-    """Every transition must keep at least one channel (a large ``reduction`` may not)."""
-    channels = nb_filter
-    for index, nb_layers in enumerate(layers_per_block[:-1], start=1):
-        channels = int((channels + nb_layers * growth_rate) * (1.0 - reduction))
-        if channels < 1:
-            raise ValueError(f"reduction={reduction} leaves transition {index} with no "
-                             "channels; use a smaller reduction (0.5 is DenseNet-C's).")
-
-
-def _with_weights_requirements(architecture, plan):
-    """``architecture`` with the BN epsilon and stem padding the weights need."""
-    bn_epsilon, stem_padding = architecture.bn_epsilon, architecture.stem_padding
-    if plan is not None:
-        bn_epsilon = _agree("bn_epsilon", bn_epsilon, plan.bn_epsilon)
-        stem_padding = _agree("stem_padding", stem_padding, plan.stem_padding)
-    return dataclasses.replace(
-        architecture,
-        bn_epsilon=DEFAULT_BN_EPSILON if bn_epsilon is None else bn_epsilon,
-        stem_padding=stem_padding or "symmetric")
-
-
-def _agree(argument, given, required):
-    """The weights' requirement for ``argument`` unless the caller asked for another value."""
-    if required is None:
-        return given
-    if given is not None and given != required:
-        raise ValueError(
-            f"{argument}={given!r} conflicts with the requested weights, which need "
-            f"{argument}={required!r}; leave {argument} unset.")
-    return required
-
-
-def _weights_source(plan):
-    if plan is None:
-        return None
-    return plan.entry["source"] if plan.entry else "file"
-
-
-def _eval_transform(plan):
-    """``crop_pct`` and ``interpolation`` of the weights' manifest source, else ``DEFAULT_EVAL``."""
-    if plan is None or not plan.entry:
-        return dict(DEFAULT_EVAL)
-    source = weights_lib.sources()[plan.entry["source"]]
-    return {key: source.get(key, DEFAULT_EVAL[key]) for key in DEFAULT_EVAL}
-
-
-def _image_input(input_tensor, architecture, min_size, required_channels):
-    """The ``keras.Input`` (or the given tensor) after checking its shape."""
-    data_format, input_shape = architecture.data_format, architecture.input_shape
+def image_input(input_tensor, input_shape, data_format, min_size, default_channels=3):
+    """The ``keras.Input`` named ``image`` (or ``input_tensor``) after checking its shape:
+    ``input_shape`` (default: ``input_tensor``'s, else any size with ``default_channels``)
+    must be an image shape in ``data_format`` of at least ``min_size`` pixels a side."""
+    if input_shape is None and input_tensor is not None:
+        input_shape = tuple(input_tensor.shape[1:])
     if input_shape is None:
-        channels = required_channels or 3
-        input_shape = ((None, None, channels) if data_format == "channels_last"
-                       else (channels, None, None))
-    spatial, channels = image_shape(input_shape, data_format)
-    if required_channels is not None and channels != required_channels:
-        raise ValueError(
-            f"The requested weights expect {required_channels} input channels but input_shape "
-            f"{input_shape} ({data_format}) has {channels}.")
+        input_shape = ((None, None, default_channels) if data_format == "channels_last"
+                       else (default_channels, None, None))
+    spatial, _ = image_shape(input_shape, data_format)
     for size in spatial:
         if size is not None and size < min_size:
             raise ValueError(
@@ -668,9 +257,3 @@ def _image_input(input_tensor, architecture, min_size, required_channels):
 
 def _layer_name(tensor):
     return tensor._keras_history.operation.name
-
-
-def _is(value, constant):
-    """``value == constant`` for plain ints only (no arrays, no bools)."""
-    return (isinstance(value, numbers.Integral) and not isinstance(value, bool)
-            and value == constant)

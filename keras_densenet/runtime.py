@@ -8,7 +8,9 @@ This module needs only numpy and the runtime of the file it loads
 (``onnxruntime`` for ``.onnx``, ``openvino`` for ``.xml``), imported when a
 file is loaded; it never imports Keras or TensorFlow, so a service can use it
 alone. Files come from ``keras_densenet.export.export`` (input ``images``;
-``uint8`` when preprocessing is baked in).
+``uint8`` when preprocessing is baked in). A predictor may be shared by the
+threads of a service: concurrent ``predict`` calls are safe (onnxruntime's
+session is; OpenVINO calls each run on infer requests of their own).
 
 Precisions (``PRECISIONS``):
 
@@ -25,16 +27,22 @@ Precisions (``PRECISIONS``):
 ``"f32"`` otherwise.
 """
 
+import collections
+import contextlib
 import math
+import queue
+import threading
 
 import numpy as np
+
+from keras_densenet.checks import check_bool
 
 PRECISIONS = ("f32", "bf16", "int8")
 HINTS = ("auto", "throughput", "latency")
 RUNTIMES = {".onnx": "onnx", ".xml": "openvino"}
 
 
-def load(path, precision=None, hint="auto", device="CPU"):
+def load(path, precision=None, hint="auto", device="CPU", pinning=None):
     """A ``Predictor`` for the exported file ``path`` (``.onnx`` or OpenVINO ``.xml``).
 
     Args:
@@ -47,6 +55,11 @@ def load(path, precision=None, hint="auto", device="CPU"):
             batch is split over asynchronous requests) or ``"latency"`` (one
             request uses every core). Ignored by onnxruntime.
         device: OpenVINO device name (default ``"CPU"``).
+        pinning: whether OpenVINO pins its inference threads to CPU cores
+            (``ENABLE_CPU_PINNING``): ``None`` (default) leaves OpenVINO's
+            choice; ``False`` can help where other processes use the same cores
+            (a pinned thread waits for its busy core instead of moving).
+            Ignored by onnxruntime.
 
     Raises ``ValueError`` (one line) for an unknown runtime, precision or hint,
     bf16 on a CPU without it, or a precision the file cannot run in.
@@ -59,9 +72,11 @@ def load(path, precision=None, hint="auto", device="CPU"):
         raise ValueError(f"precision must be None or one of {PRECISIONS}; got {precision!r}.")
     if hint not in HINTS:
         raise ValueError(f"hint must be one of {HINTS}; got {hint!r}.")
+    if pinning is not None:
+        check_bool("pinning", pinning)
     if runtime == "onnx":
         return ONNXPredictor(path, precision)
-    return OpenVINOPredictor(path, precision, hint, device)
+    return OpenVINOPredictor(path, precision, hint, device, pinning)
 
 
 class Predictor:
@@ -76,7 +91,14 @@ class Predictor:
     runtime = None
 
     def predict(self, images):
-        """Model outputs for ``images`` (``(batch, *input_shape[1:])``), float32."""
+        """Model outputs for ``images`` (``(batch, *input_shape[1:])``), float32.
+
+        A ``uint8`` input (preprocessing baked in) takes integer arrays of any
+        dtype whose values lie in 0..255; other values are refused with a
+        ``ValueError``, never wrapped or rescaled (a 16-bit image is not
+        guessed at: scale it to 0..255 first, e.g. ``np.round(images / 257)``).
+        Safe to call from several threads at once.
+        """
         images = np.asarray(images)
         self._check(images)
         return self._run(images.astype(self.input_dtype, copy=False))
@@ -90,6 +112,11 @@ class Predictor:
         if self.input_dtype == "uint8" and not np.issubdtype(images.dtype, np.integer):
             raise ValueError(f"{self.path} takes uint8 images (preprocessing is baked in); "
                              f"got {images.dtype}.")
+        if self.input_dtype == "uint8" and images.dtype != np.uint8 and images.size and (
+                images.min() < 0 or images.max() > 255):
+            raise ValueError(f"{self.path} takes uint8 images, values 0..255 (preprocessing is "
+                             f"baked in); got {images.dtype} values {images.min()}..{images.max()} "
+                             "(scale 16-bit images to 0..255 first, e.g. np.round(images / 257)).")
 
     def __repr__(self):
         return (f"{type(self).__name__}({self.path!r}, precision={self.precision!r}, "
@@ -125,15 +152,20 @@ class OpenVINOPredictor(Predictor):
     time, so each distinct batch shape is compiled once, on first use
     (DenseNet-121: a second or two), and kept; at most ``MAX_COMPILED`` of them
     (the least recently used is dropped). With the ``"throughput"`` hint a batch
-    is split into equal chunks over the compiled model's asynchronous requests
-    (one per stream); ``"latency"`` runs it as one request on every core;
-    ``"auto"`` takes latency for a single image and throughput otherwise.
+    is split into equal chunks, one per stream, run as concurrent infer requests;
+    ``"latency"`` runs it as one request on every core; ``"auto"`` takes latency
+    for a single image and throughput otherwise.
+
+    One predictor can be shared by threads: each call runs on infer requests
+    that no other call holds (``InferRequestPool``), so calls from several
+    threads run concurrently; only finding (or compiling) a shape's model is
+    done under a lock.
     """
 
     runtime = "openvino"
     MAX_COMPILED = 8
 
-    def __init__(self, path, precision=None, hint="auto", device="CPU"):
+    def __init__(self, path, precision=None, hint="auto", device="CPU", pinning=None):
         import openvino
 
         self.core = openvino.Core()
@@ -151,26 +183,30 @@ class OpenVINOPredictor(Predictor):
                 f"OPTIMIZATION_CAPABILITIES reports {capabilities(device, self.core)}); use 'f32' or "
                 "'int8' here.")
         self.path, self.precision, self.hint, self.device = path, precision, hint, device
+        self.pinning = pinning
         (model_input,) = self.model.inputs
         self.input_shape = tuple(None if d.is_dynamic else d.get_length()
                                  for d in model_input.get_partial_shape())
         self.input_dtype = "uint8" if model_input.get_element_type() == openvino.Type.u8 \
             else "float32"
-        self._compiled = {}  # (hint, input shape) -> AsyncInferQueue, least recently used first
-        self._requests = {}  # "throughput" -> the number of asynchronous requests it runs
+        self._lock = threading.Lock()  # guards the two caches below, not inference
+        self._compiled = collections.OrderedDict()  # (hint, shape) -> InferRequestPool, LRU first
+        self._request_counts = {}  # "throughput" -> the number of streams it runs
 
     def _run(self, images):
-        """Split the batch over the asynchronous requests; outputs in input order."""
+        """Split the batch over concurrent infer requests; outputs in input order."""
         hint = self.hint if self.hint != "auto" else ("latency" if len(images) == 1
                                                      else "throughput")
         chunk = math.ceil(len(images) / self._request_count(hint))
-        outputs = {}
-        for start in range(0, len(images), chunk):
-            part = images[start:start + chunk]
-            self._queue(hint, part.shape).start_async(part, userdata=(outputs, start))
-        for requests in self._compiled.values():
-            requests.wait_all()
-        return np.concatenate([outputs[start] for start in sorted(outputs)])
+        parts = [images[start:start + chunk] for start in range(0, len(images), chunk)]
+        with contextlib.ExitStack() as held:
+            requests = [held.enter_context(self._pool(hint, part.shape).request())
+                        for part in parts]
+            for request, part in zip(requests, parts):
+                request.start_async(part)
+            for request in requests:
+                request.wait()
+            return np.concatenate([request.get_output_tensor(0).data for request in requests])
 
     def _config(self, hint):
         import openvino
@@ -181,6 +217,7 @@ class OpenVINOPredictor(Predictor):
                                      else hints.PerformanceMode.LATENCY),
             hints.inference_precision: (openvino.Type.bf16 if self.precision == "bf16"
                                         else openvino.Type.f32),
+            **({} if self.pinning is None else {hints.enable_cpu_pinning: self.pinning}),
         }
 
     def _request_count(self, hint):
@@ -188,37 +225,54 @@ class OpenVINOPredictor(Predictor):
         streams OpenVINO chooses for this CPU (asked once, by compiling the file as it is)."""
         if hint == "latency":
             return 1
-        if hint not in self._requests:
-            import openvino.properties as props
+        with self._lock:
+            if hint not in self._request_counts:
+                import openvino.properties as props
 
-            compiled = self.core.compile_model(self.model, self.device, self._config(hint))
-            self._requests[hint] = compiled.get_property(props.optimal_number_of_infer_requests)
-        return self._requests[hint]
+                compiled = self.core.compile_model(self.model, self.device, self._config(hint))
+                self._request_counts[hint] = compiled.get_property(
+                    props.optimal_number_of_infer_requests)
+            return self._request_counts[hint]
 
-    def _queue(self, hint, shape):
-        """The ``AsyncInferQueue`` of the model compiled for ``hint`` and input ``shape``."""
-        import openvino
-        import openvino.properties as props
-
+    def _pool(self, hint, shape):
+        """The ``InferRequestPool`` of the model compiled for ``hint`` and input ``shape``."""
         key = (hint, shape)
-        requests = self._compiled.pop(key, None)
-        if requests is None:
-            model = self.model.clone()
-            model.reshape(list(shape))
-            compiled = self.core.compile_model(model, self.device, self._config(hint))
-            requests = openvino.AsyncInferQueue(
-                compiled, compiled.get_property(props.optimal_number_of_infer_requests))
-            requests.set_callback(_store_output)
-            if len(self._compiled) >= self.MAX_COMPILED:
-                self._compiled.pop(next(iter(self._compiled)))
-        self._compiled[key] = requests  # most recently used last
-        return requests
+        with self._lock:
+            pool = self._compiled.pop(key, None)
+            if pool is None:
+                model = self.model.clone()
+                model.reshape(list(shape))
+                pool = InferRequestPool(
+                    self.core.compile_model(model, self.device, self._config(hint)))
+                if len(self._compiled) >= self.MAX_COMPILED:
+                    self._compiled.popitem(last=False)
+            self._compiled[key] = pool  # most recently used last
+            return pool
 
 
-def _store_output(request, destination):
-    """``AsyncInferQueue`` callback: ``destination`` is ``(outputs dict, first image's index)``."""
-    outputs, start = destination
-    outputs[start] = request.get_output_tensor(0).data.copy()
+class InferRequestPool:
+    """The idle infer requests of one compiled OpenVINO model, shared by threads.
+
+    ``with pool.request() as request:`` lends a request that no other caller
+    holds (a new one when all are busy), and takes it back, finished, after the
+    block. A pool holds as many requests as were ever in use at once.
+    """
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+        self._idle = queue.SimpleQueue()
+
+    @contextlib.contextmanager
+    def request(self):
+        try:
+            request = self._idle.get_nowait()
+        except queue.Empty:
+            request = self.compiled.create_infer_request()
+        try:
+            yield request
+        finally:
+            request.wait()  # never lend out a request still running
+            self._idle.put(request)
 
 
 def capabilities(device="CPU", core=None):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from keras_densenet import DenseNet, DenseNetFCN
-from keras_densenet.apps.references import _torch_densenet
+from keras_densenet.apps.source_models import _torch_densenet
 
 sys.path.insert(0, os.path.dirname(__file__))
 from backend_worker import CIFAR, FCN, IMAGENET  # noqa: E402

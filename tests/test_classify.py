@@ -1,6 +1,7 @@
 """keras-densenet classify: any model this package makes, its eval transform, --json, errors."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -188,3 +189,131 @@ def test_classify_on_onnx_and_openvino_prints_what_keras_prints(tmp_path, photos
                             "--precision int8 needs --model an int8 .xml")]:
         assert cli.main(common + extra) == 2
         assert message in capsys.readouterr().err
+
+
+def test_cam_writes_each_image_with_its_heatmap(imagenet_like_model, photos, tmp_path, capsys):
+    import keras
+
+    from keras_densenet.explain import grad_cam, overlay
+
+    out = tmp_path / "heatmaps"  # created
+    argv = ["classify", str(photos), "--model", imagenet_like_model, "--crop", "32",
+            "--cam", str(out)]
+    assert cli.main(argv) == 0
+    assert "astronaut.png" in capsys.readouterr().out
+    assert sorted(path.name for path in out.iterdir()) == ["astronaut.png", "camera.png"]
+    model = keras.models.load_model(imagenet_like_model)
+    settings = classify.serving_settings(model, crop=32)
+    image = classify.load_image(str(photos / "camera.png"), settings["resize"], 32,
+                                settings["interpolation"])
+    heatmap = grad_cam(model, classify.model_input([image], settings))[0]
+    written = np.asarray(Image.open(out / "camera.png"))
+    np.testing.assert_array_equal(written, overlay(image, heatmap))
+    assert written.shape == (32, 32, 3) and np.ptp(heatmap) == 1.0
+
+    before = (out / "camera.png").stat().st_mtime_ns
+    assert cli.main(argv) == 2  # nothing is overwritten without being asked
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"keras-densenet classify: error: --cam '{out / 'astronaut.png'}' "
+                           "already exists; pass --overwrite")
+    assert (out / "camera.png").stat().st_mtime_ns == before
+    assert cli.main(argv + ["--overwrite"]) == 0
+    assert sorted(path.name for path in out.iterdir()) == ["astronaut.png", "camera.png"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--runtime", "onnx"], "--cam needs a Keras model run by Keras (--runtime keras"),
+    (["--cam", "{photos}"], "--cam '{photos}/astronaut.png' is one of the images; choose "
+                            "another folder."),
+    (["--cam", "{photos}/astronaut.png"], "--cam '{photos}/astronaut.png' is a file; name a "
+                                          "folder."),
+])
+def test_cam_errors_come_before_any_work(photos, tmp_path, extra, message, capsys):
+    argv = ["classify", str(photos), "--model", str(tmp_path / "never_loaded.keras"),
+            "--cam", str(tmp_path / "out"), *[arg.format(photos=photos) for arg in extra]]
+    assert cli.main(argv) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert message.format(photos=photos) in line
+
+
+def test_cam_refuses_two_images_of_one_name(photos, tmp_path):
+    Image.fromarray(skimage_data.astronaut()).save(photos / "astronaut.jpg")
+    paths = classify.image_paths([str(photos)])
+    with pytest.raises(ValueError, match="would both be written to .*astronaut.png'; rename "
+                                         "one of them"):
+        classify.heatmap_paths(paths, str(tmp_path))
+    assert classify.heatmap_paths(paths[1:], str(tmp_path)) == {
+        str(photos / "astronaut.png"): str(tmp_path / "astronaut.png"),
+        str(photos / "camera.png"): str(tmp_path / "camera.png")}
+
+
+def test_the_parser_imports_no_framework():
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom keras_densenet.apps import classify\nclassify.build_parser()"
+              "\nprint(sorted({'keras', 'tensorflow', 'jax', 'torch'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+@pytest.fixture
+def multi_label_model(tmp_path, photos):
+    """A 3-label sigmoid model whose config records thresholds just below, above and at its
+    scores for astronaut.png: labels "cat" and "car" are given, "dog" is not."""
+    model = DenseNet(depth=7, growth_rate=4, classes=3, activation="sigmoid",
+                     input_shape=(32, 32, 3))
+    settings = classify.serving_settings(model)
+    image = classify.load_image(str(photos / "astronaut.png"), settings["resize"], 32,
+                                settings["interpolation"])
+    scores = model.predict(classify.model_input([image], settings), verbose=0)[0]
+    thresholds = [float(scores[0]) - 0.01, float(scores[1]) + 0.01, float(scores[2])]
+    model.update_config(class_names=["cat", "dog", "car"], multi_label=True,
+                        thresholds=thresholds)
+    path = str(tmp_path / "multi_label.keras")
+    model.save(path)
+    return path, scores, thresholds
+
+
+def test_a_multi_label_model_gives_every_label_and_those_above_threshold(
+        multi_label_model, photos, capsys):
+    path, scores, thresholds = multi_label_model
+    argv = ["classify", str(photos / "astronaut.png"), "--model", path]
+    assert cli.main(argv + ["--json"]) == 0
+    [record] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert record["labels"] == ["cat", "car"]
+    assert [(entry["label"], entry["index"]) for entry in record["scores"]] == [
+        ("cat", 0), ("dog", 1), ("car", 2)]
+    np.testing.assert_allclose([entry["score"] for entry in record["scores"]], scores,
+                               rtol=1e-5, atol=1e-6)
+    assert [entry["threshold"] for entry in record["scores"]] == thresholds
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 5 and lines[-1] == "  labels: cat, car"
+    assert lines[1].startswith("  cat ")
+    assert lines[1].endswith(f"(threshold {thresholds[0]:.4f})  +")
+    assert lines[2].endswith(f"(threshold {thresholds[1]:.4f})")
+
+
+@pytest.mark.parametrize("facts, message", [
+    (dict(multi_label=True, thresholds=[0.5, 0.5]), "the model records thresholds [0.5, 0.5]; "
+                                                    "a multi-label model needs one number in "
+                                                    "[0, 1] for each of its 3 outputs."),
+    (dict(multi_label=True, thresholds=[0.5, 2.0, 0.5]), "needs one number in [0, 1]"),
+    (dict(multi_label="yes"), "the model records multi_label='yes'; it must be true or false."),
+])
+def test_a_multi_label_config_that_does_not_fit_is_refused(facts, message):
+    model = DenseNet(depth=7, growth_rate=4, classes=3, activation="sigmoid",
+                     input_shape=(32, 32, 3))
+    model.update_config(**facts)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        classify.serving_settings(model)
+
+
+def test_multi_label_without_thresholds_takes_one_half():
+    model = DenseNet(depth=7, growth_rate=4, classes=3, activation="sigmoid",
+                     input_shape=(32, 32, 3))
+    assert classify.serving_settings(model)["thresholds"] is None
+    model.update_config(multi_label=True)
+    assert classify.serving_settings(model)["thresholds"] == [0.5, 0.5, 0.5]

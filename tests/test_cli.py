@@ -1,6 +1,7 @@
 """The keras-densenet command: start-up, one-line errors, --version, and summary."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ def test_help_and_version_start_instantly_without_the_framework(flag, expected):
     assert seconds < 3, f"{flag} took {seconds:.2f} s"
 
 
+@pytest.mark.slow
 def test_a_failing_command_prints_one_line_without_framework_logs(tmp_path):
     (tmp_path / "photo.png").write_bytes(b"")  # named images must exist; the model is missing
     result, _ = run_cli("classify", str(tmp_path / "photo.png"), "--model",
@@ -100,9 +102,44 @@ def test_summary_prints_an_aligned_parameter_table(capsys):
 
 
 def test_summary_refuses_unknown_presets(capsys):
-    with pytest.raises(SystemExit):
-        summary.main(["densenet122"])
+    assert cli.main(["summary", "densenet122"]) == 2
     assert "unknown presets ['densenet122']" in capsys.readouterr().err
+
+
+def test_a_usage_error_is_reported_before_the_framework_starts():
+    heavy = "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules\n"
+    result, _ = run_cli("train", "--epochs", "many", code=heavy)
+    assert result.returncode == 2
+    assert "argument --epochs: invalid int value: 'many'" in result.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_train_is_one_line_naming_the_resume_command(tmp_path):
+    run = str(tmp_path / "run")
+    script = "import sys\nfrom keras_densenet.apps import cli\nsys.exit(cli.main(sys.argv[1:]))\n"
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, "train", "--output", run, "--epochs", "100", "--depth",
+         "10", "--growth-rate", "4", "--image-size", "16", "--quiet"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})  # a user's
+    deadline = time.monotonic() + 240
+    while not os.path.exists(os.path.join(run, "log.csv")):  # the first epoch is done
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == cli.INTERRUPTED_EXIT_CODE == 130
+    assert err.splitlines() == [f"keras-densenet train: interrupted; continue the run with: "
+                                f"keras-densenet train --output {run} --resume"]
+
+
+def test_ctrl_c_in_another_command_says_interrupted(monkeypatch, capsys):
+    def interrupt(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(summary, "run", interrupt)
+    assert cli.main(["summary"]) == 130
+    assert capsys.readouterr().err.splitlines() == ["keras-densenet summary: interrupted"]
 
 
 def _trainable(model):

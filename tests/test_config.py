@@ -9,7 +9,8 @@ import pytest
 from keras_densenet import (DenseNet, DenseNetCIFAR, DenseNetImageNet121, DenseNetModel,
                             model_config, pyramid_outputs)
 from keras_densenet.fusion import fold_batch_norms
-from keras_densenet.model import Architecture, build
+from keras_densenet.arguments import Architecture
+from keras_densenet.model import build
 
 SMALL = dict(depth=16, growth_rate=4, bottleneck=True, reduction=0.5, input_shape=(32, 32, 3),
              classes=3)

@@ -1,5 +1,11 @@
 """Exports reloaded in their own runtimes, BN folding, and the export CLI."""
 
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -146,6 +152,8 @@ def test_export_cli(tmp_path, capsys):
         captured = capsys.readouterr()
         assert captured.err.startswith("keras-densenet export: error: ") and message in captured.err
         assert captured.err.count("\n") == 1 and not captured.out
+    assert cli.main(["export", model_path, str(tmp_path / "x.onnx"), "--preprocessing", "tf"]) == 2
+    assert "--preprocessing must be one of ('torch', 'caffe_bgr'); got 'tf'" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
 
 
@@ -203,4 +211,82 @@ def test_export_cli_quantizes_openvino_from_an_image_folder(tmp_path, capsys):
     assert cli.main(["export", *args]) == 2
     assert "--calibration needs --format openvino and --preprocessing" in capsys.readouterr().err
     assert export_command.main(args + ["--preprocessing", "torch", "--fuse"]) == 0
-    assert "BN folded, int8 from 4 calibration images" in capsys.readouterr().out
+    assert ("BN folded, int8 from 3 calibration images: top-1 agreement 100.0% on 1 held out, "
+            "max |output diff| ") in capsys.readouterr().out
+    assert cli.main(["export", *args, "--preprocessing", "torch", "--overwrite",
+                     "--min-agreement", "2"]) == 2
+    assert "--min-agreement must be a finite number in [0, 1]; got 2.0" in capsys.readouterr().err
+
+
+def test_exports_create_missing_parent_folders(tmp_path, capsys):
+    """The README's ``export(model, "exported/densenet/1", "saved_model")``, library and CLI."""
+    model = _model()
+    path = str(tmp_path / "exported" / "densenet" / "1")
+    assert export_lib.export(model, path, "saved_model") == path
+    assert sorted(p.name for p in (tmp_path / "exported" / "densenet").iterdir()) == ["1"]
+    with pytest.raises(FileExistsError, match="already exists; pass overwrite"):
+        export_lib.export(model, path, "saved_model")
+    model_path = str(tmp_path / "m.keras")
+    model.save(model_path)
+    assert cli.main(["export", model_path, str(tmp_path / "cli" / "densenet" / "1")]) == 0
+    assert (tmp_path / "cli" / "densenet" / "1" / "saved_model.pb").exists()
+    assert cli.main(["export", model_path, str(tmp_path / "cli" / "densenet" / "1")]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_a_killed_exports_staging_folder_is_removed_by_the_next_export(tmp_path):
+    path = tmp_path / "m.onnx"
+    killed = subprocess.run(  # dies by SIGKILL inside the staging folder, as in a killed export
+        [sys.executable, "-c", "import os, signal\n"
+         "from keras_densenet.export import staging_folder\n"
+         f"with staging_folder({str(path)!r}) as folder:\n"
+         "    open(os.path.join(folder, 'm.onnx'), 'w').write('half')\n"
+         "    os.kill(os.getpid(), signal.SIGKILL)\n"])
+    assert killed.returncode == -signal.SIGKILL
+    (left,) = [entry.name for entry in tmp_path.iterdir()]
+    assert left.startswith(".m.onnx.") and len(left) == len(".m.onnx.") + 8
+    others = [".m.onnx.short", ".m.onnx.abcd12345", ".n.onnx.abcd1234", "m.onnx.abcd1234"]
+    for name in others:
+        (tmp_path / name).mkdir()
+    (tmp_path / ".m.onnx.file1234").write_text("a file, not a staging folder")
+    running = tmp_path / ".m.onnx.running1"  # another export's, still running: locked
+    running.mkdir()
+    descriptor = os.open(running, os.O_RDONLY)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    try:
+        export_lib.export(_model(), str(path), "onnx")
+    finally:
+        os.close(descriptor)
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == sorted(
+        [*others, ".m.onnx.file1234", ".m.onnx.running1", "m.onnx"])
+
+
+def test_int8_export_records_its_check_on_held_out_images(tmp_path):
+    pytest.importorskip("nncf")
+    import openvino
+
+    model = _model()
+    images = np.random.default_rng(4).integers(0, 256, (16, 64, 64, 3))
+    path = export_lib.export(model, str(tmp_path / "m.xml"), "openvino", preprocessing="torch",
+                             quantize=images)
+    check = export_lib.quantization_check(path)
+    assert check["calibration_images"] == 12 and check["held_out_images"] == 4
+    assert check["top1_agreement"] >= export_lib.MIN_AGREEMENT
+    # measured again here: the held-out images are every 4th one
+    float_path = export_lib.export(model, str(tmp_path / "f32.xml"), "openvino",
+                                   preprocessing="torch")
+
+    def held_out_outputs(file):  # image by image, in float32, as export measures them
+        compiled = openvino.Core().compile_model(file, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return np.concatenate([compiled(image[None])[0] for image in images[3::4].astype("uint8")])
+
+    difference = np.abs(held_out_outputs(float_path) - held_out_outputs(path)).max()
+    assert check["max_abs_output_diff"] == pytest.approx(difference, rel=1e-5)
+    assert export_lib.quantization_check(float_path) is None
+    for kwargs, message in [(dict(quantize=images[:3]), "needs at least 4 calibration images"),
+                            (dict(quantize=images, min_agreement=1.5),
+                             r"min_agreement must be a finite number in \[0, 1\]")]:
+        with pytest.raises(ValueError, match=message):
+            export_lib.export(model, str(tmp_path / "x.xml"), "openvino", preprocessing="torch",
+                              **kwargs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f32.bin", "f32.xml", "m.bin", "m.xml"]

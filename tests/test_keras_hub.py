@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from keras_densenet import DenseNet, weights
+from keras_densenet.keras_hub_export import save_preset
 from keras_densenet.weights import keras_hub as hub_format
 
 keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed: "
@@ -93,7 +94,7 @@ def test_our_model_saved_as_a_preset_loads_in_keras_hub(tmp_path, stem_padding, 
     folder = str(tmp_path / "preset")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        hub_format.save_preset(model, folder)
+        save_preset(model, folder)
     assert any("odd input sizes" in str(w.message) for w in caught) == (stem_padding != "same")
     images = _images(size)
     classifier = keras_hub.models.DenseNetImageClassifier.from_preset(folder)
@@ -108,10 +109,10 @@ def test_save_preset_refuses_what_keras_hub_cannot_express_or_an_existing_dir(tm
     folder.mkdir()
     model = _ours()
     with pytest.raises(ValueError, match="exists; pass overwrite=True"):
-        hub_format.save_preset(model, str(folder))
+        save_preset(model, str(folder))
     wide_stem = _ours(nb_filter=96)  # densenet161's stem
     with pytest.raises(ValueError, match="stem has 64 filters, this model's 96"):
-        hub_format.save_preset(wide_stem, str(tmp_path / "other"))
+        save_preset(wide_stem, str(tmp_path / "other"))
     assert not (tmp_path / "other").exists()
 
 

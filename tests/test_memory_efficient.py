@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from keras_densenet import DenseNet, memory_efficient
-from keras_densenet.model import training_state
+from keras_densenet.memory_modes import training_state
 
 BC = dict(depth=16, growth_rate=4, bottleneck=True, reduction=0.5, weight_decay=1e-4,
           input_shape=(32, 32, 3), classes=4)
@@ -53,8 +53,8 @@ def _batch(images, size=32):
 def test_same_weighted_layers_and_recomputed_layers(images):
     plain, efficient = _pair()
     assert [w.path for w in efficient.weights] == [w.path for w in plain.weights]
-    assert isinstance(efficient.get_layer("block2_layer1_bn1"), memory_efficient.BatchNormalization)
-    assert isinstance(efficient.get_layer("block2_layer1_conv1"), memory_efficient.Conv2D)
+    assert isinstance(efficient.get_layer("block2_layer1_bn1"), memory_efficient.ConcatenationBatchNorm)
+    assert isinstance(efficient.get_layer("block2_layer1_conv1"), memory_efficient.RecomputedConv)
     names = [layer.name for layer in efficient.layers]
     assert "block1_layer1_relu1" not in names
     # the plain model's concatenations (not stored for the backward pass: see
@@ -72,13 +72,13 @@ def test_full_mode_layers(images):
     plain, full = _pair("full")
     assert _weights_by_class(full) == _weights_by_class(plain)
     assert sorted(w.path for w in full.weights) == sorted(w.path for w in plain.weights)
-    assert isinstance(full.get_layer("block2_layer1_bn1"), memory_efficient.BatchNormalization)
+    assert isinstance(full.get_layer("block2_layer1_bn1"), memory_efficient.ConcatenationBatchNorm)
     assert isinstance(full.get_layer("block2_layer1_bn2"),
-                      memory_efficient.DenseLayerBatchNormalization)
+                      memory_efficient.RecomputedDenseLayer)
     for conv in ("conv1", "conv2"):
         assert isinstance(full.get_layer(f"block2_layer1_{conv}"), memory_efficient.KernelConv2D)
-    assert isinstance(full.get_layer("transition1_bn"), memory_efficient.BatchNormalization)
-    assert isinstance(full.get_layer("transition1_conv"), memory_efficient.Conv2D)
+    assert isinstance(full.get_layer("transition1_bn"), memory_efficient.ConcatenationBatchNorm)
+    assert isinstance(full.get_layer("transition1_conv"), memory_efficient.RecomputedConv)
     names = [layer.name for layer in full.layers]
     assert not [n for n in names if "relu" in n and not n.startswith("final")]
     assert _concatenations(full) == _concatenations(plain)
@@ -118,11 +118,11 @@ def test_full_mode_recomputes_the_imagenet_stem(tmp_path, images, stem_padding, 
     names = {layer.name for layer in full.layers}
     assert recomputed_layers <= {layer.name for layer in plain.layers}
     assert not recomputed_layers & names
-    assert isinstance(full.get_layer(stem_bn), memory_efficient.StemBatchNormalization)
+    assert isinstance(full.get_layer(stem_bn), memory_efficient.RecomputedStem)
     if stem_type == "deep":
         for index in (1, 2):
-            assert isinstance(full.get_layer(f"stem_bn{index}"), memory_efficient.BatchNormalization)
-            assert isinstance(full.get_layer(f"stem_conv{index + 1}"), memory_efficient.Conv2D)
+            assert isinstance(full.get_layer(f"stem_bn{index}"), memory_efficient.ConcatenationBatchNorm)
+            assert isinstance(full.get_layer(f"stem_conv{index + 1}"), memory_efficient.RecomputedConv)
     else:
         assert isinstance(full.get_layer("stem_conv"), memory_efficient.KernelConv2D)
     assert _weights_by_class(full) == _weights_by_class(plain)
@@ -152,7 +152,7 @@ def test_stem_of_0_2_0_files(tmp_path, images):
     image = keras.Input((64, 64, 3))
     conv = keras.layers.Conv2D(8, 7, strides=2, use_bias=False, name="stem_conv")(
         keras.layers.ZeroPadding2D(3, name="stem_pad")(image))
-    old = keras.Model(image, memory_efficient.StemBatchNormalization(
+    old = keras.Model(image, memory_efficient.RecomputedStem(
         epsilon=full.get_layer("stem_bn").epsilon, name="stem_bn")(conv))
     for name in ("stem_conv", "stem_bn"):
         old.get_layer(name).set_weights(full.get_layer(name).get_weights())
@@ -343,7 +343,7 @@ def test_each_recomputation_waits_for_the_later_layers_gradients(mode):
 
 def _recomputed_concatenations(nodes):
     """``{name scope: [names of its nodes but constants]}`` of each layer's recomputed
-    concatenation (``memory_efficient._concatenated_after``)."""
+    concatenation (``memory_efficient.recompute._concatenated_after``)."""
     scopes = {}
     for node in nodes:
         scope = next((s for s in node.name.split("/")[:-1]
@@ -470,7 +470,7 @@ def test_mixed_precision_training(images, mode, config):
     assert model.get_layer("block1_layer1_bn2").moving_variance.dtype == "float32"
 
 
-@pytest.mark.parametrize("conv_class", [memory_efficient.Conv2D, memory_efficient.KernelConv2D])
+@pytest.mark.parametrize("conv_class", [memory_efficient.RecomputedConv, memory_efficient.KernelConv2D])
 def test_recomputed_conv_rejects_bias_and_activation(conv_class):
     with pytest.raises(ValueError, match="use_bias=False"):
         conv_class(4, 1, use_bias=True)

@@ -11,7 +11,7 @@ import pytest
 
 from keras_densenet import DenseNetImageNet121, weights
 from keras_densenet.apps import cli, port
-from keras_densenet.apps.references import original_keras_densenet
+from keras_densenet.apps.source_models import original_keras_densenet
 
 torch = pytest.importorskip("torch")
 tf_keras = pytest.importorskip("tf_keras")
@@ -30,7 +30,7 @@ def test_port_of_the_original_release_is_self_describing(tmp_path, capsys):
     size = 64  # even: the 'same' stem differs from the symmetric one
     reference = randomize_tf_keras(original_keras_densenet("densenet121",
                                                            input_shape=(size, size, 3)))
-    source = str(tmp_path / "DenseNet-BC-121-32.h5")
+    source = str(tmp_path / "random-DenseNet-BC-121.h5")
     reference.save_weights(source)
     out = str(tmp_path / "d121.weights.h5")
     assert port.main([source, "--arch", "densenet121", "--out", out]) == 0
@@ -47,7 +47,7 @@ def test_port_of_the_original_release_is_self_describing(tmp_path, capsys):
 
 
 def test_port_command_of_a_torch_feature_extractor_channels_first(tmp_path, capsys):
-    source = str(tmp_path / "densenet121-a639ec97.pth")
+    source = str(tmp_path / "random-densenet121.pth")
     torch.save(random_torch_densenet("densenet121").state_dict(), source)
     out = str(tmp_path / "features.weights.h5")
     assert cli.main(["port", source, "--arch", "densenet121", "--out", out, "--no-top",
@@ -60,7 +60,7 @@ def test_port_command_of_a_torch_feature_extractor_channels_first(tmp_path, caps
 
 
 def test_port_of_keras_applications_checks_against_tf_keras(tmp_path, capsys):
-    source = str(tmp_path / "densenet121_weights_tf_dim_ordering_tf_kernels.h5")
+    source = str(tmp_path / "random-densenet121-ka.h5")
     randomize_tf_keras(keras_applications_model("densenet121", 64)).save_weights(source)
     assert port.main([source, "--arch", "densenet121", "--out",
                       str(tmp_path / "ka.weights.h5")]) == 0

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from keras_densenet import decode_predictions, preprocess_input
+from keras_densenet.preprocessing import normalization
 
 
 def test_torch_mode_normalizes_with_imagenet_mean_and_std():
@@ -60,12 +61,54 @@ def test_works_inside_a_model(images):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="mode must be one of"):
         preprocess_input(np.zeros((1, 4, 4, 3)), mode="caffe")
-    with pytest.raises(ValueError, match="3 channels on axis -1"):
-        preprocess_input(np.zeros((1, 4, 4, 1)))
-    with pytest.raises(ValueError, match="3 channels on axis -3"):
-        preprocess_input(np.zeros((1, 4, 4, 3)), data_format="channels_first")
+    with pytest.raises(ValueError, match="channels on axis -1 .* got shape \\(1, 4, 4, 0\\)"):
+        preprocess_input(np.zeros((1, 4, 4, 0)))
+    with pytest.raises(ValueError, match="channels on axis -3 .* got shape \\(4, 4\\)"):
+        preprocess_input(np.zeros((4, 4)), data_format="channels_first")
     with pytest.raises(ValueError, match="data_format must be"):
         preprocess_input(np.zeros((1, 4, 4, 3)), data_format="NHWC")
+    with pytest.raises(ValueError, match="at least one channel; got 0"):
+        normalization("torch", 0)
+
+
+@pytest.mark.parametrize("mode", ["torch", "caffe_bgr"])
+def test_a_gray_channel_takes_the_mean_of_the_rgb_statistics(mode):
+    gray = np.array([[[[10.0], [200.0]]]])
+    out = preprocess_input(gray, mode=mode)
+    if mode == "torch":
+        expected = (gray / 255.0 - np.mean([0.485, 0.456, 0.406])) / np.mean([0.229, 0.224, 0.225])
+    else:
+        expected = (gray - np.mean([103.939, 116.779, 123.68])) * 0.017
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+    assert out.shape == gray.shape and out.dtype == np.float32
+
+
+def test_bands_repeat_the_statistics_as_the_adapted_kernel_repeats_rgb(images):
+    bands = images(2, 4, channels=5)
+    torch_out = preprocess_input(bands, mode="torch")
+    mean, std = np.array([0.485, 0.456, 0.406, 0.485, 0.456]), np.array(
+        [0.229, 0.224, 0.225, 0.229, 0.224])
+    np.testing.assert_allclose(torch_out, (bands / 255.0 - mean) / std, atol=1e-5)
+    caffe_out = preprocess_input(bands, mode="caffe_bgr")  # in the weights' BGR order, unflipped
+    bgr_mean = np.array([103.939, 116.779, 123.68, 103.939, 116.779])
+    np.testing.assert_allclose(caffe_out, (bands - bgr_mean) * 0.017, atol=1e-5)
+    first = preprocess_input(bands.transpose(0, 3, 1, 2), mode="torch",
+                             data_format="channels_first")
+    np.testing.assert_allclose(first.transpose(0, 2, 3, 1), torch_out, rtol=1e-6)
+    tensor = keras.ops.convert_to_numpy(preprocess_input(keras.ops.convert_to_tensor(bands)))
+    np.testing.assert_allclose(tensor, torch_out, rtol=1e-6)
+
+
+def test_normalization_is_json_ready_and_matches_three_channel_modes():
+    import json
+
+    torch_steps = normalization("torch", 3)
+    assert torch_steps["reverse_channels"] is False
+    np.testing.assert_allclose(torch_steps["scale"], 1 / (255 * np.array([0.229, 0.224, 0.225])))
+    assert normalization("caffe_bgr", 3)["reverse_channels"] is True
+    assert normalization("caffe_bgr", 4)["reverse_channels"] is False
+    assert len(normalization("torch", 7)["offset"]) == 7
+    assert json.loads(json.dumps(normalization("torch", 2))) == normalization("torch", 2)
 
 
 def test_decode_predictions_uses_the_shipped_class_index():
@@ -102,3 +145,6 @@ def test_preprocess_input_takes_the_mode_and_format_from_a_model():
     with pytest.raises(ValueError, match="mode='torch' contradicts the model, whose weights "
                                          "expect mode='caffe_bgr'"):
         preprocess_input(images, mode="torch", model=model)
+    with pytest.raises(ValueError, match="The images have 1 channels on axis -3 "
+                                         r"\(channels_first\) but the model takes 3"):
+        preprocess_input(images[:, :1], model=model)

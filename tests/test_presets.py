@@ -63,3 +63,26 @@ def test_unknown_presets_are_rejected():
 def test_imagenet_weights_need_the_1000_class_top():
     with pytest.raises(ValueError, match="needs classes=1000"):
         DenseNetImageNet121(weights="imagenet", classes=10)
+
+
+@pytest.mark.slow
+def test_every_variant_record_reaches_presets_port_classify_summary_and_published_names():
+    """A variant is one record: every place that lists variants derives from it."""
+    import keras_densenet
+    from keras_densenet.apps import classify, port, summary
+    from keras_densenet.architectures import IMAGENET_VARIANTS, VARIANTS
+
+    port_choices = next(a for a in port.build_parser()._actions if a.dest == "arch").choices
+    classify_choices = next(a for a in classify.build_parser()._actions if a.dest == "arch").choices
+    table = {row[0]: row for row in summary.preset_table()}
+    assert list(table) == list(VARIANTS)
+    for name in IMAGENET_VARIANTS:
+        variant = VARIANTS[name]
+        assert name in port_choices and name in classify_choices
+        constructor = getattr(keras_densenet, variant.constructor)
+        assert constructor.__name__ == variant.constructor and constructor in (
+            getattr(keras_densenet, n) for n in keras_densenet.__all__)
+        model = constructor(input_shape=(32, 32, 3), classes=3, include_top=False)
+        assert model.densenet_config["published_name"] == model.name == name
+    assert set(IMAGENET_VARIANTS) >= {"densenet121", "densenet161", "densenet169",
+                                      "densenet201", "densenetblur121d", "densenet264d"}

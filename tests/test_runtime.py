@@ -66,6 +66,19 @@ def test_int8_export_agrees_with_keras(trained):
         runtime.load(path, precision="f32")
 
 
+def test_int8_export_refuses_a_model_that_disagrees_on_held_out_images(trained):
+    """Calibrated on flat grey images only, the int8 model saturates on the held-out digits."""
+    model, calibration, _, _, folder = trained
+    skewed = calibration[:100].copy()
+    skewed[np.arange(100) % 4 != 3] = 128  # every 4th image is held out, the rest calibrate
+    with pytest.raises(ValueError, match=r"^The int8 model agrees with float32 on the top-1 class "
+                                         r"of \d+\.\d% of 25 held-out calibration images, below "
+                                         r"min_agreement=0\.995; nothing written \(.*\)\.$"):
+        export(model, str(folder / "poor.xml"), "openvino", preprocessing="torch", fuse=True,
+               quantize=skewed)
+    assert not list(folder.glob("poor*")) and not list(folder.glob(".poor*"))
+
+
 @pytest.mark.skipif(not runtime.supports_bf16(), reason="this CPU has no bfloat16 in OpenVINO")
 def test_bf16_agrees_with_keras(trained):
     model, _, images, _, folder = trained
@@ -92,6 +105,23 @@ def test_openvino_compiles_each_batch_shape_once(trained, monkeypatch):
     for size in (2, 3, 4, 5):
         predictor.predict(images[:size])
     assert len(predictor._compiled) <= 3
+
+
+def test_cpu_pinning_is_openvinos_unless_asked(trained):
+    import openvino
+    import openvino.properties.hint as hints
+
+    model, _, images, _, folder = trained
+    path = export(model, str(folder / "pinning.xml"), "openvino", preprocessing="torch")
+    chosen = openvino.Core().compile_model(path, "CPU", {"PERFORMANCE_HINT": "LATENCY"}).get_property(
+        hints.enable_cpu_pinning)
+    for kwargs, pinned in [({}, chosen), (dict(pinning=True), True), (dict(pinning=False), False)]:
+        predictor = runtime.load(path, hint="latency", **kwargs)
+        predictor.predict(images[:1])
+        (pool,) = predictor._compiled.values()
+        assert pool.compiled.get_property(hints.enable_cpu_pinning) is pinned
+    with pytest.raises(ValueError, match="pinning must be True or False; got 'no'"):
+        runtime.load(path, pinning="no")
 
 
 def test_bad_requests_give_one_line_errors(trained, monkeypatch):
@@ -130,3 +160,18 @@ def test_runtime_serves_without_importing_keras(trained):
                             env={**os.environ, "PYTHONPATH": ""})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".xml"])
+def test_integer_images_outside_0_255_are_refused_not_wrapped(trained, suffix):
+    model, _, images, _, folder = trained
+    path = export(model, str(folder / f"range{suffix}"), "onnx" if suffix == ".onnx" else "openvino",
+                  preprocessing="torch")
+    predictor = runtime.load(path)
+    np.testing.assert_array_equal(predictor.predict(images[:4].astype("int64")),
+                                  predictor.predict(images[:4]))  # in range: any integer dtype
+    for wide, shown in [(images[:4].astype("uint16") * 257, "uint16 values 0..65535"),
+                        (images[:4].astype("int16") - 1, r"int16 values -1\.\.254"),
+                        (images[:4].astype("int32") + 1, r"int32 values 1\.\.256")]:
+        with pytest.raises(ValueError, match=rf"takes uint8 images, values 0\.\.255 .*got {shown}"):
+            predictor.predict(wide)

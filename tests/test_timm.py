@@ -16,7 +16,8 @@ torch = pytest.importorskip("torch", reason="timm's models need torch (pip insta
 safetensors_torch = pytest.importorskip("safetensors.torch", reason="needs safetensors")
 
 from keras_densenet.apps import port  # noqa: E402
-from keras_densenet.apps.references import import_timm, timm_model, timm_outputs  # noqa: E402
+from keras_densenet.apps.source_models import timm_model, timm_outputs  # noqa: E402
+from timm_import import import_timm  # noqa: E402
 
 try:
     import_timm()
@@ -117,7 +118,9 @@ def test_manifest_lists_timm_with_its_eval_settings():
 
 
 def test_a_model_records_the_eval_transform_of_its_weights_source():
-    from keras_densenet.model import Architecture, build
+    from keras_densenet.arguments import Architecture
+    from keras_densenet.builder import weights_facts
+    from keras_densenet.model import build
 
     architecture = Architecture.from_arguments(
         depth=10, nb_dense_block=3, growth_rate=4, nb_filter=8, nb_layers_per_block=-1,
@@ -128,7 +131,7 @@ def test_a_model_records_the_eval_transform_of_its_weights_source():
         anti_alias=False)
     torchvision = weights.WeightsPlan(path=None, file_format="torch",
                                       entry={"source": "torchvision"})
-    config = build(architecture, plan=torchvision).densenet_config
+    config = build(architecture, **weights_facts(torchvision)).densenet_config
     assert (config["crop_pct"], config["interpolation"]) == (0.875, "bilinear")
     assert config["weights_source"] == "torchvision"
 
@@ -142,3 +145,23 @@ def test_download_does_not_trust_an_entry_without_a_hash(tmp_path):
         weights.download(entry, cache_dir=str(tmp_path / "cache"))
     cached = tmp_path / "cache" / "densenet" / "unchecked.safetensors"
     assert cached.is_file() and str(cached) in str(error.value)
+
+
+def test_densenet264d_is_timms_architecture_at_random_weights(tmp_path):
+    """timm publishes no densenet264d weights: the architecture alone, from its one record."""
+    from keras_densenet import DenseNetImageNet264d
+    from keras_densenet.apps import summary
+
+    path = _timm_file(tmp_path, "densenet264d")
+    model = DenseNetImageNet264d(weights=path, activation=None)
+    reference_model = timm_model("densenet264d")
+    assert model.count_params() - sum(b.numel() for b in reference_model.buffers()
+                                      if b.dtype.is_floating_point) == sum(
+        p.numel() for p in reference_model.parameters())
+    assert dict((row[0], row[3]) for row in summary.preset_table())["densenet264d"] == sum(
+        p.numel() for p in reference_model.parameters())
+    assert model.densenet_config["published_name"] == "densenet264d"
+    images = _images(64, batch=2)
+    reference = timm_outputs(path, "densenet264d", True, images)
+    ours = np.asarray(model(images, training=False))
+    assert np.max(np.abs(ours - reference)) < TOLERANCE * max(1.0, np.max(np.abs(reference)))

@@ -74,7 +74,7 @@ def test_cli_trains_in_the_memory_mode_asked_for(tmp_path):
                      "--batch-size", "128", "--quiet"]) == 0
     model = keras.models.load_model(os.path.join(run, "model.keras"))
     assert isinstance(model.get_layer("block1_layer1_bn2"),
-                      memory_efficient.DenseLayerBatchNormalization)
+                      memory_efficient.RecomputedDenseLayer)
     assert run_dir.read_run_config(run)["recipe"]["model"]["memory_efficient"] == "full"
 
 
@@ -92,7 +92,7 @@ def test_resume_in_another_memory_mode(tmp_path, capsys):
     assert _log_epochs(run) == [0, 1, 2]
     model = keras.models.load_model(os.path.join(run, "model.keras"))
     assert isinstance(model.get_layer("block1_layer1_bn2"),
-                      memory_efficient.DenseLayerBatchNormalization)
+                      memory_efficient.RecomputedDenseLayer)
     steps = -(-1257 // recipe.batch_size)
     assert int(model.optimizer.iterations) == 3 * steps  # optimizer state carried over
     assert run_dir.read_run_config(run)["recipe"]["model"]["memory_efficient"] == "full"

@@ -1,8 +1,10 @@
 """Loading the three published weight families, checked against their implementations.
 
 The reference files are made offline with random weights and BN statistics in
-each family's own format (see ``weight_references``). Image sizes are odd and
-even: 'same' and symmetric stem padding agree on odd sizes only.
+each family's own format (see ``weight_references``), under names that are not
+the published ones (a file named like one is checked against its published
+hash). Image sizes are odd and even: 'same' and symmetric stem padding agree on
+odd sizes only.
 """
 
 import functools
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 
 from keras_densenet import DenseNet, DenseNetImageNet, DenseNetImageNet121, weights
-from keras_densenet.apps.references import original_keras_densenet
+from keras_densenet.apps.source_models import original_keras_densenet
 
 torch = pytest.importorskip("torch")
 tf_keras = pytest.importorskip("tf_keras")
@@ -48,7 +50,7 @@ def _max_difference(model, x, expected):
 def keras_applications_file(tmp_path_factory):
     """A keras.applications DenseNet121 h5 and tf_keras' logits at sizes ODD and EVEN."""
     reference = randomize_tf_keras(keras_applications_model("densenet121", ODD))
-    path = str(tmp_path_factory.mktemp("ka") / "densenet121_weights_tf_dim_ordering_tf_kernels.h5")
+    path = str(tmp_path_factory.mktemp("ka") / "random_densenet121_ka.h5")
     reference.save_weights(path)
     even = keras_applications_model("densenet121", EVEN)
     even.load_weights(path)
@@ -61,7 +63,7 @@ def original_keras_file(tmp_path_factory):
     """An original-release DenseNet-BC-121 h5 and its model (even size: 'same' stem matters)."""
     reference = randomize_tf_keras(original_keras_densenet("densenet121",
                                                            input_shape=(EVEN, EVEN, 3)))
-    path = str(tmp_path_factory.mktemp("orig") / "DenseNet-BC-121-32.h5")
+    path = str(tmp_path_factory.mktemp("orig") / "random_DenseNet-BC-121.h5")
     reference.save_weights(path)
     return path, reference
 
@@ -70,7 +72,7 @@ def original_keras_file(tmp_path_factory):
 def torch_reference(tmp_path_factory):
     """A torchvision-layout DenseNet121 ``.pth`` and its module."""
     reference = random_torch_densenet("densenet121")
-    path = str(tmp_path_factory.mktemp("torch") / "densenet121-a639ec97.pth")
+    path = str(tmp_path_factory.mktemp("torch") / "random_densenet121.pth")
     torch.save(reference.state_dict(), path)
     return path, reference
 
@@ -111,7 +113,7 @@ def test_old_torchvision_keys_and_safetensors(torch_reference, tmp_path):
     assert "features.denseblock1.denselayer1.norm.1.weight" in old_style
     old_path = str(tmp_path / "old.pth")
     torch.save(old_style, old_path)
-    safe_path = str(tmp_path / "densenet121.tv_in1k.safetensors")
+    safe_path = str(tmp_path / "random_densenet121.safetensors")
     save_file({key: value.numpy() for key, value in state.items()}, safe_path)
     expected = torch_logits(reference, images(ODD))
     for path in (old_path, safe_path):
@@ -199,15 +201,36 @@ def test_keras3_file_for_another_model_is_refused(tmp_path):
     small = dict(depth=10, growth_rate=4, bottleneck=True, reduction=0.5)
     path = str(tmp_path / "small.weights.h5")
     DenseNet(**small, input_shape=(32, 32, 3)).save_weights(path)
-    with pytest.raises(ValueError, match="does not fit model"):
+    with pytest.raises(ValueError, match=r"do not fit model .*stem_conv: model has "
+                                         r"\[\(3, 3, 3, 12\)\], file has \[\(3, 3, 3, 8\)\]"):
         DenseNet(**{**small, "growth_rate": 6}, input_shape=(32, 32, 3), weights=path)
+
+
+def test_keras3_file_of_a_keras_that_recorded_no_layer_names(tmp_path):
+    import h5py
+    import keras
+
+    small = dict(depth=10, growth_rate=4, bottleneck=True, reduction=0.5, classes=3)
+    source = DenseNet(**small, input_shape=(32, 32, 3))
+    source.set_weights([np.random.default_rng(i).uniform(0.5, 1.5, w.shape).astype("float32")
+                        for i, w in enumerate(source.get_weights())])
+    path = str(tmp_path / "keras35.weights.h5")
+    source.save_weights(path)
+    with h5py.File(path, "a") as h5:  # as Keras before 3.6 wrote them
+        for group in weights.keras3._variable_groups(h5).values():
+            del group.attrs["name"]
+    x = images(32)
+    features = keras.Model(source.input, source.get_layer("final_relu").output)
+    for include_top, reference in ((True, source), (False, features)):
+        # matched by the layer paths of the model's own save_weights, classifier included
+        model = DenseNet(**small, include_top=include_top, input_shape=(32, 32, 3), weights=path)
+        np.testing.assert_allclose(np.asarray(model(x, training=False)),
+                                   np.asarray(reference(x, training=False)), rtol=1e-5)
 
 
 def test_imagenet_argument_errors():
     with pytest.raises(ValueError, match="needs classes=1000"):
         DenseNetImageNet121(weights="imagenet", classes=10)
-    with pytest.raises(ValueError, match="expect 3 input channels"):
-        DenseNetImageNet121(weights="imagenet", input_shape=(224, 224, 1))
     with pytest.raises(ValueError, match="needs a published ImageNet architecture"):
         DenseNet(weights="imagenet")
     with pytest.raises(ValueError, match="No published ImageNet weights for "

@@ -2,9 +2,9 @@
 
 Each family's file is written by its own implementation: tf_keras writes the
 Keras 2 h5 files (``tf_keras.applications`` for keras.applications,
-``keras_densenet.apps.references.original_keras_densenet`` for the original
+``keras_densenet.apps.source_models.original_keras_densenet`` for the original
 release), torch the state dicts. torchvision cannot be installed next to
-torch here, so ``keras_densenet.apps.references.torch_densenet`` stands in for it
+torch here, so ``keras_densenet.apps.source_models.torch_densenet`` stands in for it
 (torchvision's module names, BN epsilon 1e-5, symmetric stem). BN moving
 statistics are random too, so a wrong epsilon or a swapped mean and variance
 shows in the outputs.
@@ -14,7 +14,7 @@ import numpy as np
 import tf_keras
 import torch
 
-from keras_densenet.apps.references import torch_densenet
+from keras_densenet.apps.source_models import torch_densenet
 
 
 def images(size, n=2, seed=1):

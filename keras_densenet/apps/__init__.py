@@ -1,8 +1,9 @@
 """The command-line apps built on the library: ``keras-densenet`` and its subcommands.
 
 ``cli`` dispatches to one module per subcommand (``train``, ``classify``,
-``export``, ``port``, ``summary``); ``recipes``, ``data`` and ``plots`` serve
-training, ``images`` reading image files, and ``references`` holds the source
-implementations that ``port`` checks converted weights against. The library
+``export``, ``port``, ``summary``, ``benchmark``, ``validate``); ``recipes``,
+``data``, ``labels`` and ``plots`` serve training, ``images`` reads image files,
+and ``source_models`` holds the source implementations that ``port`` checks
+converted weights against. The library
 (``keras_densenet``) never imports this package.
 """

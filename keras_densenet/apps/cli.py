@@ -1,14 +1,20 @@
 """The ``keras-densenet`` command: one subcommand per module.
 
-Each subcommand lives in its own module, which provides ``main(argv)`` (and
-``USES_FRAMEWORK = False`` if it never imports Keras);
-``keras-densenet SUBCOMMAND --help`` shows its options.
+Each subcommand lives in its own module, which imports no framework at module
+level and provides:
 
+* ``build_parser()``: its ``argparse`` parser (``keras-densenet CMD --help``);
+* ``run(args)``: the command on the parsed arguments, returning the exit code
+  (its ``main(argv)`` is ``run(build_parser().parse_args(argv))``);
+* ``USES_FRAMEWORK = False``, if it never imports Keras (optional);
+* ``interrupted(args)``: the line to print on Ctrl-C (optional; default
+  ``interrupted``).
+
+So ``--help``, ``--version`` and usage errors never start the framework.
 Errors are one line on stderr (``keras-densenet CMD: error: MESSAGE``, exit
 code 2); ``--debug`` (before the subcommand) or ``KERAS_DENSENET_DEBUG=1``
-shows the full traceback instead. This module imports no framework, so
-``keras-densenet --help`` and ``--version`` are instant; TensorFlow's C++
-start-up lines are silenced before it is first imported.
+shows the full traceback instead. Ctrl-C prints one line and exits with 130.
+TensorFlow's C++ start-up lines are silenced (``start_framework``).
 """
 
 import importlib
@@ -24,11 +30,17 @@ COMMANDS = {
                "export a .keras model: SavedModel, ONNX, TFLite, OpenVINO (f32 or int8)"),
     "port": ("keras_densenet.apps.port", "convert published weights to Keras 3 .weights.h5"),
     "summary": ("keras_densenet.apps.summary", "parameter counts of every preset"),
+    "benchmark": ("keras_densenet.apps.benchmark",
+                  "images/s and latency on every runtime and precision, beside keras.applications"),
+    "validate": ("keras_densenet.apps.validate",
+                 "top-1/top-5 on a labelled folder, per runtime, with agreement against Keras"),
 }
 DEBUG_VARIABLE = "KERAS_DENSENET_DEBUG"
 """Set to 1 to see full tracebacks instead of one-line errors."""
 FRAMEWORK_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ", "W0000 ")
 """Start-up lines that TensorFlow's C++ runtime writes before its log level applies."""
+INTERRUPTED_EXIT_CODE = 130
+"""The shell's code for a process ended by SIGINT (128 + 2)."""
 
 
 def usage():
@@ -39,10 +51,8 @@ def usage():
 
 
 def main(argv=None):
-    """Run ``keras-densenet ARGV``; returns the exit code (0 ok, 1 some inputs failed, 2 error)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported
-    # channels_first convolutions on a CPU need oneDNN, on by default on Intel CPUs only
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    """Run ``keras-densenet ARGV``; returns the exit code (0 ok, 1 some inputs failed,
+    2 error, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     while argv and argv[0] in ("--debug", "--version"):
@@ -59,12 +69,19 @@ def main(argv=None):
     if command not in COMMANDS:
         print(f"keras-densenet: error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    module = args = None
     try:
-        module = import_quietly(COMMANDS[command][0])
-        if getattr(module, "USES_FRAMEWORK", True) and not {"-h", "--help"} & set(argv):
-            import_quietly("keras")  # the framework's start-up, silenced, before any work
-        return module.main(argv)
-    except (KeyboardInterrupt, SystemExit):
+        module = importlib.import_module(COMMANDS[command][0])
+        args = module.build_parser().parse_args(argv)  # --help and usage errors exit here
+        if getattr(module, "USES_FRAMEWORK", True):
+            start_framework()  # its start-up, silenced, before any work
+        return module.run(args)
+    except KeyboardInterrupt:
+        describe = getattr(module, "interrupted", None)
+        line = describe(args) if describe and args is not None else "interrupted"
+        print(f"keras-densenet {command}: {line}", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
+    except SystemExit:
         raise
     except Exception as error:  # the subcommand's own errors, reported as one line
         if debug:
@@ -73,6 +90,19 @@ def main(argv=None):
         print(f"keras-densenet {command}: error: {message} (--debug shows the traceback)",
               file=sys.stderr)
         return 2
+
+
+def start_framework():
+    """Import Keras (and its backend) with TensorFlow's start-up log silenced; returns ``keras``.
+
+    Sets ``TF_CPP_MIN_LOG_LEVEL=3`` and ``TF_ENABLE_ONEDNN_OPTS=1`` (channels_first
+    convolutions on a CPU need oneDNN, which TensorFlow enables on Intel CPUs
+    only) unless they are set, then imports through ``import_quietly``. The
+    examples call it before their other imports.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    return import_quietly("keras")
 
 
 def import_quietly(name):

@@ -13,12 +13,20 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+"""Pillow's modes for 16-bit grayscale; older Pillows open a 16-bit grayscale PNG as ``"I"``."""
+
+
 def load_image(path, resize=256, crop=224, interpolation="bicubic"):
     """RGB ``(crop, crop, 3)`` uint8 array: shorter side resized to ``resize`` with
     ``interpolation`` (one of ``INTERPOLATIONS``), then center-cropped.
 
-    Raises ``ValueError`` naming the file if it is not a readable image, or if it
-    is so large that Pillow refuses to decode it (a decompression bomb).
+    A 16-bit grayscale image (a 16-bit PNG) is read at full precision, scaled
+    linearly so that 65535 becomes 255 (``value / 257``), resized, then
+    rounded to uint8; 16-bit RGB PNGs arrive from Pillow already scaled (their
+    high bytes). Raises ``ValueError`` naming the file if it is not a readable
+    image, if it holds 32-bit integer or float pixels (no range to scale from),
+    or if it is so large that Pillow refuses to decode it (a decompression bomb).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -26,7 +34,13 @@ def load_image(path, resize=256, crop=224, interpolation="bicubic"):
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}; got {interpolation!r}.")
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
+            if image.mode in SIXTEEN_BIT_MODES or (image.mode == "I" and image.format == "PNG"):
+                image = Image.fromarray(np.asarray(image, dtype="float32") / 257, "F")
+            elif image.mode in ("I", "F"):
+                raise ValueError(f"{path}: 32-bit {'float' if image.mode == 'F' else 'integer'} "
+                                 "pixels are not read; save it as an 8- or 16-bit image.")
+            else:
+                image = image.convert("RGB")
     except Image.DecompressionBombError as error:
         raise ValueError(f"{path}: refused, too many pixels to decode safely ({error})") from error
     except (UnidentifiedImageError, OSError) as error:
@@ -37,7 +51,10 @@ def load_image(path, resize=256, crop=224, interpolation="bicubic"):
                          getattr(Image.Resampling, interpolation.upper()))
     left = (image.size[0] - crop) // 2
     top = (image.size[1] - crop) // 2
-    return np.asarray(image.crop((left, top, left + crop, top + crop)), dtype="uint8")
+    pixels = np.asarray(image.crop((left, top, left + crop, top + crop)))
+    if image.mode == "F":  # 16-bit grayscale, scaled to 0..255 (bicubic may overshoot it)
+        pixels = np.repeat(np.clip(np.round(pixels), 0, 255)[..., None], 3, axis=-1)
+    return pixels.astype("uint8")
 
 
 def image_paths(inputs):

@@ -5,28 +5,22 @@
     keras-densenet port densenetblur121d.ra_in1k.safetensors --arch densenetblur121d \
         --out blur.weights.h5
     keras-densenet port densenet_121_imagenet/ --arch densenet121 --out d121-hub.weights.h5
+    keras-densenet port rdnet_tiny.nv_in1k.safetensors --arch rdnet_tiny --out rdnet_tiny.weights.h5
 
 The source format is detected from the file, or the keras-hub preset directory
 (``keras_densenet.weights.detect``). The port checks itself: when the source
 framework is installed (tf_keras for the Keras 2 files, torch for torchvision
 state dicts, timm for timm's, keras-hub for its presets) it runs the source implementation
-(``references.REFERENCES``) and ours on the same images and prints the largest
+(``source_models.REFERENCES``) and ours on the same images and prints the largest
 absolute difference. The written file records the source's BN epsilon, stem
 padding and preprocessing, so ``DenseNetImageNet121(weights=PATH)`` builds the right model.
 """
 
 import argparse
 
-import keras
-import numpy as np
-
-from keras_densenet import weights
-from keras_densenet.architectures import IMAGENET_ARCHITECTURES
-from keras_densenet.presets import DenseNetBlur121d, DenseNetImageNet
+from keras_densenet.architectures import IMAGENET_VARIANTS, RDNET_VARIANTS
 from keras_densenet.utils import check_input_path, check_output_path
 
-ARCHITECTURES = (*sorted(IMAGENET_ARCHITECTURES), "densenetblur121d")
-"""``--arch`` choices: the ImageNet family and timm's blur-pooled deep-stem 121."""
 VERIFY_SIZE = 96  # even: TF "same" and symmetric stem padding differ only there; small: fast
 
 
@@ -39,15 +33,19 @@ def port(source, architecture, output, include_top=True, data_format="channels_l
     Returns ``(model, max_abs_diff)``; ``max_abs_diff`` is ``None`` when the
     source framework is not installed or ``verify`` is off.
     """
+    from keras_densenet import weights
+    from keras_densenet.presets import DenseNetImageNet
+    from keras_densenet.rdnet import RDNet
+
     if not output.endswith(".weights.h5"):
         raise ValueError(f"--out must end with .weights.h5 (Keras 3 weights); got {output!r}.")
     check_output_path(output, overwrite, inputs=[source], argument="--out")
-    arguments = dict(weights=source, include_top=include_top, activation=None,
-                     data_format=data_format)
-    if architecture == "densenetblur121d":
-        model = DenseNetBlur121d(**arguments)
+    if architecture in RDNET_VARIANTS:
+        model = RDNet(architecture, weights=source, include_top=include_top,
+                      data_format=data_format)
     else:
-        model = DenseNetImageNet(architecture, **arguments)
+        model = DenseNetImageNet(architecture, weights=source, include_top=include_top,
+                                 activation=None, data_format=data_format)
     fmt = weights.detect(source)
     requirements = fmt.requirements(source)
     weights.save_weights(model, output, **{key: requirements[key] for key in weights.keras3.METADATA})
@@ -64,7 +62,10 @@ def port(source, architecture, output, include_top=True, data_format="channels_l
 def max_difference_from_source(model, source, file_format, architecture, include_top,
                                data_format):
     """Largest |ours - source implementation| over the outputs for random images."""
-    from keras_densenet.apps.references import REFERENCES
+    import keras
+    import numpy as np
+
+    from keras_densenet.apps.source_models import REFERENCES
 
     if file_format not in REFERENCES:
         raise ImportError(f"no source implementation is known for {file_format} files")
@@ -83,7 +84,7 @@ def build_parser():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="a .h5, .pth or .safetensors weights file, or a "
                         "keras-hub DenseNet preset directory")
-    parser.add_argument("--arch", required=True, choices=ARCHITECTURES)
+    parser.add_argument("--arch", required=True, choices=(*IMAGENET_VARIANTS, *RDNET_VARIANTS))
     parser.add_argument("--out", required=True, help="output .weights.h5 path")
     parser.add_argument("--data-format", default="channels_last",
                         choices=("channels_last", "channels_first"))
@@ -96,8 +97,9 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def run(args):
+    from keras_densenet import weights
+
     check_input_path(args.source, "source", "file or folder")
     model, difference = port(args.source, args.arch, args.out, args.include_top,
                              args.data_format, args.verify, args.overwrite)
@@ -112,6 +114,10 @@ def main(argv=None):
         print(f"max |ours - source implementation| = {difference:.3g} "
               f"(random {VERIFY_SIZE}x{VERIFY_SIZE} images)")
     return 0
+
+
+def main(argv=None):
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

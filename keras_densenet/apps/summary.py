@@ -7,21 +7,22 @@ formula against ``model.count_params()`` of built models.
 
 import argparse
 
-from keras_densenet.architectures import CIFAR_PRESETS, IMAGENET_ARCHITECTURES
+from keras_densenet.architectures import ARCHITECTURE_FIELDS, BOTTLENECK_WIDTH, VARIANTS
 
 USES_FRAMEWORK = False  # the CLI need not start Keras for this command
-BOTTLENECK_WIDTH = 4  # as keras_densenet.blocks.BOTTLENECK_WIDTH (not imported: it loads Keras)
 HEADER = ("preset", "input", "classes", "trainable params")
 
 
 def trainable_parameters(nb_layers_per_block, growth_rate, nb_filter, bottleneck=False,
                          reduction=0.0, subsample_initial_block=False, include_top=True,
-                         classes=1000, stem_type="standard", input_channels=3):
+                         classes=1000, stem_type="standard", anti_alias=False,
+                         input_channels=3):
     """Trainable scalars of a DenseNet: conv kernels (no bias), BN gamma and beta, classifier.
 
     Arguments are ``DenseNet``'s (``nb_layers_per_block`` one count per block,
     ``nb_filter`` resolved). Equals ``sum of trainable weight sizes`` of the
-    built model; BN moving statistics are not trainable and not counted.
+    built model; BN moving statistics are not trainable and not counted, nor is
+    ``anti_alias``'s fixed blur filter.
     """
 
     def conv(size, channels_in, channels_out):
@@ -58,29 +59,16 @@ def trainable_parameters(nb_layers_per_block, growth_rate, nb_filter, bottleneck
     return total
 
 
-def cifar_arguments(preset):
-    """``trainable_parameters`` arguments of a ``CIFAR_PRESETS`` entry (3 blocks, depth rule)."""
-    spec = CIFAR_PRESETS[preset]
-    bottleneck = spec.get("bottleneck", False)
-    per_block = (spec["depth"] - 4) // (3 * (2 if bottleneck else 1))
-    return dict(nb_layers_per_block=(per_block,) * 3, growth_rate=spec["growth_rate"],
-                nb_filter=spec.get("nb_filter", 2 * spec["growth_rate"]),
-                bottleneck=bottleneck, reduction=spec.get("reduction", 0.0))
-
-
 def preset_table(names=None):
-    """Rows of ``(preset, input, classes, trainable parameters)``, ImageNet presets first."""
-    rows = []
-    for name, (per_block, growth_rate, nb_filter) in IMAGENET_ARCHITECTURES.items():
-        if names is None or name in names:
-            rows.append((name, "224x224x3", 1000, trainable_parameters(
-                per_block, growth_rate, nb_filter, bottleneck=True, reduction=0.5,
-                subsample_initial_block=True, classes=1000)))
-    for name in CIFAR_PRESETS:
-        if names is None or name in names:
-            rows.append((name, "32x32x3", 10,
-                         trainable_parameters(**cifar_arguments(name), classes=10)))
-    return rows
+    """Rows of ``(preset, input, classes, trainable parameters)`` of ``architectures.VARIANTS``
+    (all, or those in ``names``), ImageNet variants first."""
+    return [(name, "x".join(map(str, variant.input_shape)), variant.classes,
+             trainable_parameters(**_architecture(variant), classes=variant.classes))
+            for name, variant in VARIANTS.items() if names is None or name in names]
+
+
+def _architecture(variant):
+    return {field: getattr(variant, field) for field in ARCHITECTURE_FIELDS}
 
 
 def format_table(rows):
@@ -103,15 +91,17 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    known = list(IMAGENET_ARCHITECTURES) + list(CIFAR_PRESETS)
+def run(args):
+    known = list(VARIANTS)
     unknown = sorted(set(args.presets) - set(known))
     if unknown:
-        parser.error(f"unknown presets {unknown}; choose from {known}")
+        raise ValueError(f"unknown presets {unknown}; choose from {known}")
     print(format_table(preset_table(args.presets or None)))
     return 0
+
+
+def main(argv=None):
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

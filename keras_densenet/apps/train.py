@@ -37,6 +37,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import warnings
 
@@ -215,7 +216,7 @@ def build_model(recipe, image_shape, class_names):
     import keras
 
     from keras_densenet.apps.data import EVAL_CROP_FRACTION
-    from keras_densenet.model import DenseNet
+    from keras_densenet.builder import DenseNet
 
     model = DenseNet(**recipe.model, input_shape=image_shape, classes=len(class_names))
     if recipe.precision != "float32":  # the softmax, the loss and top-k in float32
@@ -307,9 +308,24 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    output_dir = args.output or os.path.join("runs", args.recipe or "digits")
+def output_dir_of(args):
+    """The run directory the parsed ``args`` name: ``--output``, else ``runs/RECIPE``."""
+    return args.output or os.path.join("runs", args.recipe or "digits")
+
+
+def interrupted(args):
+    """The line ``keras-densenet`` prints when the run is stopped with Ctrl-C."""
+    output_dir = output_dir_of(args)
+    if not os.path.exists(os.path.join(output_dir, "config.json")):
+        return "interrupted before the run started"
+    return (f"interrupted; continue the run with: keras-densenet train --output "
+            f"{shlex.quote(output_dir)} --resume")
+
+
+def run(args):
+    """Train as the parsed ``args`` say; exit code 0 (errors are raised: one line from
+    ``apps.cli``)."""
+    output_dir = output_dir_of(args)
     if args.resume and args.recipe is None:
         recipe = Recipe.from_dict(run_dir.read_run_config(output_dir)["recipe"])
     else:
@@ -333,6 +349,10 @@ def main(argv=None):
           f"{metrics['test_loss']:.4f}")
     print(f"model: {os.path.join(output_dir, 'model.keras')}")
     return 0
+
+
+def main(argv=None):
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@ A format module (``keras3``, ``legacy_h5``, ``pytorch``) defines one
 ``registry.FORMATS``. A format knows how to recognise its files
 (``detect``), what the model must be for them (BN epsilon, stem padding,
 input channels, preprocessing: ``requirements``) and how to turn a file into a
-``WeightTable`` (``read``): our layer names (see ``keras_densenet.blocks``)
-mapped to lists of NumPy arrays in Keras order (conv kernel
-``(kh, kw, in, out)``; BN gamma, beta, moving mean, moving variance; Dense
-kernel ``(in, out)``, bias). ``load_into`` assigns that table, all or nothing.
+``WeightTable`` (``read``, or ``table`` where the model is needed): our layer
+names (see ``keras_densenet.blocks``) mapped to lists of NumPy arrays in Keras
+order (conv kernel ``(kh, kw, in, out)``; BN gamma, beta, moving mean, moving
+variance; Dense kernel ``(in, out)``, bias). ``load_into`` hands that table to
+``loading.assign``, which every format goes through.
 """
 
 import dataclasses
@@ -25,7 +26,7 @@ class WeightFormat:
         description: for messages, e.g. ``"PyTorch state dict (torchvision/timm keys)"``.
         bn_epsilon, stem_padding, preprocessing: what the weights were
             trained with (``None``: any / recorded in the file).
-        channels: input channels the weights expect (``None``: any).
+        channels: input channels the weights were trained on (``None``: any).
     """
 
     name: str
@@ -50,12 +51,19 @@ class WeightFormat:
         layers in topological order (for formats matched by position)."""
         raise NotImplementedError
 
+    def table(self, model, path):
+        """The ``WeightTable`` of ``path`` for ``model``: ``read`` with the model's
+        weighted layer names."""
+        from keras_densenet.weights.loading import weighted_layers
+
+        return self.read(path, list(weighted_layers(model)))
+
     def load_into(self, model, path):
         """Read ``path`` and assign it to ``model``; ``ValueError`` leaves the model untouched."""
-        from keras_densenet.weights.loading import assign, describe, weighted_layers
+        from keras_densenet.weights.loading import assign, describe
 
         try:
-            table = self.read(path, list(weighted_layers(model)))
+            table = self.table(model, path)
         except ImportError:
             raise
         except ValueError as error:

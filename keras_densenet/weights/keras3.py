@@ -1,13 +1,15 @@
 """Keras 3 ``.weights.h5`` files, as ``save_weights`` and ``keras-densenet port`` write them.
 
-They address variables by layer path, so the model must have the very
-layers of the file; ``load_into`` compares the variables before loading.
-``save_weights`` adds what the weights need of the model (BN epsilon, stem
-padding, preprocessing) as HDF5 attributes, which ``requirements`` reads back,
-and a SHA-256 digest of the arrays (HDF5 keeps no checksums of its own), which
-``load_into`` verifies: a file changed after writing is refused, not loaded.
-Files without a digest (written by Keras itself) load unverified. A file with
-the classifier (``predictions``) loads into a model without it.
+Keras (3.6 and later) records each layer's name with its variables; ``table``
+reads the file by those names (files of earlier Keras: by the layer paths of
+the model's own ``save_weights``), so they load through ``loading.assign`` as
+every format does. ``save_weights`` adds what the weights need of the model
+(BN epsilon, stem padding, preprocessing) as HDF5 attributes, which
+``requirements`` reads back, and a SHA-256 digest of the arrays (HDF5 keeps no
+checksums of its own), which ``table`` verifies: a file changed after writing
+is refused, not loaded. Files without a digest (written by Keras itself) load
+unverified. A file with the classifier (``predictions``) loads into a model
+without it.
 """
 
 import hashlib
@@ -24,7 +26,7 @@ METADATA = ("bn_epsilon", "stem_padding", "preprocessing")
 """What a Keras 3 weights file written by ``save_weights`` records of its source."""
 
 DIGEST_ATTRIBUTE = "keras_densenet.sha256"
-TOP_PREFIX = "layers/dense/"
+TOP_PATH = "layers/dense/vars"
 """Where a Keras 3 weights file keeps the classifier's variables (Keras names them by
 layer class; the ``predictions`` Dense is the only Dense of a DenseNet)."""
 
@@ -37,30 +39,19 @@ class Keras3Format(WeightFormat):
         found = read_metadata(path) if path else {}
         return {**super().requirements(path), **found}
 
-    def load_into(self, model, path):
-        try:
-            verify_digest(path)
-            extra = _check_variables(model, path)
-        except ValueError:
-            raise
-        except Exception as error:  # h5py raises OSError, RuntimeError, KeyError... for bad files
-            raise ValueError(f"{path!r} could not be read as {self.description}: the file is "
-                             f"truncated or corrupt ({error}).") from error
-        if not extra:
-            model.load_weights(path)
-            return
-        # the file's classifier, for a model without one: load a copy without it
+    def table(self, model, path):
+        """The file's arrays by layer name, after ``verify_digest``."""
         import h5py
 
-        with tempfile.TemporaryDirectory() as folder:
-            headless = os.path.join(folder, "headless.weights.h5")
-            with h5py.File(path, "r") as source, h5py.File(headless, "w") as target:
-                for key, value in source.attrs.items():
-                    target.attrs[key] = value
-                for name in source:
-                    source.copy(source[name], target, name=name)
-                del target[TOP_PREFIX.rstrip("/")]
-            model.load_weights(headless)
+        verify_digest(path)
+        with h5py.File(path, "r") as h5:
+            groups = _variable_groups(h5)
+            names = {group_path: group.attrs.get("name") for group_path, group in groups.items()}
+            if None in names.values():  # written before Keras recorded layer names
+                names = _names_by_path(model, groups)
+            return {text(names[group_path]): [np.asarray(group[key]) for key in
+                                              sorted(group, key=int)]
+                    for group_path, group in groups.items()}
 
 
 FORMAT = Keras3Format("keras3", "Keras 3 .weights.h5 (keras-densenet's own)", channels=None)
@@ -131,35 +122,33 @@ def read_metadata(path):
             for key, value in found.items() if value is not None}
 
 
-def _check_variables(model, path):
-    """Compare the file's variables with those this model would save, before loading.
-
-    Returns the file's variables the model lacks: none, or the classifier's
-    (``TOP_PREFIX``) for a model without top; any other difference raises.
-    """
+def _variable_groups(h5):
+    """``{path: group}`` of every layer's non-empty ``vars`` group in an open Keras 3
+    weights file (the optimizer's, if saved, are not a layer's)."""
     import h5py
 
-    def variables(file):
-        shapes = {}
-        with h5py.File(file, "r") as h5:
-            h5.visititems(lambda name, obj: shapes.__setitem__(name, obj.shape)
-                          if isinstance(obj, h5py.Dataset) else None)
-        return shapes
+    groups = {}
+
+    def add(name, obj):
+        if (isinstance(obj, h5py.Group) and name.startswith("layers/")
+                and name.endswith("/vars") and len(obj)):
+            groups[name] = obj
+
+    h5.visititems(add)
+    return groups
+
+
+def _names_by_path(model, groups):
+    """Layer names for the ``groups`` of a file that records none: those of the same
+    paths in ``model``'s own ``save_weights`` (how Keras' ``load_weights`` matches
+    them); the classifier is ``predictions``, another path keeps its path."""
+    import h5py
 
     with tempfile.TemporaryDirectory() as folder:
         reference = os.path.join(folder, "model.weights.h5")
         model.save_weights(reference)
-        expected = variables(reference)
-    found = variables(path)
-    extra = sorted(name for name in set(found) - set(expected) if name.startswith(TOP_PREFIX))
-    found = {name: shape for name, shape in found.items() if name not in extra}
-    if found != expected:
-        differing = sorted(set(found) ^ set(expected)) or sorted(
-            k for k in expected if expected[k] != found[k])
-        raise ValueError(
-            f"The Keras weights file {path!r} does not fit model {model.name!r}: the model has "
-            f"{len(expected)} variables ({sum(int(np.prod(s)) for s in expected.values())} "
-            f"values), the file {len(found)} ({sum(int(np.prod(s)) for s in found.values())}). "
-            f"First differences: {', '.join(differing[:3])}. Build the architecture the file "
-            "was saved from.")
-    return extra
+        with h5py.File(reference, "r") as h5:
+            known = {path: text(group.attrs["name"])
+                     for path, group in _variable_groups(h5).items()}
+    return {path: known.get(path, "predictions" if path == TOP_PATH else path)
+            for path in groups}

@@ -129,8 +129,15 @@ def normalize_keys(state_dict):
     return {_OLD_KEY.sub(r"\1\2", key): value for key, value in state_dict.items()}
 
 
+RDNET_KEY_PREFIXES = ("dense_stages.", "stem.stem.")
+"""Keys only an RDNet state dict has (timm's ``dense_stages``, NAVER's ``stem.stem``)."""
+
+
 def state_dict_to_table(state_dict):
     """A torchvision/timm DenseNet state dict -> ``WeightTable`` (OIHW kernels transposed)."""
+    if any(key.startswith(RDNET_KEY_PREFIXES) for key in state_dict):
+        raise ValueError("This is an RDNet state dict (timm's rdnet_*), not a DenseNet one: "
+                         "build it with keras_densenet.RDNet(variant, weights=PATH).")
     tensors = {key: np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
                for key, value in normalize_keys(state_dict).items()}
     deep_stem = "features.conv1.weight" in tensors

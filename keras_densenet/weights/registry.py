@@ -4,7 +4,9 @@
 line here). ``manifest.json`` (shipped in the package, documented in
 ``weights/README.md``) lists the published files: ``sources`` (each with its
 file format and the evaluation settings its weights expect) and ``entries``
-(architecture, source, include_top, url, file name, hash).
+(architecture, source, include_top, url, file name, hash, optionally the
+file's ``size`` in bytes). ``verify_published`` checks any file the manifest
+lists against its published hash, however it was obtained.
 """
 
 import functools
@@ -104,7 +106,7 @@ def download(entry, cache_dir=None):
             f"Could not download {entry['file_name']} from {entry['url']} ({error}). "
             "Download it where the network allows and pass weights=PATH.") from error
     if entry["hash_algorithm"] == "sha256_prefix":
-        digest = sha256(path)
+        digest = file_hash(path)
         if not digest.startswith(entry["hash"]):
             os.remove(path)
             raise ValueError(f"{entry['file_name']} from {entry['url']} has sha256 {digest}, "
@@ -114,14 +116,52 @@ def download(entry, cache_dir=None):
         raise ValueError(
             f"{entry['file_name']} from {entry['url']} has no published hash in "
             f"keras_densenet's manifest, so it is not loaded unchecked. Downloaded to {path} "
-            f"(sha256 {sha256(path)}); compare that with the hash its publisher shows and pass "
+            f"(sha256 {file_hash(path)}); compare that with the hash its publisher shows and pass "
             "weights=PATH to use it.")
     return path
 
 
-def sha256(path):
-    """Hex sha256 of the file at ``path``."""
-    digest = hashlib.sha256()
+def verify_published(path):
+    """Check a file that the manifest lists against its published hash, before loading it.
+
+    A file is listed when its name is an entry's ``file_name`` or its size an
+    entry's ``size``; it passes if it matches one of those entries' hashes
+    (``md5``, ``sha256``, or the ``sha256_prefix`` torchvision publishes), else
+    ``ValueError`` names the file and the expected and found hashes. A
+    directory (a keras-hub preset) is checked file by file. Unlisted files and
+    entries without a published hash (``hash_algorithm: "none"``) are not checked.
+    """
+    if os.path.isdir(path):
+        for name in sorted(os.listdir(path)):
+            if os.path.isfile(os.path.join(path, name)):
+                verify_published(os.path.join(path, name))
+        return
+    name, size = os.path.basename(path), os.path.getsize(path)
+    listed = sorted((e for e in manifest() if e["hash_algorithm"] != "none"
+                     and (e["file_name"] == name or e.get("size") == size)),
+                    key=lambda e: e["file_name"] != name)  # a name match first
+    found = {}
+    for entry in listed:
+        algorithm = "md5" if entry["hash_algorithm"] == "md5" else "sha256"
+        found.setdefault(algorithm, file_hash(path, algorithm))
+        if (found[algorithm].startswith(entry["hash"]) if entry["hash_algorithm"] ==
+                "sha256_prefix" else found[algorithm] == entry["hash"]):
+            return
+    if listed:
+        entry = listed[0]
+        algorithm = "md5" if entry["hash_algorithm"] == "md5" else "sha256"
+        by_name = entry["file_name"] == name
+        raise ValueError(
+            f"{path!r} has the {'name' if by_name else 'size'} of the published "
+            f"{entry['file_name']} ({entry['source']} {entry['architecture']}) but not its "
+            f"hash: expected {entry['hash_algorithm']} {entry['hash']}, found {algorithm} "
+            f"{found[algorithm]}. The file is damaged or not the published one: download it "
+            f"again{', or give a file of your own another name' if by_name else ''}.")
+
+
+def file_hash(path, algorithm="sha256"):
+    """Hex digest (``"sha256"`` or ``"md5"``) of the file at ``path``."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)

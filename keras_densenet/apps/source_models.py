@@ -6,7 +6,8 @@ source implementation on ``(batch, H, W, 3)`` float32 images with the file's
 weights: logits ``(batch, 1000)`` with the top, else ``(batch, h, w, C)``
 features after the final BN-ReLU. ``keras-densenet port`` prints its largest
 difference from ours; the tests use the same functions. Two of the sources
-cannot be installed, so they are rebuilt here:
+cannot be installed, so they are rebuilt here (the tests write their
+reference files with them too):
 
 * ``original_keras_densenet``: the original Keras (2) DenseNet of the v3.0
   weight release, rebuilt in ``tf_keras`` with auto-named layers, BN epsilon
@@ -22,7 +23,13 @@ state dict) and keras-hub (``DenseNetBackbone`` / ``DenseNetImageClassifier``
 
 import numpy as np
 
-from keras_densenet.architectures import IMAGENET_ARCHITECTURES
+from keras_densenet.architectures import RDNET_VARIANTS, VARIANTS
+
+
+def _sizes(architecture):
+    """``(layers per block, growth rate, stem filters)`` of an ImageNet variant."""
+    variant = VARIANTS[architecture]
+    return variant.nb_layers_per_block, variant.growth_rate, variant.nb_filter
 
 
 def original_keras_densenet(architecture, include_top=True, input_shape=(224, 224, 3),
@@ -31,7 +38,7 @@ def original_keras_densenet(architecture, include_top=True, input_shape=(224, 22
     import tf_keras
     from tf_keras import layers
 
-    blocks, growth_rate, nb_filter = IMAGENET_ARCHITECTURES[architecture]
+    blocks, growth_rate, nb_filter = _sizes(architecture)
 
     def bn_relu(x):
         x = layers.BatchNormalization(axis=-1, epsilon=1.1e-5)(x)
@@ -64,51 +71,20 @@ def torch_densenet(architecture, classes=1000):
 
         return getattr(torchvision.models, architecture)(weights=None, num_classes=classes)
     except (ImportError, AttributeError, RuntimeError):
-        return _torch_densenet(*IMAGENET_ARCHITECTURES[architecture], classes=classes)
-
-
-def import_timm():
-    """``import timm``, also where the installed torchvision does not fit torch.
-
-    timm imports torchvision at import time. A torchvision wheel built for
-    another torch (pip pairs the CPU torch with PyPI's CUDA torchvision) fails
-    there, registering fake kernels for C++ operators it could not load. timm's
-    DenseNet uses none of them, so that import is retried with those
-    registrations skipped; anything else fails as usual.
-    """
-    try:
-        import timm
-    except RuntimeError as error:
-        if "torchvision::" not in str(error):
-            raise
-        import sys
-
-        import torch.library
-
-        for name in [n for n in sys.modules if n == "torchvision" or n.startswith(
-                ("torchvision.", "timm"))]:
-            del sys.modules[name]
-        register_fake = torch.library.register_fake
-
-        def tolerant(op, func=None, /, **kwargs):
-            try:
-                torch._C._dispatch_find_schema_or_throw(str(op), "")
-            except RuntimeError:  # the operator's C++ library did not load
-                return func if func is not None else (lambda f: f)
-            return register_fake(op, func, **kwargs) if func else register_fake(op, **kwargs)
-
-        torch.library.register_fake = tolerant
-        try:
-            import timm
-        finally:
-            torch.library.register_fake = register_fake
-    return timm
+        return _torch_densenet(*_sizes(architecture), classes=classes)
 
 
 def timm_model(name, state_dict=None, classes=1000):
     """timm's own DenseNet ``name`` (e.g. ``"densenetblur121d"``), in eval mode, with
-    ``state_dict`` loaded (strictly) when given, else timm's random initialization."""
-    timm = import_timm()
+    ``state_dict`` loaded (strictly) when given, else timm's random initialization.
+
+    Raises ``ImportError`` when timm does not import (not installed, or a
+    torchvision built for another torch, which fails with a ``RuntimeError``).
+    """
+    try:
+        import timm
+    except RuntimeError as error:
+        raise ImportError(f"timm does not import: {' '.join(str(error).split())}") from None
     model = timm.create_model(name, pretrained=False, num_classes=classes)
     if state_dict is not None:
         model.load_state_dict(state_dict)
@@ -222,12 +198,12 @@ def original_keras_outputs(path, architecture, include_top, images):
 
 def torch_outputs(path, architecture, include_top, images):
     """torchvision's DenseNet with the state dict of a ``.pth`` or ``.safetensors`` file
-    (timm's, via ``timm_outputs``, for architectures torchvision lacks: ``densenetblur121d``)."""
+    (timm's, via ``timm_outputs``, for architectures torchvision lacks: the deep stems, RDNet)."""
     import torch
 
     from keras_densenet.weights import pytorch
 
-    if architecture not in IMAGENET_ARCHITECTURES:
+    if architecture in RDNET_VARIANTS or VARIANTS[architecture].stem_type != "standard":
         return timm_outputs(path, architecture, include_top, images)
     state = _read_state_dict(path)
     reference = torch_densenet(architecture)

@@ -1,0 +1,280 @@
+"""RDNet ("DenseNets Reloaded", Kim et al., ECCV 2024) in Keras 3, as timm builds it.
+
+An RDNet is a patchify stem (4x4/4 conv + LayerNorm) followed by dense stages:
+each stage but the first opens with a transition (LayerNorm + a 2x2/2 conv
+where the stage downsamples, else 1x1, to ``int(C * compression / 8) * 8``
+channels), then concatenates ``num_blocks`` new feature maps of ``growth_rate``
+channels onto its input. A block is a 7x7 depthwise conv, LayerNorm, 1x1 conv
+to ``int(C_in * bottleneck_width_ratio / 8) * 8`` channels, exact GELU, 1x1
+conv to ``growth_rate``, in the later stages an effective squeeze-excitation
+(global mean, 1x1 conv, hard sigmoid gate), layer scale and drop path. The
+head pools globally, LayerNorms the pooled vector and classifies (timm's
+``NormMlpClassifierHead``). Every LayerNorm normalizes over channels alone with
+epsilon 1e-6 (timm's ``LayerNorm2d``).
+
+Layer names follow timm's module paths, so that ``keras_densenet.weights.rdnet_timm``
+maps a timm state dict onto them: ``stem_conv``, ``stem_norm``,
+``stage{i}_transition_norm`` / ``_conv``, ``stage{i}_block{j}_dwconv`` /
+``_norm`` / ``_conv1`` / ``_conv2`` / ``_se_conv`` / ``_layer_scale``,
+``head_norm``, ``predictions``.
+"""
+
+import math
+
+import keras
+from keras import layers, ops
+
+from keras_densenet.architectures import RDNET_PRETRAINED, RDNET_VARIANTS
+from keras_densenet.checks import (check_activation, check_bool, check_choice,
+                                   check_data_format, check_fraction, check_positive_int)
+from keras_densenet.config import DEFAULTS
+from keras_densenet.model import DenseNetModel, image_input
+from keras_densenet.preprocessing import normalization
+from keras_densenet.utils import channel_axis, check_input_path
+from keras_densenet.weights import registry
+from keras_densenet.weights.rdnet_timm import load_rdnet_weights
+
+MIN_SIZE = 32
+"""Smallest input height/width: the stem and three transitions divide it by 32."""
+
+
+@keras.saving.register_keras_serializable(package="keras_densenet")
+def gelu_erf(x):
+    """Exact GELU (not the tanh approximation): ``x * (1 + erf(x / sqrt(2))) / 2``.
+
+    Written with ``erf``, which ONNX has: TensorFlow's own exact GELU lowers to
+    ``erfc``, which ONNX has not (tf2onnx writes an invalid ``Erfc`` node).
+    """
+    return 0.5 * x * (1.0 + ops.erf(x / math.sqrt(2.0)))
+
+
+@keras.saving.register_keras_serializable(package="keras_densenet")
+class LayerScale(layers.Layer):
+    """A learned per-channel factor (timm's layer scale ``gamma``): ``x * gamma``.
+
+    Any 4D shape in, the same shape out; ``gamma`` has one entry per channel
+    (axis -1, or 1 with ``data_format="channels_first"``), initialized to
+    ``init_value`` (default 1e-6).
+    """
+
+    def __init__(self, init_value=1e-6, data_format="channels_last", **kwargs):
+        super().__init__(**kwargs)
+        self.init_value, self.data_format = init_value, data_format
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight(
+            shape=(input_shape[channel_axis(self.data_format)],), name="gamma",
+            initializer=keras.initializers.Constant(self.init_value))
+
+    def call(self, x):
+        gamma = self.gamma if self.data_format == "channels_last" else ops.reshape(
+            self.gamma, (-1, 1, 1))
+        return x * ops.cast(gamma, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "init_value": self.init_value,
+                "data_format": self.data_format}
+
+
+def RDNet(variant, include_top=True, weights=None, input_tensor=None, input_shape=None,
+          pooling=None, classes=1000, classifier_activation=None, data_format=None,
+          drop_path_rate=0.0, name=None):
+    """An RDNet named in ``RDNET_VARIANTS`` (``"rdnet_tiny"`` ... ``"rdnet_large"``).
+
+    Args:
+        variant: a key of ``RDNET_VARIANTS``.
+        include_top: end with global average pooling, the head LayerNorm and a
+            ``classes``-way ``Dense`` named ``predictions``.
+        weights: ``None`` (random initialization), the path of a timm RDNet
+            state dict (``.safetensors``, ``.pth``, ``pytorch_model.bin``) or of
+            a ``.weights.h5`` that ``keras-densenet port`` wrote.
+        input_tensor: an optional image tensor to build on.
+        input_shape: ``(H, W, C)`` (``(C, H, W)`` channels first); default
+            ``(None, None, 3)``: any size of at least ``MIN_SIZE``.
+        pooling: without the top, ``None`` returns the last stage's feature map
+            ``(batch, H/32, W/32, C)``; ``"avg"`` / ``"max"`` pool it and apply
+            the head LayerNorm, giving ``(batch, C)`` as timm's headless model.
+        classes: outputs of the top.
+        classifier_activation: activation of the top (default ``None``: logits, as timm).
+        data_format: ``"channels_last"`` or ``"channels_first"``; default
+            ``keras.config.image_data_format()``.
+        drop_path_rate: stochastic depth of the last block; block ``b`` of the
+            ``n`` (counted over all stages) drops its new features per sample
+            with probability ``drop_path_rate * b / (n - 1)`` in training.
+        name: the model's name (default ``variant``).
+
+    Returns:
+        A ``model.DenseNetModel`` (a functional ``keras.Model``) whose config records
+        ``published_name`` (the variant), the pyramid (``pyramid_layers``), the
+        last stage's output as ``cam_layer`` and timm's eval transform (crop 0.9,
+        bicubic); ``architecture`` is ``None`` (no DenseNet ``Architecture``).
+    """
+    check_choice("variant", variant, tuple(RDNET_VARIANTS))
+    include_top = check_bool("include_top", include_top)
+    data_format = check_data_format(data_format or keras.config.image_data_format())
+    check_choice("pooling", pooling, (None, "avg", "max"))
+    classes = check_positive_int("classes", classes)
+    classifier_activation = check_activation("classifier_activation", classifier_activation)
+    drop_path_rate = check_fraction("drop_path_rate", drop_path_rate)
+    if weights is not None:
+        check_input_path(weights, "weights")
+    config = RDNET_VARIANTS[variant]
+    inputs = image_input(input_tensor, input_shape, data_format, MIN_SIZE)
+
+    x = rdnet_features(inputs, config, data_format, drop_path_rate)
+    cam_layer = x._keras_history.operation.name
+    if include_top or pooling is not None:
+        pool = layers.GlobalMaxPooling2D if pooling == "max" else layers.GlobalAveragePooling2D
+        x = pool(data_format=data_format, name=f"{pooling or 'avg'}_pool")(x)
+        x = layers.LayerNormalization(epsilon=config["norm_eps"], name="head_norm")(x)
+    if include_top:
+        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+    if input_tensor is not None:  # the graph's own input, where input_tensor is derived
+        sources = keras.utils.get_source_inputs(input_tensor)
+        inputs = sources[0] if len(sources) == 1 else sources
+    evaluation = RDNET_PRETRAINED[f"{variant}.nv_in1k"]
+    channels = inputs.shape[channel_axis(data_format)]
+    model = DenseNetModel(inputs, x, name=name or variant, densenet_config={
+        **DEFAULTS, "architecture": None, "published_name": variant, "data_format": data_format,
+        "input_shape": list(inputs.shape[1:]), "class_names": None,
+        "preprocessing": "torch" if weights else None, "weights_source": "file" if weights else None,
+        "input_normalization": normalization("torch", channels) if weights else None,
+        "crop_pct": evaluation["crop_pct"], "interpolation": evaluation["interpolation"],
+        "pyramid": pyramid_layers(variant), "cam_layer": cam_layer})
+    if weights is not None:
+        if registry.detect(weights).name == "keras3":  # ours, e.g. from keras-densenet port
+            registry.FORMATS["keras3"].load_into(model, weights)
+        else:
+            load_rdnet_weights(model, weights)
+    return model
+
+
+def rdnet_features(x, config, data_format="channels_last", drop_path_rate=0.0):
+    """The stem and dense stages of ``config`` (an ``RDNET_VARIANTS`` value) on images ``x``.
+
+    ``(batch, H, W, 3)`` -> ``(batch, H/32, W/32, C)`` (floor division per
+    stride; channels first ``(batch, C, H/32, W/32)``). Stage ``i`` ends in the
+    layer ``stage{i}_block{n-1}_concat`` (see ``pyramid_layers``).
+    """
+    axis = channel_axis(data_format)
+    eps = config["norm_eps"]
+    patch = config["patch_size"]
+    x = layers.Conv2D(config["num_init_features"], patch, strides=patch, padding="valid",
+                      kernel_initializer="he_normal", data_format=data_format,
+                      name="stem_conv")(x)
+    x = channel_layer_norm(x, eps, data_format, "stem_norm")
+    channels = config["num_init_features"]
+    rates = drop_path_rates(drop_path_rate, config["num_blocks_list"])
+    for i, (blocks, growth_rate) in enumerate(zip(config["num_blocks_list"],
+                                                  config["growth_rates"])):
+        if i > 0:
+            channels = int(channels * config["transition_compression_ratio"] / 8) * 8
+            kernel = 2 if config["is_downsample_block"][i] else 1
+            x = channel_layer_norm(x, eps, data_format, f"stage{i}_transition_norm")
+            x = layers.Conv2D(channels, kernel, strides=kernel, padding="valid",
+                              kernel_initializer="he_normal", data_format=data_format,
+                              name=f"stage{i}_transition_conv")(x)
+        ese = config["block_type"][i] == "BlockESE"
+        for j in range(blocks):
+            y = _dense_block(x, config, channels, growth_rate, ese, rates[i][j], data_format,
+                             f"stage{i}_block{j}")
+            x = layers.Concatenate(axis=axis, name=f"stage{i}_block{j}_concat")([x, y])
+            channels += growth_rate
+    return x
+
+
+def channel_layer_norm(x, epsilon, data_format, name):
+    """LayerNorm over the channels of each pixel (timm's ``LayerNorm2d``), layer ``name``.
+
+    Channels first, the map is moved to channels last and back around it, as
+    ``LayerNorm2d`` does: Keras' ``LayerNormalization(axis=1)`` normalizes the
+    wrong axes on the PyTorch backend (``F.layer_norm`` takes trailing axes).
+    """
+    if data_format == "channels_last":
+        return layers.LayerNormalization(epsilon=epsilon, name=name)(x)
+    x = layers.Permute((2, 3, 1), name=f"{name}_channels_last")(x)
+    x = layers.LayerNormalization(epsilon=epsilon, name=name)(x)
+    return layers.Permute((3, 1, 2), name=f"{name}_channels_first")(x)
+
+
+def _dense_block(x, config, channels, growth_rate, ese, drop_rate, data_format, name):
+    """The ``growth_rate`` new feature maps of one block (timm's ``DenseBlock``)."""
+    inter = int(channels * config["bottleneck_width_ratio"] / 8) * 8
+    conv = dict(padding="valid", kernel_initializer="he_normal", data_format=data_format)
+    y = layers.DepthwiseConv2D(7, padding="same", depthwise_initializer="he_normal",
+                               data_format=data_format, name=f"{name}_dwconv")(x)
+    y = channel_layer_norm(y, config["norm_eps"], data_format, f"{name}_norm")
+    y = layers.Conv2D(inter, 1, name=f"{name}_conv1", **conv)(y)
+    y = layers.Activation(gelu_erf, name=f"{name}_gelu")(y)
+    y = layers.Conv2D(growth_rate, 1, name=f"{name}_conv2", **conv)(y)
+    if ese:
+        gate = layers.GlobalAveragePooling2D(data_format=data_format, keepdims=True,
+                                             name=f"{name}_se_pool")(y)
+        gate = layers.Conv2D(growth_rate, 1, name=f"{name}_se_conv", **conv)(gate)
+        gate = layers.Activation("hard_sigmoid", name=f"{name}_se_gate")(gate)
+        y = layers.Multiply(name=f"{name}_se")([y, gate])
+    if config["ls_init_value"] > 0:
+        y = LayerScale(config["ls_init_value"], data_format, name=f"{name}_layer_scale")(y)
+    if drop_rate > 0:
+        y = layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=f"{name}_drop_path")(y)
+    return y
+
+
+def drop_path_rates(drop_path_rate, num_blocks_list):
+    """Per stage, the drop path rate of each block: linear from 0 at the first block of
+    the net to ``drop_path_rate`` at the last (timm's ``calculate_drop_path_rates``)."""
+    total = sum(num_blocks_list)
+    rates = [drop_path_rate * b / (total - 1) for b in range(total)]
+    starts = [sum(num_blocks_list[:i]) for i in range(len(num_blocks_list))]
+    return [rates[start:start + n] for start, n in zip(starts, num_blocks_list)]
+
+
+def pyramid_layers(variant):
+    """``{"P{log2 stride}": layer name}`` of the stages timm's ``feature_info`` lists.
+
+    A stage is listed when the next one downsamples, and the last stage always:
+    ``rdnet_tiny`` gives ``{"P2": "stage0_block2_concat", "P3": "stage1_block2_concat",
+    "P4": "stage5_block2_concat", "P5": "stage6_block2_concat"}``.
+    """
+    config = RDNET_VARIANTS[check_choice("variant", variant, tuple(RDNET_VARIANTS))]
+    blocks, downsample = config["num_blocks_list"], config["is_downsample_block"]
+    level = (config["patch_size"]).bit_length() - 1
+    levels = {}
+    for i, count in enumerate(blocks):
+        if i > 0 and downsample[i]:
+            level += 1
+        if i + 1 == len(blocks) or downsample[i + 1]:
+            levels[f"P{level}"] = f"stage{i}_block{count - 1}_concat"
+    return levels
+
+
+def RDNetTiny(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+              classes=1000, classifier_activation=None, data_format=None, drop_path_rate=0.0,
+              name=None):
+    """RDNet-Tiny (23,863,008 parameters with the 1000-class top); see ``RDNet``."""
+    return RDNet("rdnet_tiny", include_top, weights, input_tensor, input_shape, pooling, classes,
+                 classifier_activation, data_format, drop_path_rate, name)
+
+
+def RDNetSmall(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+               classes=1000, classifier_activation=None, data_format=None, drop_path_rate=0.0,
+               name=None):
+    """RDNet-Small (50,436,448 parameters with the 1000-class top); see ``RDNet``."""
+    return RDNet("rdnet_small", include_top, weights, input_tensor, input_shape, pooling, classes,
+                 classifier_activation, data_format, drop_path_rate, name)
+
+
+def RDNetBase(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+              classes=1000, classifier_activation=None, data_format=None, drop_path_rate=0.0,
+              name=None):
+    """RDNet-Base (87,451,096 parameters with the 1000-class top); see ``RDNet``."""
+    return RDNet("rdnet_base", include_top, weights, input_tensor, input_shape, pooling, classes,
+                 classifier_activation, data_format, drop_path_rate, name)
+
+
+def RDNetLarge(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+               classes=1000, classifier_activation=None, data_format=None, drop_path_rate=0.0,
+               name=None):
+    """RDNet-Large (186,269,632 parameters with the 1000-class top); see ``RDNet``."""
+    return RDNet("rdnet_large", include_top, weights, input_tensor, input_shape, pooling, classes,
+                 classifier_activation, data_format, drop_path_rate, name)
