@@ -96,7 +96,7 @@ def main(argv=None):
         folder = args.folder or os.path.join(scratch, "images")
         if not args.folder:
             make_jpeg_folder(folder)
-        files, labels, _ = data.image_folder_files(folder)
+        files, labels, _, _ = data.image_folder_files(folder)
         mean_kb = np.mean([os.path.getsize(f) for f in files]) / 1024
         print(f"{len(files)} images, mean {mean_kb:.0f} KB, {os.cpu_count()} CPU cores")
 

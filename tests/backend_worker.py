@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 
 from keras_densenet import DenseNet, DenseNetFCN, preprocess_input, runtime  # noqa: E402
 from keras_densenet.export import export  # noqa: E402
-from keras_densenet.apps.train import distribution_strategy  # noqa: E402
+from keras_densenet.apps.distribute import distribution_strategy  # noqa: E402
 
 CIFAR = dict(depth=16, growth_rate=4, bottleneck=True, reduction=0.5, classes=5)
 IMAGENET = dict(nb_dense_block=4, nb_layers_per_block=[1, 2, 1, 1], growth_rate=4, nb_filter=8,

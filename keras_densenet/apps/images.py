@@ -7,7 +7,7 @@ import numpy as np
 from keras_densenet.utils import check_input_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
-"""The formats that both training (``keras.utils.image_dataset_from_directory``) and classify read."""
+"""The formats that both training (``tf.io.decode_image`` through ``apps.data``) and classify read."""
 
 
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
