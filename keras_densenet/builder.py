@@ -105,7 +105,7 @@ def DenseNet(
         name: model name; default describes the architecture.
 
     ``input_shape`` may have any number of channels: with weights, the first
-    convolution's kernel is adapted from the weights' channels (``weights.loading``).
+    convolution's kernel is adapted from the weights' channels (``weights.assignment``).
 
     Returns:
         A ``DenseNetModel`` mapping images to ``(batch, classes)`` with the top,

@@ -9,6 +9,7 @@ head), or derives one from the layers of a model saved before configs existed.
 import re
 
 from keras_densenet.architectures import DEFAULT_EVAL
+from keras_densenet.arguments import Architecture
 
 CONFIG_KEYS = ("architecture", "published_name", "data_format", "input_shape", "preprocessing",
                "weights_source", "class_names", "crop_pct", "interpolation", "pyramid",
@@ -62,8 +63,6 @@ def model_config(model):
 def min_image_size(config):
     """Smallest height/width the recorded architecture takes (``2 ** downsamplings``),
     or ``None`` when ``config`` records no architecture."""
-    from keras_densenet.arguments import Architecture
-
     architecture = (config or {}).get("architecture")
     return 2 ** Architecture(**architecture).downsamplings if architecture else None
 

@@ -25,6 +25,9 @@ import numbers
 import keras
 import numpy as np
 
+from keras_densenet.checks import check_number
+from keras_densenet.config import model_config
+
 FINAL_ACTIVATION = "final_relu"
 """The last activation before pooling in every DenseNet (``blocks``' layer table)."""
 PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
@@ -84,8 +87,6 @@ def cam_models(model, layer=None):
     that holds ``layer`` has its layers called one by one, so that the
     activations are a tensor of the one graph.
     """
-    from keras_densenet.config import model_config
-
     config = model_config(_backbone(model))
     name = layer if layer is not None else config.get("cam_layer") or (
         FINAL_ACTIVATION if _holding(model, FINAL_ACTIVATION) else None)
@@ -143,8 +144,6 @@ def overlay(image, heatmap, opacity=0.4):
     ``heatmap``: ``(H, W)`` in [0, 1] (``grad_cam``'s); ``opacity`` in [0, 1]
     (default 0.4) is the heatmap's share of each pixel.
     """
-    from keras_densenet.checks import check_number
-
     check_number("opacity", opacity, "[0, 1]", lambda v: 0 <= v <= 1)
     image, heatmap = np.asarray(image), np.asarray(heatmap, dtype="float32")
     if image.ndim == 2:

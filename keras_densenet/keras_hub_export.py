@@ -11,7 +11,7 @@ import warnings
 
 from keras_densenet.config import model_config
 from keras_densenet.weights.keras_hub import BN_EPSILON, layer_name
-from keras_densenet.weights.loading import weighted_layers
+from keras_densenet.weights.assignment import weighted_layers
 
 STEM_FILTERS = 64
 """keras-hub's DenseNet stem conv always has 64 filters."""

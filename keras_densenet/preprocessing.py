@@ -23,6 +23,8 @@ import numbers
 
 import numpy as np
 
+from keras_densenet.config import model_config
+
 MODES = ("torch", "caffe_bgr")
 TORCH_MEAN = (0.485, 0.456, 0.406)
 TORCH_STD = (0.229, 0.224, 0.225)
@@ -83,8 +85,6 @@ def preprocess_input(x, mode=None, data_format=None, model=None):
     """
     expected_channels = None
     if model is not None:
-        from keras_densenet.config import model_config
-
         config = model_config(model)
         recorded = config["preprocessing"]
         if mode is not None and recorded is not None and mode != recorded:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from keras_densenet import DenseNet, weights
-from keras_densenet.weights.loading import adapt_input_kernel, input_convolution
+from keras_densenet.weights.assignment import adapt_input_kernel, input_convolution
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("tf_keras")

@@ -8,16 +8,17 @@
   release), ``pytorch`` (torchvision/timm ``.pth`` and ``.safetensors``),
   ``keras_hub`` (keras-hub preset directories; ``keras_densenet.keras_hub_export``
   writes them);
-* ``loading``: ``resolve`` (before building) and ``load`` / ``assign`` (after),
-  which every format goes through: input-channel adaptation, shape and
-  finiteness checks.
+* ``loading``: ``resolve`` (before building) and ``load`` (after);
+* ``assignment``: ``assign``, which every format goes through: input-channel
+  adaptation, shape and finiteness checks, all or nothing.
 
 Importing this package imports no framework (Keras, TensorFlow, torch): each
 is imported where a file is read.
 """
 
+from keras_densenet.weights.assignment import assign
 from keras_densenet.weights.keras3 import read_metadata, save_weights
-from keras_densenet.weights.loading import WeightsPlan, assign, load, resolve
+from keras_densenet.weights.loading import WeightsPlan, load, resolve
 from keras_densenet.weights.registry import (FORMATS, SOURCES, detect, download, find_entry,
                                              manifest, sources)
 

@@ -9,10 +9,12 @@ input channels, preprocessing: ``requirements``) and how to turn a file into a
 names (see ``keras_densenet.blocks``) mapped to lists of NumPy arrays in Keras
 order (conv kernel ``(kh, kw, in, out)``; BN gamma, beta, moving mean, moving
 variance; Dense kernel ``(in, out)``, bias). ``load_into`` hands that table to
-``loading.assign``, which every format goes through.
+``assignment.assign``, which every format goes through.
 """
 
 import dataclasses
+
+from keras_densenet.weights.assignment import assign, describe, weighted_layers
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -54,14 +56,10 @@ class WeightFormat:
     def table(self, model, path):
         """The ``WeightTable`` of ``path`` for ``model``: ``read`` with the model's
         weighted layer names."""
-        from keras_densenet.weights.loading import weighted_layers
-
         return self.read(path, list(weighted_layers(model)))
 
     def load_into(self, model, path):
         """Read ``path`` and assign it to ``model``; ``ValueError`` leaves the model untouched."""
-        from keras_densenet.weights.loading import assign, describe
-
         try:
             table = self.table(model, path)
         except ImportError:

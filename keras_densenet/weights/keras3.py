@@ -2,7 +2,7 @@
 
 Keras (3.6 and later) records each layer's name with its variables; ``table``
 reads the file by those names (files of earlier Keras: by the layer paths of
-the model's own ``save_weights``), so they load through ``loading.assign`` as
+the model's own ``save_weights``), so they load through ``assignment.assign`` as
 every format does. ``save_weights`` adds what the weights need of the model
 (BN epsilon, stem padding, preprocessing) as HDF5 attributes, which
 ``requirements`` reads back, and a SHA-256 digest of the arrays (HDF5 keeps no

@@ -29,6 +29,7 @@ import json
 import os
 import re
 
+from keras_densenet.weights.assignment import weighted_layers
 from keras_densenet.weights.base import WeightFormat
 
 BN_EPSILON = 1.001e-5
@@ -44,8 +45,6 @@ class KerasHubPresetFormat(WeightFormat):
         return {**super().requirements(path), "preprocessing": _preprocessing(path)}
 
     def read(self, path, weighted_layer_names):
-        from keras_densenet.weights.loading import weighted_layers
-
         task = _load(path)
         return {layer_name(name): layer.get_weights()
                 for name, layer in weighted_layers(task).items()}

@@ -15,7 +15,7 @@ import re
 import numpy as np
 
 from keras_densenet.utils import check_input_path
-from keras_densenet.weights.loading import assign, weighted_layers
+from keras_densenet.weights.assignment import assign, weighted_layers
 from keras_densenet.weights.pytorch import (RDNET_KEY_PREFIXES, SAFETENSORS, STATE_DICT,
                                            read_state_dict)
 
