@@ -151,22 +151,3 @@ RDNET_VARIANTS = {
         block_type=("Block",) * 2 + ("BlockESE",) * 10),
 }
 """RDNet variants (``keras_densenet.rdnet``) by timm name: plain data (numbers, strings, tuples)."""
-
-_IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), num_classes=1000,
-                 hash=None)
-
-RDNET_PRETRAINED = {
-    repo: dict(
-        _IMAGENET, architecture=repo.split(".")[0], hf_hub_id=f"naver-ai/{repo}",
-        url=f"https://huggingface.co/naver-ai/{repo}/resolve/main/model.safetensors",
-        input_size=size, crop_pct=crop_pct, interpolation="bicubic")
-    for repo, size, crop_pct in (
-        ("rdnet_tiny.nv_in1k", (224, 224), 0.9),
-        ("rdnet_small.nv_in1k", (224, 224), 0.9),
-        ("rdnet_base.nv_in1k", (224, 224), 0.9),
-        ("rdnet_large.nv_in1k", (224, 224), 0.9),
-        ("rdnet_large.nv_in1k_ft_in1k_384", (384, 384), 1.0),
-    )
-}
-"""timm's ``default_cfgs`` of the published RDNet weights (naver-ai on the Hugging Face hub):
-evaluation size ``(H, W)``, center-crop fraction, resize interpolation, ImageNet mean/std."""

@@ -24,7 +24,7 @@ import math
 import keras
 from keras import layers, ops
 
-from keras_densenet.architectures import RDNET_PRETRAINED, RDNET_VARIANTS
+from keras_densenet.architectures import RDNET_VARIANTS
 from keras_densenet.checks import (check_activation, check_bool, check_choice,
                                    check_data_format, check_fraction, check_positive_int)
 from keras_densenet.config import DEFAULTS
@@ -78,16 +78,18 @@ class LayerScale(layers.Layer):
 
 def RDNet(variant, include_top=True, weights=None, input_tensor=None, input_shape=None,
           pooling=None, classes=1000, classifier_activation=None, data_format=None,
-          drop_path_rate=0.0, name=None):
+          drop_path_rate=0.0, weights_source=None, name=None):
     """An RDNet named in ``RDNET_VARIANTS`` (``"rdnet_tiny"`` ... ``"rdnet_large"``).
 
     Args:
         variant: a key of ``RDNET_VARIANTS``.
         include_top: end with global average pooling, the head LayerNorm and a
             ``classes``-way ``Dense`` named ``predictions``.
-        weights: ``None`` (random initialization), the path of a timm RDNet
-            state dict (``.safetensors``, ``.pth``, ``pytorch_model.bin``) or of
-            a ``.weights.h5`` that ``keras-densenet port`` wrote.
+        weights: ``None`` (random initialization), ``"imagenet"`` (the published
+            file of ``weights/manifest.json``: downloaded, and loaded once its hash
+            is known), the path of a timm RDNet state dict (``.safetensors``,
+            ``.pth``, ``pytorch_model.bin``) or of a ``.weights.h5`` that
+            ``keras-densenet port`` wrote.
         input_tensor: an optional image tensor to build on.
         input_shape: ``(H, W, C)`` (``(C, H, W)`` channels first); default
             ``(None, None, 3)``: any size of at least ``MIN_SIZE``.
@@ -101,6 +103,8 @@ def RDNet(variant, include_top=True, weights=None, input_tensor=None, input_shap
         drop_path_rate: stochastic depth of the last block; block ``b`` of the
             ``n`` (counted over all stages) drops its new features per sample
             with probability ``drop_path_rate * b / (n - 1)`` in training.
+        weights_source: with ``weights="imagenet"``, ``"timm_rdnet"`` (default:
+            ``nv_in1k``, 224 px) or ``"timm_rdnet_384"`` (RDNet-Large at 384 px).
         name: the model's name (default ``variant``).
 
     Returns:
@@ -116,7 +120,16 @@ def RDNet(variant, include_top=True, weights=None, input_tensor=None, input_shap
     classes = check_positive_int("classes", classes)
     classifier_activation = check_activation("classifier_activation", classifier_activation)
     drop_path_rate = check_fraction("drop_path_rate", drop_path_rate)
-    if weights is not None:
+    entry = None
+    if weights == "imagenet":
+        if include_top and classes != 1000:
+            raise ValueError('weights="imagenet" with include_top=True needs classes=1000; '
+                             f"got classes={classes}.")
+        entry = registry.find_entry(variant, True, weights_source or "timm_rdnet")
+    elif weights_source is not None:
+        raise ValueError(f'weights_source applies only to weights="imagenet"; got '
+                         f"weights={weights!r}.")
+    elif weights is not None:
         check_input_path(weights, "weights")
     config = RDNET_VARIANTS[variant]
     inputs = image_input(input_tensor, input_shape, data_format, MIN_SIZE)
@@ -132,16 +145,20 @@ def RDNet(variant, include_top=True, weights=None, input_tensor=None, input_shap
     if input_tensor is not None:  # the graph's own input, where input_tensor is derived
         sources = keras.utils.get_source_inputs(input_tensor)
         inputs = sources[0] if len(sources) == 1 else sources
-    evaluation = RDNET_PRETRAINED[f"{variant}.nv_in1k"]
+    source = entry["source"] if entry else ("file" if weights else None)
+    evaluation = registry.sources()[entry["source"] if entry else "timm_rdnet"]
     channels = inputs.shape[channel_axis(data_format)]
     model = DenseNetModel(inputs, x, name=name or variant, densenet_config={
         **DEFAULTS, "architecture": None, "published_name": variant, "data_format": data_format,
-        "input_shape": list(inputs.shape[1:]), "class_names": None,
-        "preprocessing": "torch" if weights else None, "weights_source": "file" if weights else None,
+        "input_shape": list(inputs.shape[1:]), "class_names": None, "weights_source": source,
+        "preprocessing": "torch" if weights else None,
         "input_normalization": normalization("torch", channels) if weights else None,
         "crop_pct": evaluation["crop_pct"], "interpolation": evaluation["interpolation"],
         "pyramid": pyramid_layers(variant), "cam_layer": cam_layer})
+    if entry is not None:
+        weights = registry.download(entry)
     if weights is not None:
+        registry.verify_published(weights)
         if registry.detect(weights).name == "keras3":  # ours, e.g. from keras-densenet port
             registry.FORMATS["keras3"].load_into(model, weights)
         else:
@@ -248,33 +265,17 @@ def pyramid_layers(variant):
     return levels
 
 
-def RDNetTiny(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-              classes=1000, classifier_activation=None, data_format=None, drop_path_rate=0.0,
-              name=None):
-    """RDNet-Tiny (23,863,008 parameters with the 1000-class top); see ``RDNet``."""
-    return RDNet("rdnet_tiny", include_top, weights, input_tensor, input_shape, pooling, classes,
-                 classifier_activation, data_format, drop_path_rate, name)
+def _constructor(variant, title, parameters):
+    def constructor(**kwargs):
+        return RDNet(variant, **kwargs)
+
+    constructor.__name__ = constructor.__qualname__ = title.replace("-", "")
+    constructor.__doc__ = (f"{title} ({parameters:,} parameters with the 1000-class top): "
+                           f"``RDNet({variant!r}, **kwargs)``.")
+    return constructor
 
 
-def RDNetSmall(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-               classes=1000, classifier_activation=None, data_format=None, drop_path_rate=0.0,
-               name=None):
-    """RDNet-Small (50,436,448 parameters with the 1000-class top); see ``RDNet``."""
-    return RDNet("rdnet_small", include_top, weights, input_tensor, input_shape, pooling, classes,
-                 classifier_activation, data_format, drop_path_rate, name)
-
-
-def RDNetBase(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-              classes=1000, classifier_activation=None, data_format=None, drop_path_rate=0.0,
-              name=None):
-    """RDNet-Base (87,451,096 parameters with the 1000-class top); see ``RDNet``."""
-    return RDNet("rdnet_base", include_top, weights, input_tensor, input_shape, pooling, classes,
-                 classifier_activation, data_format, drop_path_rate, name)
-
-
-def RDNetLarge(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-               classes=1000, classifier_activation=None, data_format=None, drop_path_rate=0.0,
-               name=None):
-    """RDNet-Large (186,269,632 parameters with the 1000-class top); see ``RDNet``."""
-    return RDNet("rdnet_large", include_top, weights, input_tensor, input_shape, pooling, classes,
-                 classifier_activation, data_format, drop_path_rate, name)
+RDNetTiny = _constructor("rdnet_tiny", "RDNet-Tiny", 23_863_008)
+RDNetSmall = _constructor("rdnet_small", "RDNet-Small", 50_436_448)
+RDNetBase = _constructor("rdnet_base", "RDNet-Base", 87_451_096)
+RDNetLarge = _constructor("rdnet_large", "RDNet-Large", 186_269_632)

@@ -18,7 +18,8 @@ torch = pytest.importorskip("torch", reason="timm's models need torch (pip insta
 pytest.importorskip("safetensors")
 
 from timm_import import import_timm  # noqa: E402
-from keras_densenet.architectures import RDNET_PRETRAINED, RDNET_VARIANTS
+from keras_densenet.architectures import RDNET_VARIANTS
+from keras_densenet.preprocessing import TORCH_MEAN, TORCH_STD
 from keras_densenet.rdnet import (MIN_SIZE, RDNet,  # noqa: E402
                                   RDNetBase, RDNetLarge, RDNetSmall, RDNetTiny, drop_path_rates,
                                   pyramid_layers)
@@ -154,8 +155,7 @@ def test_exports_run_without_keras_and_match_timm(timm_files, tmp_path, file_for
 
     reference, path, _ = timm_files["rdnet_tiny"]
     raw = np.random.default_rng(2).integers(0, 256, (2, 64, 64, 3)).astype("uint8")
-    mean, std = (np.array(RDNET_PRETRAINED["rdnet_tiny.nv_in1k"][k], "float32")
-                 for k in ("mean", "std"))
+    mean, std = np.array(TORCH_MEAN, "float32"), np.array(TORCH_STD, "float32")
     normalized = ((raw / np.float32(255) - mean) / std).astype("float32")
     expected = _timm_logits(reference, normalized.transpose(0, 3, 1, 2).copy())
     model = RDNetTiny(input_shape=(64, 64, 3), weights=path)
@@ -291,18 +291,44 @@ def test_input_tensor_classes_and_activation():
     assert model.get_layer("stage6_block2_concat").output.shape == (None, 1040, 2, 3)
 
 
-def test_pretrained_table_has_timms_eval_settings():
-    for tag, entry in RDNET_PRETRAINED.items():
+def test_manifest_lists_the_published_tags_with_timms_eval_settings():
+    from keras_densenet import weights
+
+    entries = [e for e in weights.manifest() if e["architecture"] in RDNET_VARIANTS]
+    tags = {e["file_name"].removesuffix(".safetensors"): e for e in entries}
+    assert set(tags) == set(timm.list_pretrained("rdnet*"))
+    for tag, entry in tags.items():
         cfg = timm.models.get_pretrained_cfg(tag).to_dict()
-        assert entry["hf_hub_id"] == cfg["hf_hub_id"]
-        assert (3, *entry["input_size"]) == cfg["input_size"]
-        assert (entry["crop_pct"], entry["interpolation"]) == (cfg["crop_pct"],
-                                                              cfg["interpolation"])
-        assert entry["mean"] == cfg["mean"] and entry["std"] == cfg["std"]
+        source = weights.sources()[entry["source"]]
+        assert (3, source["input_size"], source["input_size"]) == cfg["input_size"]
+        assert (source["crop_pct"], source["interpolation"]) == (cfg["crop_pct"],
+                                                                cfg["interpolation"])
+        assert source["preprocessing"] == "torch" and (TORCH_MEAN, TORCH_STD) == (
+            cfg["mean"], cfg["std"])
         assert entry["url"] == (f"https://huggingface.co/{cfg['hf_hub_id']}/resolve/main/"
                                 "model.safetensors")
-        assert entry["hash"] is None
-    assert set(RDNET_PRETRAINED) == set(timm.list_pretrained("rdnet*"))
+        assert entry["hash_algorithm"] == "none" and entry["hash"] is None
+
+
+def test_imagenet_weights_come_from_the_manifest(timm_files, tmp_path, monkeypatch):
+    """weights="imagenet" downloads the manifest's file (here a local one with its hash)."""
+    from keras_densenet.weights import registry
+
+    _, path, _ = timm_files["rdnet_tiny"]
+    entry = {**registry.find_entry("rdnet_tiny", True, "timm_rdnet"), "url": f"file://{path}",
+             "hash_algorithm": "sha256", "hash": registry.file_hash(path, "sha256")}
+    download = registry.download
+    monkeypatch.setattr(registry, "find_entry", lambda *args: entry)
+    monkeypatch.setattr(registry, "download", lambda e: download(e, cache_dir=str(tmp_path)))
+    model = RDNetTiny(weights="imagenet", input_shape=(64, 64, 3))
+    reference = RDNetTiny(weights=path, input_shape=(64, 64, 3))
+    images = _images(64, 64).transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(np.asarray(model(images)), np.asarray(reference(images)))
+    config = model.densenet_config
+    assert (config["weights_source"], config["crop_pct"], config["preprocessing"]) == (
+        "timm_rdnet", 0.9, "torch")
+    with pytest.raises(ValueError, match="weights_source applies only"):
+        RDNetTiny(weights_source="timm_rdnet_384")
 
 
 _BACKEND_CHECK = """
