@@ -69,7 +69,8 @@ def serving_settings(model, crop=None, resize=None, preprocessing=None):
     """How to feed ``model``, from its recorded config and the overrides given.
 
     Returns a dict: ``size`` (square crop, pixels), ``resize`` (shorter side
-    before cropping), ``interpolation``, ``preprocessing`` mode,
+    before cropping), ``interpolation``, ``channels`` (of the input image: 3
+    for RGB, 1 for gray, or more bands), ``preprocessing`` mode,
     ``data_format``, ``class_names`` (one per output) and ``thresholds``:
     for a multi-label model (config ``multi_label: true``) the score from
     which each label is given (the config's ``thresholds``, else 0.5 each),
@@ -82,6 +83,7 @@ def serving_settings(model, crop=None, resize=None, preprocessing=None):
     data_format = config["data_format"]
     spatial = config["input_shape"][:2] if data_format == "channels_last" else (
         config["input_shape"][1:])
+    channels = config["input_shape"][-1 if data_format == "channels_last" else 0] or 3
     if spatial[0] is not None or spatial[1] is not None:
         if spatial[0] != spatial[1]:
             raise ValueError(f"the model takes {spatial[0]}x{spatial[1]} images; classify "
@@ -105,7 +107,7 @@ def serving_settings(model, crop=None, resize=None, preprocessing=None):
     if len(names) != classes:
         raise ValueError(f"the model records {len(names)} class names for {classes} outputs.")
     return dict(size=size, resize=resize, interpolation=config.get("interpolation") or "bicubic",
-                preprocessing=preprocessing or config.get("preprocessing") or "torch",
+                channels=channels, preprocessing=preprocessing or config.get("preprocessing") or "torch",
                 data_format=data_format, class_names=list(names),
                 thresholds=label_thresholds(config, classes))
 
@@ -138,6 +140,7 @@ def exported_settings(predictor, crop=None, resize=None, preprocessing=None):
     shape = predictor.input_shape
     data_format = "channels_first" if shape[1] == 3 and shape[-1] != 3 else "channels_last"
     fixed = shape[2] if data_format == "channels_first" else shape[1]
+    channels = (shape[1] if data_format == "channels_first" else shape[-1]) or 3
     if fixed is not None and crop is not None and crop != fixed:
         raise ValueError(f"--crop {crop}: this export takes {fixed}x{fixed} images only.")
     size = fixed or crop or DEFAULT_CROP
@@ -145,7 +148,7 @@ def exported_settings(predictor, crop=None, resize=None, preprocessing=None):
     if resize < size:
         raise ValueError(f"--resize {resize} is smaller than the {size}-pixel crop.")
     raw = predictor.input_dtype == "uint8"
-    return dict(size=size, resize=resize, interpolation="bicubic",
+    return dict(size=size, resize=resize, interpolation="bicubic", channels=channels,
                 preprocessing=None if raw else preprocessing or "torch",
                 data_format=data_format, class_names=None, thresholds=None)
 
@@ -194,7 +197,7 @@ def classify(paths, settings, scores, top=5, batch_size=16):
 
 def read_batches(paths, settings, batch_size):
     """Yield ``(chunk, images, errors)`` for each ``batch_size`` paths: ``images`` maps each
-    path read to its uint8 ``(size, size, 3)`` array (in ``chunk``'s order), ``errors`` each
+    path read to its uint8 ``(size, size, channels)`` array (in ``chunk``'s order), ``errors`` each
     other path to its one-line message; read and cropped as ``settings`` say."""
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
@@ -202,14 +205,14 @@ def read_batches(paths, settings, batch_size):
         for path in chunk:
             try:
                 images[path] = load_image(path, settings["resize"], settings["size"],
-                                          settings["interpolation"])
+                                          settings["interpolation"], settings["channels"])
             except (ValueError, FileNotFoundError) as error:
                 errors[path] = str(error)
         yield chunk, images, errors
 
 
 def model_input(images, settings):
-    """The batch that the model takes for uint8 ``images`` (a list of ``(H, W, 3)``):
+    """The batch that the model takes for uint8 ``images`` (a list of ``(H, W, C)``):
     preprocessed with ``settings["preprocessing"]`` (raw uint8 if ``None``), in
     ``settings["data_format"]``."""
     import numpy as np
@@ -252,7 +255,8 @@ def write_heatmaps(model, paths, settings, outputs, batch_size=16, overwrite=Fal
         if images:
             maps = heatmaps(models, model_input(list(images.values()), settings))
             for (path, image), heatmap in zip(images.items(), maps):
-                save_png(outputs[path], overlay(image, heatmap), overwrite)
+                preview = image if image.shape[-1] in (1, 3) else image[..., :1]  # first band
+                save_png(outputs[path], overlay(image=preview, heatmap=heatmap), overwrite)
 
 
 def save_png(path, pixels, overwrite=False):

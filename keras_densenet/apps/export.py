@@ -64,9 +64,11 @@ def calibration_images(folder, model, limit=CALIBRATION_SIZE):
         raise ValueError(f"--calibration {folder!r} holds no images.")
     channels_first = model_config(model)["data_format"] == "channels_first"
     size = model.input.shape[2] if channels_first else model.input.shape[1]
+    channels = model.input.shape[1] if channels_first else model.input.shape[-1]
     if size is None:
         raise ValueError("--calibration needs a model with a fixed input size.")
-    images = np.stack([load_image(path, resize=size, crop=size) for path in paths])
+    images = np.stack([load_image(path, resize=size, crop=size, channels=channels)
+                       for path in paths])
     return images.transpose(0, 3, 1, 2) if channels_first else images
 
 

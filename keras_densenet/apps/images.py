@@ -17,16 +17,20 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 """Pillow's modes for 16-bit grayscale; older Pillows open a 16-bit grayscale PNG as ``"I"``."""
 
 
-def load_image(path, resize=256, crop=224, interpolation="bicubic"):
-    """RGB ``(crop, crop, 3)`` uint8 array: shorter side resized to ``resize`` with
+def load_image(path, resize=256, crop=224, interpolation="bicubic", channels=3):
+    """``(crop, crop, channels)`` uint8 array: shorter side resized to ``resize`` with
     ``interpolation`` (one of ``INTERPOLATIONS``), then center-cropped.
 
-    A 16-bit grayscale image (a 16-bit PNG) is read at full precision, scaled
-    linearly so that 65535 becomes 255 (``value / 257``), resized, then
-    rounded to uint8; 16-bit RGB PNGs arrive from Pillow already scaled (their
-    high bytes). Raises ``ValueError`` naming the file if it is not a readable
-    image, if it holds 32-bit integer or float pixels (no range to scale from),
-    or if it is so large that Pillow refuses to decode it (a decompression bomb).
+    ``channels``: 3 (RGB: any image is converted), 1 (grayscale: any image is
+    converted to luminance) or another count: the image's own bands (RGBA has
+    4) or the pages of a multi-page TIFF, one channel each (a one-line
+    ``ValueError`` if the file has another count). A 16-bit grayscale image (a
+    16-bit PNG or TIFF page) is read at full precision, scaled linearly so that
+    65535 becomes 255 (``value / 257``), resized, then rounded to uint8; 16-bit
+    RGB PNGs arrive from Pillow already scaled (their high bytes). Raises
+    ``ValueError`` naming the file if it is not a readable image, if it holds
+    32-bit integer or float pixels (no range to scale from), or if it is so
+    large that Pillow refuses to decode it (a decompression bomb).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -34,17 +38,62 @@ def load_image(path, resize=256, crop=224, interpolation="bicubic"):
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}; got {interpolation!r}.")
     try:
         with Image.open(path) as image:
-            if image.mode in SIXTEEN_BIT_MODES or (image.mode == "I" and image.format == "PNG"):
-                image = Image.fromarray(np.asarray(image, dtype="float32") / 257, "F")
-            elif image.mode in ("I", "F"):
-                raise ValueError(f"{path}: 32-bit {'float' if image.mode == 'F' else 'integer'} "
-                                 "pixels are not read; save it as an 8- or 16-bit image.")
-            else:
-                image = image.convert("RGB")
+            planes = _planes(image, path, channels)
     except Image.DecompressionBombError as error:
         raise ValueError(f"{path}: refused, too many pixels to decode safely ({error})") from error
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{path}: not a readable image ({error.__class__.__name__})") from error
+    return np.concatenate([_resized_crop(plane, resize, crop, interpolation)
+                           for plane in planes], axis=-1)
+
+
+def _planes(image, path, channels):
+    """The Pillow images that give the ``channels`` channels of ``image``: one RGB image,
+    or one single-band (``"L"``, or ``"F"`` for 16-bit) image per channel."""
+    from PIL import Image
+
+    if channels == 3 and not _sixteen_bit(image, path):
+        return [image.convert("RGB")]
+    pages = getattr(image, "n_frames", 1)
+    if channels not in (1, 3) and pages > 1:
+        if pages != channels:
+            raise ValueError(f"{path}: {pages} pages, but the model takes {channels} channels.")
+        bands = []
+        for page in range(pages):
+            image.seek(page)
+            bands.append(_gray(image, path))
+        return bands
+    if channels == 1:
+        return [_gray(image, path)]
+    if _sixteen_bit(image, path):  # a gray 16-bit image into a 3-channel model
+        return [_gray(image, path)] * 3
+    if len(image.getbands()) != channels:
+        raise ValueError(f"{path}: {len(image.getbands())} bands ({image.mode}), but the model "
+                         f"takes {channels} channels.")
+    return [Image.fromarray(np.asarray(band)) for band in image.split()]
+
+
+def _sixteen_bit(image, path):
+    if image.mode in ("I", "F") and not (image.mode == "I" and image.format == "PNG"):
+        raise ValueError(f"{path}: 32-bit {'float' if image.mode == 'F' else 'integer'} "
+                         "pixels are not read; save it as an 8- or 16-bit image.")
+    return image.mode in SIXTEEN_BIT_MODES or image.mode == "I"
+
+
+def _gray(image, path):
+    """One band: 16-bit gray as float ``"F"`` scaled to 0..255, anything else as ``"L"``."""
+    from PIL import Image
+
+    if _sixteen_bit(image, path):
+        return Image.fromarray(np.asarray(image, dtype="float32") / 257, "F")
+    return image.convert("L")
+
+
+def _resized_crop(image, resize, crop, interpolation):
+    """``image`` with its shorter side resized to ``resize``, center-cropped to ``crop``:
+    uint8 ``(crop, crop, bands)``."""
+    from PIL import Image
+
     width, height = image.size
     scale = resize / min(width, height)
     image = image.resize((max(crop, round(width * scale)), max(crop, round(height * scale))),
@@ -52,9 +101,9 @@ def load_image(path, resize=256, crop=224, interpolation="bicubic"):
     left = (image.size[0] - crop) // 2
     top = (image.size[1] - crop) // 2
     pixels = np.asarray(image.crop((left, top, left + crop, top + crop)))
-    if image.mode == "F":  # 16-bit grayscale, scaled to 0..255 (bicubic may overshoot it)
-        pixels = np.repeat(np.clip(np.round(pixels), 0, 255)[..., None], 3, axis=-1)
-    return pixels.astype("uint8")
+    if image.mode == "F":  # 16-bit gray, scaled to 0..255 (bicubic may overshoot it)
+        pixels = np.clip(np.round(pixels), 0, 255)
+    return pixels.astype("uint8").reshape(crop, crop, -1)
 
 
 def image_paths(inputs):

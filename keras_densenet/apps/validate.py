@@ -219,7 +219,7 @@ def _read(samples, settings, unreadable):
     for path, name in samples:
         try:
             images.append(load_image(path, settings["resize"], settings["size"],
-                                     settings["interpolation"]))
+                                     settings["interpolation"], settings["channels"]))
         except ValueError:
             unreadable.append(path)
             continue
