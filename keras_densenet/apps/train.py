@@ -5,7 +5,7 @@
     keras-densenet train --recipe imagenet --data /data/imagenet/train \\
         --val-data /data/imagenet/val --batch-size 64 --precision bf16
     keras-densenet train --output runs/digits --resume   # continue an interrupted run
-    keras-densenet train --recipe imagenet --data /data/cxr/images \
+    keras-densenet train --recipe imagenet --data /data/cxr/images \\
         --labels /data/cxr/Data_Entry_2017.csv          # multi-label (NIH ChestX-ray14 CSV)
     keras-densenet train --distribute multiworker        # one process per worker, TF_CONFIG set
 
