@@ -13,7 +13,8 @@ from PIL import Image
 from keras_densenet import runtime
 from keras_densenet.apps import cli
 from keras_densenet.apps import train as train_lib
-from keras_densenet.apps.data import torch_normalize
+from keras_densenet.apps.data import labeled_images, torch_normalize
+from keras_densenet.apps.labels import choose_thresholds
 from keras_densenet.apps.recipes import RECIPES, Recipe
 from keras_densenet.export import export
 
@@ -83,11 +84,15 @@ def test_multi_label_run_reaches_the_auroc_bar(trained):
 
 @pytest.mark.slow
 def test_the_saved_model_records_sigmoid_outputs_and_validation_thresholds(trained):
-    _, run, _ = trained
+    images, run, _ = trained
     model = keras.models.load_model(os.path.join(run, "model.keras"))
     config = model.densenet_config
     assert config["multi_label"] is True and config["class_names"] == sorted(MARKS)
-    assert len(config["thresholds"]) == 3 and all(0 < t < 1 for t in config["thresholds"])
+    validation = labeled_images(os.path.join(images, "labels.csv"), images, 32, 16).validation
+    targets = np.concatenate([labels for _, labels in validation.as_numpy_iterator()])
+    assert targets.shape == (24, 3)
+    assert config["thresholds"] == pytest.approx(
+        choose_thresholds(targets, model.predict(validation, verbose=0)), abs=1e-5)
     assert model.get_layer("predictions").activation is keras.activations.sigmoid
 
 
