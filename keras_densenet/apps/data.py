@@ -2,7 +2,8 @@
 
 Every loader returns a ``Splits`` of batched ``tf.data`` pipelines yielding
 ``(images, labels)``: images ``(batch, size, size, 3)`` float32, normalized
-like ``preprocess_input(mode="torch")``, labels int32 class indices.
+like ``preprocess_input(mode="torch")``, labels int32 class indices (an image
+folder with a labels CSV: float32 multi-hot rows ``(batch, classes)``).
 """
 
 import collections
@@ -15,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_densenet.apps.images import IMAGE_EXTENSIONS, is_image_name
+from keras_densenet.apps.labels import LabelsLayout, read_labels
 from keras_densenet.preprocessing import TORCH_MEAN, TORCH_STD
 from keras_densenet.utils import check_input_path
 
@@ -46,15 +48,27 @@ since CIFAR has its own test set); the rest is trained on."""
 
 
 def load(dataset, image_size, batch_size, augment=False, flip=True, seed=0,
-         drop_remainder=False, val_dataset=None, transform="resize", statistics_images=0):
+         drop_remainder=False, val_dataset=None, transform="resize", statistics_images=0,
+         labels=None, labels_layout=LabelsLayout()):
     """Load ``dataset`` (``"digits"``, ``"cifar10"``, ``"cifar100"`` or a folder path).
 
     ``batch_size`` is the global batch. ``drop_remainder``: every batch of every
     split is full (the last partial one is dropped), as ``keras.distribution``
     needs when it splits each batch evenly over devices. ``val_dataset`` and
     ``transform``: see ``image_folder`` (folders only). ``statistics_images``:
-    how many training images ``Splits.statistics`` holds (0: none).
+    how many training images ``Splits.statistics`` holds (0: none). ``labels``:
+    ``None``, or a labels CSV (laid out as ``labels_layout`` says) naming the
+    images of the folder ``dataset`` and their labels: multi-label splits
+    (``labeled_images``).
     """
+    if labels is not None:
+        if dataset in (None, "digits", "cifar10", "cifar100") or val_dataset is not None:
+            raise ValueError("--labels needs --data IMAGE_FOLDER (the folder its image names "
+                             "are relative to) and no --val-data (validation and test are "
+                             f"held out of its rows); got --data {dataset!r}"
+                             + (f", --val-data {val_dataset!r}." if val_dataset else "."))
+        return labeled_images(labels, dataset, image_size, batch_size, labels_layout, augment,
+                              flip, seed, drop_remainder, transform, statistics_images)
     if dataset is None:
         raise ValueError("No dataset given: pass --data digits|cifar10|cifar100|PATH "
                          "(PATH: an image folder with one sub-folder per class).")
@@ -147,20 +161,58 @@ def image_folder(path, image_size, batch_size, augment=False, flip=True, seed=0,
     """
     folder = image_folder_files(path)
     files, labels = np.array(folder.files), folder.labels
-    order = np.random.default_rng(seed).permutation(len(files))
     skipped = list(folder.skipped)
     if val_path is None:
-        held_out = int((TEST_FRACTION + VALIDATION_FRACTION) * len(files))
-        validation_count = max(1, int(VALIDATION_FRACTION * len(files)))
-        train_index, held = order[:len(files) - held_out], order[len(files) - held_out:]
-        validation = (files[held[:validation_count]], labels[held[:validation_count]])
-        test = (files[held[validation_count:]], labels[held[validation_count:]])
+        train_index, validation_index, test_index = held_out_split(len(files), seed)
+        validation = (files[validation_index], labels[validation_index])
+        test = (files[test_index], labels[test_index])
     else:
         val_folder = image_folder_files(val_path, class_names=folder.class_names)
-        train_index = order
+        train_index = np.random.default_rng(seed).permutation(len(files))
         validation = test = (np.array(val_folder.files), val_folder.labels)
         skipped += val_folder.skipped
-    train_files, train_labels = files[train_index], labels[train_index]
+    return _file_splits((files[train_index], labels[train_index]), validation, test,
+                        folder.class_names, image_size, batch_size, augment, flip, seed,
+                        drop_remainder, transform, statistics_images, skipped)
+
+
+def labeled_images(csv_path, image_dir, image_size, batch_size, layout=LabelsLayout(),
+                   augment=False, flip=True, seed=0, drop_remainder=False, transform="resize",
+                   statistics_images=0):
+    """Multi-label splits of the images a labels CSV lists (``labels.read_labels``).
+
+    Labels are ``(batch, classes)`` float32 multi-hot rows; ``Splits.class_names``
+    are the CSV's labels (sorted). The rows are shuffled (``seed``) and split
+    70/10/20 into train, validation and test, and the files checked and decoded
+    as an image folder's (see ``image_folder``; ``layout``: ``LabelsLayout``).
+    """
+    paths, targets, class_names = read_labels(csv_path, image_dir, layout)
+    kinds = file_states(paths, f"{csv_path!r} (images in {image_dir!r})")
+    kept = np.array([kind == "complete" for kind in kinds])
+    skipped = [path for path, kind in zip(paths, kinds) if kind == "cut"]
+    files, targets = np.array(paths)[kept], targets[kept]
+    train_index, validation_index, test_index = held_out_split(len(files), seed)
+    return _file_splits((files[train_index], targets[train_index]),
+                        (files[validation_index], targets[validation_index]),
+                        (files[test_index], targets[test_index]), class_names, image_size,
+                        batch_size, augment, flip, seed, drop_remainder, transform,
+                        statistics_images, skipped)
+
+
+def held_out_split(count, seed):
+    """``(train, validation, test)`` index arrays of ``count`` examples shuffled with
+    ``seed``: ``TEST_FRACTION`` and ``VALIDATION_FRACTION`` (at least one) held out."""
+    order = np.random.default_rng(seed).permutation(count)
+    held_out = int((TEST_FRACTION + VALIDATION_FRACTION) * count)
+    validation_count = max(1, int(VALIDATION_FRACTION * count))
+    held = order[count - held_out:]
+    return order[:count - held_out], held[:validation_count], held[validation_count:]
+
+
+def _file_splits(train, validation, test, class_names, image_size, batch_size, augment, flip,
+                 seed, drop_remainder, transform, statistics_images, skipped):
+    """The ``Splits`` of ``(files, labels)`` pairs for each split (see ``image_folder``)."""
+    train_files, train_labels = train
     evaluate = _center_crop if transform == "imagenet" else _resize_whole
 
     def evaluation(split_files, split_labels):
@@ -176,7 +228,7 @@ def image_folder(path, image_size, batch_size, augment=False, flip=True, seed=0,
                          ).batch(batch_size, drop_remainder)
         train = _augmented(train, image_size, augment and transform == "resize", flip, seed)
     n = min(statistics_images, len(train_files))
-    return Splits(train, evaluation(*validation), evaluation(*test), folder.class_names,
+    return Splits(train, evaluation(*validation), evaluation(*test), list(class_names),
                   (image_size, image_size, 3),
                   statistics=evaluation(train_files[:n], train_labels[:n]) if n else None,
                   counts=dict(train=len(train_files), validation=len(validation[0]),
@@ -220,18 +272,25 @@ def image_folder_files(path, class_names=None):
                          "classification needs at least two class sub-folders.")
     names = classes if class_names is None else list(class_names)
     candidates = [(f, names.index(name)) for name in classes for f in found[name]]
+    kinds = file_states([f for f, _ in candidates], f"image folder {path!r}")
+    kept = [(f, label) for (f, label), kind in zip(candidates, kinds) if kind == "complete"]
+    return ImageFiles([f for f, _ in kept], np.array([label for _, label in kept], "int32"),
+                      names, [f for (f, _), kind in zip(candidates, kinds) if kind == "cut"])
+
+
+def file_states(files, source):
+    """The ``file_state`` of each of ``files`` (read in parallel threads); a one-line
+    ``ValueError`` naming ``source`` and the files that are no image."""
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        kinds = list(pool.map(file_state, [f for f, _ in candidates], chunksize=256))
-    bad = [f for (f, _), kind in zip(candidates, kinds) if kind == "not an image"]
+        kinds = list(pool.map(file_state, files, chunksize=256))
+    bad = [f for f, kind in zip(files, kinds) if kind == "not an image"]
     if bad:
         shown = ", ".join(repr(f) for f in bad[:10]) + (f" and {len(bad) - 10} more"
                                                          if len(bad) > 10 else "")
         raise ValueError(
-            f"{len(bad)} of {len(candidates)} files in image folder {path!r} cannot be decoded "
-            f"as images (no JPEG, PNG, GIF or BMP signature): {shown}; remove or fix them.")
-    kept = [(f, label) for (f, label), kind in zip(candidates, kinds) if kind == "complete"]
-    return ImageFiles([f for f, _ in kept], np.array([label for _, label in kept], "int32"),
-                      names, [f for (f, _), kind in zip(candidates, kinds) if kind == "cut"])
+            f"{len(bad)} of {len(files)} files in {source} cannot be decoded as images (no "
+            f"JPEG, PNG, GIF or BMP signature): {shown}; remove or fix them.")
+    return kinds
 
 
 def file_state(file):
@@ -276,11 +335,17 @@ def _augmented(train, image_size, augment, flip, seed):
         tf.data.AUTOTUNE)
 
 
+def label_array(labels):
+    """``labels`` as int32 class indices ``(n,)``, or float32 multi-hot rows ``(n, classes)``."""
+    labels = np.asarray(labels)
+    return labels.astype("float32" if labels.ndim == 2 else "int32")
+
+
 def _decoded(files, labels, image_size, decode, shuffle_seed=None):
     """Unbatched ``(image, label)``: each file read and ``decode``d to a float32
     ``(image_size, image_size, 3)`` image in [0, 255]; files that fail to decode
     are dropped. Reshuffled every epoch if ``shuffle_seed`` is given."""
-    dataset = tf.data.Dataset.from_tensor_slices((list(files), np.asarray(labels, "int32")))
+    dataset = tf.data.Dataset.from_tensor_slices((list(files), label_array(labels)))
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
     return dataset.map(lambda file, label: (decode(tf.io.read_file(file), image_size), label),
@@ -345,7 +410,7 @@ def imagenet_train_pipeline(files, labels, image_size, batch_size, flip=True, se
             be a file path (``tf.data.Dataset.cache``) for a local-disk copy.
     """
     calls = tf.data.AUTOTUNE if parallel else None
-    dataset = tf.data.Dataset.from_tensor_slices((list(files), np.asarray(labels, "int32")))
+    dataset = tf.data.Dataset.from_tensor_slices((list(files), label_array(labels)))
 
     def read(file, label):
         return tf.io.read_file(file), label

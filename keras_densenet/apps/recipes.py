@@ -6,6 +6,8 @@ changes any of them (the CLI maps each field to a ``--flag``).
 
 import dataclasses
 
+from keras_densenet.apps.labels import LabelsLayout
+
 TRANSFORMS = ("resize", "imagenet")
 """``Recipe.transform`` values (see ``Recipe``)."""
 PRECISIONS = {"float32": "float32", "bf16": "mixed_bfloat16", "float16": "mixed_float16"}
@@ -44,6 +46,11 @@ class Recipe:
             ``"float16"`` (``mixed_float16``, GPUs only).
         weights: ``None`` (random initialization), ``"imagenet"`` or a weights file:
             every layer but the classifier starts from these weights (fine-tuning).
+        labels: ``None`` (one class per image), or a labels CSV naming images of the
+            folder ``dataset`` and their labels: multi-label training (sigmoid
+            outputs, binary cross-entropy, AUROC; see ``apps.labels``).
+        labels_layout: the CSV's column names, separator and "none" label, the
+            fields of ``apps.labels.LabelsLayout`` (default: NIH ChestX-ray14's).
     """
 
     model: dict
@@ -61,6 +68,9 @@ class Recipe:
     flip: bool = True
     precision: str = "float32"
     weights: str = None
+    labels: str = None
+    labels_layout: dict = dataclasses.field(
+        default_factory=lambda: dataclasses.asdict(LabelsLayout()))
 
     @classmethod
     def from_dict(cls, fields):

@@ -5,6 +5,8 @@
     keras-densenet train --recipe imagenet --data /data/imagenet/train \\
         --val-data /data/imagenet/val --batch-size 64 --precision bf16
     keras-densenet train --output runs/digits --resume   # continue an interrupted run
+    keras-densenet train --recipe imagenet --data /data/cxr/images \\
+        --labels /data/cxr/Data_Entry_2017.csv          # multi-label (NIH ChestX-ray14 CSV)
     keras-densenet train --distribute multiworker        # one process per worker, TF_CONFIG set
 
 A run directory holds ``config.json`` (the recipe), ``backup/`` (the state
@@ -14,7 +16,12 @@ loss, accuracy, top-5 accuracy with more than 5 classes, the number of images
 of each split, the image files skipped). The data is split into train,
 validation (reported each epoch) and test (evaluated once, at the end); with
 ``--val-data`` all of ``--data`` is trained on and the validation folder is
-both. With ``--distribute multiworker`` only the chief writes these; every
+both. With ``--labels`` (a CSV naming images of ``--data`` and their labels)
+the model is multi-label: sigmoid outputs trained with binary cross-entropy,
+AUROC logged every epoch, ``metrics.json`` holding the test loss and the
+per-class and mean AUROC, and each class's decision threshold chosen on the
+validation split recorded in ``model.keras``'s config (classify reads it).
+With ``--distribute multiworker`` only the chief writes these; every
 other worker keeps only its own backup, in ``backup-worker{N}/``. See
 docs/distributed.md and docs/training.md.
 
@@ -36,6 +43,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import shlex
 import shutil
@@ -44,6 +52,7 @@ import warnings
 from keras_densenet.apps import run_dir
 from keras_densenet.apps.distribute import (DISTRIBUTE, distribution_strategy,
                                             keras_distribution, worker_role)
+from keras_densenet.apps.labels import LabelsLayout
 from keras_densenet.apps.recipes import PRECISIONS, RECIPES, TRANSFORMS, Recipe
 from keras_densenet.checks import check_choice, check_number, check_positive_int
 from keras_densenet.utils import atomic_path, write_text
@@ -71,7 +80,9 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
 
     Returns ``{"test_loss", "test_accuracy", ["test_top5_accuracy",] "images":
     {"train", "validation", "test"}, "skipped_images": [paths]}``, as in
-    ``metrics.json``.
+    ``metrics.json``; with ``recipe.labels`` (multi-label) ``"test_mean_auroc"``
+    and ``"test_auroc"`` (``{class: AUROC or None}``, ``None`` where the test
+    split has only positives or only negatives of a class) replace the accuracies.
     """
     from keras_densenet.apps import data as data_lib
     from keras_densenet.apps.precise_bn import SETTLE_IMAGES
@@ -102,7 +113,8 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
                            augment=recipe.augment, flip=recipe.flip,
                            drop_remainder=drop_remainder,
                            val_dataset=recipe.val_dataset, transform=recipe.transform,
-                           statistics_images=SETTLE_IMAGES)
+                           statistics_images=SETTLE_IMAGES, labels=recipe.labels,
+                           labels_layout=LabelsLayout(**recipe.labels_layout))
     print("images: " + ", ".join(f"{n} {split}" for split, n in splits.counts.items())
           + (" (the validation folder is the test split)" if recipe.val_dataset else ""))
     if splits.skipped:
@@ -133,14 +145,19 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
 
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = build_model(recipe, splits.image_shape, splits.class_names)
+        if recipe.labels is not None:
+            loss, metrics = "binary_crossentropy", [
+                keras.metrics.AUC(multi_label=True, num_labels=len(splits.class_names),
+                                  name="auroc")]
+        else:
+            loss, metrics = "sparse_categorical_crossentropy", [
+                "accuracy", *([keras.metrics.SparseTopKCategoricalAccuracy(
+                    5, name="top5_accuracy")] if len(splits.class_names) > 5 else [])]
         model.compile(
             optimizer=keras.optimizers.SGD(
                 learning_rate=step_schedule(recipe, steps_per_epoch),
                 momentum=recipe.momentum, nesterov=recipe.nesterov),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy", *([keras.metrics.SparseTopKCategoricalAccuracy(
-                5, name="top5_accuracy")] if len(splits.class_names) > 5 else [])],
-        )
+            loss=loss, metrics=metrics)
     # Only now, with every option checked, is anything written.
     started_in = run_dir.prepare_run_dir(output_dir, config, resume) if worker.chief else None
     log_path = os.path.join(output_dir, "log.csv")
@@ -174,8 +191,13 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
             ],
         )
         statistics.settle()
+        if recipe.labels is not None:  # on every worker: predict may need collectives
+            from keras_densenet.apps.labels import choose_thresholds
+
+            model.update_config(thresholds=choose_thresholds(
+                *_targets_and_scores(model, splits.validation)))
         if not worker.chief:  # every worker evaluates (collectives); the chief writes
-            metrics = _evaluate(model, splits)
+            metrics = _evaluate(model, splits, recipe.labels is not None)
             shutil.rmtree(backup_dir, ignore_errors=True)
             return metrics
         with atomic_path(model_path) as temporary:
@@ -187,7 +209,7 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
         with open(metrics_path) as handle:
             metrics = json.load(handle)
     else:
-        metrics = _evaluate(model, splits)
+        metrics = _evaluate(model, splits, recipe.labels is not None)
         write_text(metrics_path, json.dumps(metrics, indent=2))
     curves_path = os.path.join(output_dir, "curves.png")
     if not os.path.exists(curves_path):
@@ -201,24 +223,47 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
     return metrics
 
 
-def _evaluate(model, splits):
-    """The ``metrics.json`` of a trained model: test metrics, image counts, skipped files."""
+def _evaluate(model, splits, multi_label):
+    """The ``metrics.json`` of a trained model: test metrics, image counts, skipped files.
+    ``multi_label``: the test loss and the per-class and mean AUROC (``per_class_auroc``)."""
     results = model.evaluate(splits.test, verbose=0, return_dict=True)
-    return {**{f"test_{name}": float(value) for name, value in results.items()},
+    if multi_label:
+        from keras_densenet.apps.labels import per_class_auroc
+
+        values, mean = per_class_auroc(*_targets_and_scores(model, splits.test))
+        results = {"loss": results["loss"], "mean_auroc": mean}
+        per_class = {"test_auroc": {name: None if math.isnan(value) else value
+                                    for name, value in zip(splits.class_names, values)}}
+    else:
+        per_class = {}
+    return {**{f"test_{name}": float(value) for name, value in results.items()}, **per_class,
             "images": dict(splits.counts), "skipped_images": list(splits.skipped)}
+
+
+def _targets_and_scores(model, split):
+    """``(targets, scores)`` of a multi-label evaluation ``split``, both ``(images, classes)``
+    (the pipeline is deterministic: its two passes see the images in the same order)."""
+    import numpy as np
+
+    targets = np.concatenate([labels for _, labels in split.as_numpy_iterator()])
+    return targets, model.predict(split, verbose=0).astype("float32")
 
 
 def build_model(recipe, image_shape, class_names):
     """The recipe's ``DenseNetModel`` for ``image_shape`` and ``class_names``, its config
     recording how classify and export must feed it; with ``recipe.weights``, every
-    layer but the classifier starts from those weights. Under a mixed precision
-    policy the classifier computes in float32 (Keras' advice for the softmax)."""
+    layer but the classifier starts from those weights. With ``recipe.labels`` the
+    top is a sigmoid per class and the config records ``multi_label``. Under a mixed
+    precision policy the classifier computes in float32 (Keras' advice for the
+    softmax and the sigmoid)."""
     import keras
 
     from keras_densenet.apps.data import EVAL_CROP_FRACTION
     from keras_densenet.builder import DenseNet
 
-    model = DenseNet(**recipe.model, input_shape=image_shape, classes=len(class_names))
+    multi_label = recipe.labels is not None
+    model = DenseNet(**recipe.model, input_shape=image_shape, classes=len(class_names),
+                     activation="sigmoid" if multi_label else "softmax")
     if recipe.precision != "float32":  # the softmax, the loss and top-k in float32
         model.get_layer("predictions").dtype_policy = keras.DTypePolicy("float32")
     if recipe.weights is not None:
@@ -229,7 +274,7 @@ def build_model(recipe, image_shape, class_names):
                 model.get_layer(layer.name).set_weights(layer.get_weights())
     crop_pct = EVAL_CROP_FRACTION if recipe.transform == "imagenet" else 1.0
     model.update_config(class_names=list(class_names), preprocessing="torch",
-                        crop_pct=crop_pct, interpolation="bilinear")
+                        crop_pct=crop_pct, interpolation="bilinear", multi_label=multi_label)
     return model
 
 
@@ -246,6 +291,13 @@ def check_recipe(recipe):
     check_choice("precision", recipe.precision, tuple(PRECISIONS))
     if not isinstance(recipe.model, dict):
         raise ValueError(f"model must be a dict of DenseNet arguments; got {recipe.model!r}.")
+    layout_fields = [field.name for field in dataclasses.fields(LabelsLayout)]
+    if not isinstance(recipe.labels_layout, dict) or set(recipe.labels_layout) != set(
+            layout_fields):
+        raise ValueError(f"labels_layout must be a dict with the keys {layout_fields}; got "
+                         f"{recipe.labels_layout!r}.")
+    if not recipe.labels_layout["separator"]:
+        raise ValueError("--label-separator must not be empty.")
 
 
 def step_schedule(recipe, steps_per_epoch):
@@ -273,6 +325,23 @@ def build_parser():
                         help="an image folder with the same class sub-folders (ImageNet's "
                              "val layout): evaluated after every epoch and at the end, instead "
                              "of splits held out of --data")
+    parser.add_argument("--labels",
+                        help="multi-label training: a CSV naming images of --data (file names "
+                             "relative to it) and their labels (default layout: NIH "
+                             "ChestX-ray14's Data_Entry_2017.csv)")
+    defaults = LabelsLayout()
+    parser.add_argument("--image-column",
+                        help=f"--labels: the column of image names (default: "
+                             f"{defaults.image_column!r})")
+    parser.add_argument("--labels-column",
+                        help=f"--labels: the column of labels (default: "
+                             f"{defaults.labels_column!r})")
+    parser.add_argument("--label-separator", dest="separator",
+                        help=f"--labels: what joins an image's labels (default: "
+                             f"{defaults.separator!r})")
+    parser.add_argument("--none-label",
+                        help=f"--labels: the label of an image with none (default: "
+                             f"{defaults.none_label!r})")
     parser.add_argument("--output", help="run directory (default: runs/RECIPE)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output with the options it was started with")
@@ -335,7 +404,11 @@ def run(args):
         dropout_rate=args.dropout_rate,
         memory_efficient=MEMORY_EFFICIENT_FLAGS.get(args.memory_efficient)).items()
         if v is not None}
+    layout_overrides = {k: v for k, v in dict(
+        image_column=args.image_column, labels_column=args.labels_column,
+        separator=args.separator, none_label=args.none_label).items() if v is not None}
     recipe = recipe.replace(
+        labels=args.labels, labels_layout={**recipe.labels_layout, **layout_overrides},
         dataset=args.data, val_dataset=args.val_dataset, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate,
         image_size=args.image_size, transform=args.transform, augment=args.augment,
@@ -343,10 +416,16 @@ def run(args):
         model={**recipe.model, **model_overrides})
     metrics = train(recipe, output_dir, resume=args.resume, distribute=args.distribute,
                     verbose=0 if args.quiet else 1)  # errors: one line, from apps.cli
-    top5 = (f", top-5 {metrics['test_top5_accuracy']:.4f}"
-            if "test_top5_accuracy" in metrics else "")
-    print(f"test accuracy {metrics['test_accuracy']:.4f}{top5}, test loss "
-          f"{metrics['test_loss']:.4f}")
+    if "test_mean_auroc" in metrics:
+        per_class = ", ".join("{} {}".format(name, "n/a" if value is None else f"{value:.4f}")
+                              for name, value in metrics["test_auroc"].items())
+        print(f"test mean AUROC {metrics['test_mean_auroc']:.4f} ({per_class}), test loss "
+              f"{metrics['test_loss']:.4f}")
+    else:
+        top5 = (f", top-5 {metrics['test_top5_accuracy']:.4f}"
+                if "test_top5_accuracy" in metrics else "")
+        print(f"test accuracy {metrics['test_accuracy']:.4f}{top5}, test loss "
+              f"{metrics['test_loss']:.4f}")
     print(f"model: {os.path.join(output_dir, 'model.keras')}")
     return 0
 
