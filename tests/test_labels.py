@@ -61,5 +61,8 @@ def test_auroc_per_class_and_mean():
 def test_thresholds_maximize_f1_on_validation():
     targets = np.array([[1], [1], [0], [0]], "float32")
     scores = np.array([[0.7], [0.6], [0.4], [0.65]])
-    assert choose_thresholds(targets, scores) == [0.6]
+    # F1 is best counting 0.6 and above positive; the threshold sits midway to 0.4
+    assert choose_thresholds(targets, scores) == [pytest.approx(0.5)]
+    separable = np.array([[0.9], [0.8], [0.2], [0.1]])
+    assert choose_thresholds(targets, separable) == [pytest.approx(0.5)]
     assert choose_thresholds(np.zeros((3, 1), "float32"), np.ones((3, 1))) == [0.5]

@@ -88,8 +88,10 @@ def per_class_auroc(targets, scores):
 
 
 def choose_thresholds(targets, scores, default=0.5):
-    """One decision threshold per class: the score that maximizes the F1 score on these
-    (validation) images; ``default`` for a class without positives.
+    """One decision threshold per class, maximizing the F1 score on these (validation)
+    images: midway between the lowest score counted positive at the best F1 and the
+    highest score below it (the same F1 here, a margin for new images); ``default``
+    for a class without positives.
 
     ``targets``, ``scores``: ``(images, classes)``. Returns a list of floats.
     """
@@ -102,5 +104,7 @@ def choose_thresholds(targets, scores, default=0.5):
             continue
         precision, recall, candidates = precision_recall_curve(targets[:, c], scores[:, c])
         f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
-        thresholds.append(float(candidates[int(np.argmax(f1))]))
+        best = float(candidates[int(np.argmax(f1))])
+        below = scores[:, c][scores[:, c] < best]
+        thresholds.append((best + float(below.max())) / 2 if below.size else best)
     return thresholds

@@ -27,7 +27,8 @@ def plot_history(csv_path, png_path):
 
 
 def history_figure(rows):
-    """A matplotlib figure of ``CSVLogger`` rows: loss (log axis) and accuracy, per epoch.
+    """A matplotlib figure of ``CSVLogger`` rows: loss (log axis) and accuracy (AUROC for a
+    multi-label run), per epoch.
 
     The loss panel has a log axis, so that a large first-epoch loss does not
     flatten the rest. "validation" is the split held out from the training data
@@ -38,7 +39,8 @@ def history_figure(rows):
 
     epochs = [int(row["epoch"]) + 1 for row in rows]
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, metric in zip(axes, ("loss", "accuracy")):
+    score = "accuracy" if "accuracy" in rows[0] else "auroc"
+    for axis, metric in zip(axes, ("loss", score)):
         for prefix, label in (("", "train"), ("val_", "validation")):
             if prefix + metric in rows[0]:
                 axis.plot(epochs, [float(row[prefix + metric]) for row in rows], label=label)
