@@ -233,3 +233,21 @@ def test_a_run_of_an_earlier_version_resumes(tmp_path):
         json.dump(config, handle)
     assert train_lib.main(["--output", run, "--resume", "--quiet"]) == 0
     assert _log_epochs(run) == [0, 1]
+
+
+@pytest.mark.slow
+def test_train_arch_rdnet_trains_an_rdnet(tmp_path, capsys):
+    """--arch rdnet_*: the run trains timm's RDNet layout and saves it with its config."""
+    from keras_densenet.apps import cli
+
+    run = tmp_path / "rdnet"
+    assert cli.main(["train", "--arch", "rdnet_tiny", "--epochs", "1", "--image-size", "32",
+                     "--batch-size", "32", "--drop-path-rate", "0.1", "--output", str(run),
+                     "--quiet"]) == 0
+    model = keras.models.load_model(run / "model.keras")
+    assert model.densenet_config["published_name"] == "rdnet_tiny"
+    assert model.get_layer("stage6_block2_drop_path").rate == pytest.approx(0.1)
+    assert json.loads((run / "config.json").read_text())["recipe"]["arch"] == "rdnet_tiny"
+    assert cli.main(["train", "--arch", "rdnet_tiny", "--depth", "10",
+                     "--output", str(tmp_path / "refused")]) == 2
+    assert "--arch rdnet_tiny takes no DenseNet options (depth)" in capsys.readouterr().err

@@ -7,11 +7,14 @@ changes any of them (the CLI maps each field to a ``--flag``).
 import dataclasses
 
 from keras_densenet.apps.labels import LabelsLayout
+from keras_densenet.architectures import RDNET_VARIANTS
 
 TRANSFORMS = ("resize", "imagenet")
 """``Recipe.transform`` values (see ``Recipe``)."""
 PRECISIONS = {"float32": "float32", "bf16": "mixed_bfloat16", "float16": "mixed_float16"}
 """``Recipe.precision`` values and the Keras dtype policy each trains under."""
+ARCHS = ("densenet", *RDNET_VARIANTS)
+"""``Recipe.arch`` values: the DenseNet builder, or an RDNet variant."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +23,10 @@ class Recipe:
 
     Attributes:
         model: keyword arguments of ``keras_densenet.DenseNet`` (without
-            ``input_shape``/``classes``, which come from the data).
+            ``input_shape``/``classes``, which come from the data); with an RDNet
+            ``arch``, its ``drop_path_rate`` only.
+        arch: ``"densenet"`` (the builder, with ``model``) or an RDNet variant
+            (``architectures.RDNET_VARIANTS``: ``"rdnet_tiny"`` ...).
         dataset: ``"digits"`` (embedded), ``"cifar10"``, ``"cifar100"``, the path of
             an image folder (one sub-folder per class), or ``None`` (must be given).
         val_dataset: ``None`` (validation and test are held out of ``dataset``), or
@@ -68,6 +74,7 @@ class Recipe:
     flip: bool = True
     precision: str = "float32"
     weights: str = None
+    arch: str = "densenet"
     labels: str = None
     labels_layout: dict = dataclasses.field(
         default_factory=lambda: dataclasses.asdict(LabelsLayout()))

@@ -53,7 +53,7 @@ from keras_densenet.apps import run_dir
 from keras_densenet.apps.distribute import (DISTRIBUTE, distribution_strategy,
                                             keras_distribution, worker_role)
 from keras_densenet.apps.labels import LabelsLayout
-from keras_densenet.apps.recipes import PRECISIONS, RECIPES, TRANSFORMS, Recipe
+from keras_densenet.apps.recipes import ARCHS, PRECISIONS, RECIPES, TRANSFORMS, Recipe
 from keras_densenet.checks import check_choice, check_number, check_positive_int
 from keras_densenet.utils import atomic_path, write_text
 
@@ -260,15 +260,20 @@ def build_model(recipe, image_shape, class_names):
 
     from keras_densenet.apps.data import EVAL_CROP_FRACTION
     from keras_densenet.builder import DenseNet
+    from keras_densenet.rdnet import RDNet
+
+    def network(**arguments):
+        if recipe.arch == "densenet":
+            return DenseNet(**recipe.model, input_shape=image_shape, **arguments)
+        arguments["classifier_activation"] = arguments.pop("activation", None)
+        return RDNet(recipe.arch, **recipe.model, input_shape=image_shape, **arguments)
 
     multi_label = recipe.labels is not None
-    model = DenseNet(**recipe.model, input_shape=image_shape, classes=len(class_names),
-                     activation="sigmoid" if multi_label else "softmax")
+    model = network(classes=len(class_names), activation="sigmoid" if multi_label else "softmax")
     if recipe.precision != "float32":  # the softmax, the loss and top-k in float32
         model.get_layer("predictions").dtype_policy = keras.DTypePolicy("float32")
     if recipe.weights is not None:
-        pretrained = DenseNet(**recipe.model, input_shape=image_shape, include_top=False,
-                              weights=recipe.weights)
+        pretrained = network(include_top=False, weights=recipe.weights)
         for layer in pretrained.layers:
             if layer.weights:
                 model.get_layer(layer.name).set_weights(layer.get_weights())
@@ -289,8 +294,12 @@ def check_recipe(recipe):
         check_number("lr_milestones entries", milestone, "(0, 1]", lambda v: 0 < v <= 1)
     check_choice("transform", recipe.transform, TRANSFORMS)
     check_choice("precision", recipe.precision, tuple(PRECISIONS))
+    check_choice("arch", recipe.arch, ARCHS)
     if not isinstance(recipe.model, dict):
         raise ValueError(f"model must be a dict of DenseNet arguments; got {recipe.model!r}.")
+    if recipe.arch != "densenet" and set(recipe.model) - {"drop_path_rate"}:
+        raise ValueError(f"--arch {recipe.arch} takes no DenseNet options "
+                         f"({', '.join(sorted(set(recipe.model) - {'drop_path_rate'}))}).")
     layout_fields = [field.name for field in dataclasses.fields(LabelsLayout)]
     if not isinstance(recipe.labels_layout, dict) or set(recipe.labels_layout) != set(
             layout_fields):
@@ -363,6 +372,10 @@ def build_parser():
     parser.add_argument("--weights",
                         help="fine-tune: imagenet or a weights file for every layer but the "
                              "classifier (default: random initialization)")
+    parser.add_argument("--arch", choices=ARCHS,
+                        help="densenet (the recipe's DenseNet, default) or an RDNet variant")
+    parser.add_argument("--drop-path-rate", type=float,
+                        help="RDNet: stochastic depth of the last block (timm's drop_path_rate)")
     parser.add_argument("--depth", type=int, help="DenseNet depth (the recipe's model)")
     parser.add_argument("--growth-rate", type=int)
     parser.add_argument("--weight-decay", type=float)
@@ -401,9 +414,11 @@ def run(args):
         recipe = RECIPES[args.recipe or "digits"]
     model_overrides = {k: v for k, v in dict(
         depth=args.depth, growth_rate=args.growth_rate, weight_decay=args.weight_decay,
-        dropout_rate=args.dropout_rate,
+        dropout_rate=args.dropout_rate, drop_path_rate=args.drop_path_rate,
         memory_efficient=MEMORY_EFFICIENT_FLAGS.get(args.memory_efficient)).items()
         if v is not None}
+    if args.arch not in (None, recipe.arch):  # another network: the recipe's model args go
+        recipe = recipe.replace(arch=args.arch, model={} if args.arch != "densenet" else None)
     layout_overrides = {k: v for k, v in dict(
         image_column=args.image_column, labels_column=args.labels_column,
         separator=args.separator, none_label=args.none_label).items() if v is not None}
