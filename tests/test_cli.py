@@ -128,9 +128,21 @@ def test_ctrl_c_in_train_is_one_line_naming_the_resume_command(tmp_path):
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == cli.INTERRUPTED_EXIT_CODE == 130
+    assert process.returncode == cli.INTERRUPTED_EXIT_CODE == 130, err
     assert err.splitlines() == [f"keras-densenet train: interrupted; continue the run with: "
                                 f"keras-densenet train --output {run} --resume"]
+
+
+def test_an_error_raised_by_ctrl_c_is_an_interruption_too(monkeypatch, capsys):
+    def interrupt_inside(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("an iterator was cancelled")
+
+    monkeypatch.setattr(summary, "run", interrupt_inside)
+    assert cli.main(["summary"]) == 130
+    assert capsys.readouterr().err.strip() == "keras-densenet summary: interrupted"
 
 
 def test_ctrl_c_in_another_command_says_interrupted(monkeypatch, capsys):

@@ -77,19 +77,37 @@ def main(argv=None):
             start_framework()  # its start-up, silenced, before any work
         return module.run(args)
     except KeyboardInterrupt:
-        describe = getattr(module, "interrupted", None)
-        line = describe(args) if describe and args is not None else "interrupted"
-        print(f"keras-densenet {command}: {line}", file=sys.stderr)
-        return INTERRUPTED_EXIT_CODE
+        return _interrupted(command, module, args)
     except SystemExit:
         raise
     except Exception as error:  # the subcommand's own errors, reported as one line
+        if _caused_by_ctrl_c(error):  # e.g. a tf.data or callback error raised on Ctrl-C
+            return _interrupted(command, module, args)
         if debug:
             raise
         message = " ".join(str(error).split()) or error.__class__.__name__
         print(f"keras-densenet {command}: error: {message} (--debug shows the traceback)",
               file=sys.stderr)
         return 2
+
+
+def _interrupted(command, module, args):
+    """Print the command's one line for Ctrl-C; the exit code 130."""
+    describe = getattr(module, "interrupted", None)
+    line = describe(args) if describe and args is not None else "interrupted"
+    print(f"keras-densenet {command}: {line}", file=sys.stderr)
+    return INTERRUPTED_EXIT_CODE
+
+
+def _caused_by_ctrl_c(error):
+    """Whether a ``KeyboardInterrupt`` is in ``error``'s chain of causes and contexts."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def start_framework():
