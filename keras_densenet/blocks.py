@@ -2,7 +2,7 @@
 
 Every block is a function ``block(x, settings, ...) -> tensor`` that adds
 named Keras layers to a functional graph. Layer names are the contract with
-weight files, so they are fixed here (the README repeats this table):
+weight files, so they are fixed here (docs/reference.md repeats this table):
 
 ==========================  =================================================
 name                        layer
