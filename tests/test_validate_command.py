@@ -67,7 +67,8 @@ def test_the_table_and_an_unreadable_image_left_out(labelled, tmp_path, capsys):
     model, folder, _ = labelled
     copy = tmp_path / "val"
     shutil.copytree(folder, copy)
-    (copy / CLASS_NAMES[0] / "broken.png").write_text("not an image")
+    some_class = sorted(path for path in copy.iterdir() if path.is_dir())[0]  # one with images
+    (some_class / "broken.png").write_text("not an image")
     assert cli.main(["validate", str(copy), "--model", model]) == 1
     captured = capsys.readouterr()
     assert "broken.png: not a readable image, left out" in captured.err
