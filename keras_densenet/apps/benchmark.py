@@ -45,6 +45,7 @@ import os
 import platform
 import time
 
+from keras_densenet.apps.export import MODEL_EXTENSIONS
 from keras_densenet.architectures import IMAGENET_VARIANTS
 from keras_densenet.checks import check_choice, check_number, check_positive_int
 from keras_densenet.utils import atomic_path, check_input_path, check_output_path
@@ -61,7 +62,6 @@ RUNTIMES = ("keras", *SERVING_RUNTIMES)
 REFERENCES = {"densenet121": "DenseNet121", "densenet169": "DenseNet169",
               "densenet201": "DenseNet201"}
 """Published architectures -> the keras.applications builder of the same network."""
-MODEL_FILES = (".keras", ".h5")
 EXPORT_FILES = {".onnx": "onnx", ".xml": "openvino"}
 DEFAULT_SIZE = 224
 SETTLE_S = 0.02
@@ -144,12 +144,12 @@ def model_kind(name):
     """``"keras"`` (a ``.keras``/``.h5`` file), ``"preset"`` or an export's runtime
     (``"onnx"``, ``"openvino"``); a one-line error for anything else or a missing file."""
     extension = os.path.splitext(name)[1]
-    if extension in MODEL_FILES or extension in EXPORT_FILES:
+    if extension in MODEL_EXTENSIONS or extension in EXPORT_FILES:
         check_input_path(name, "model")
         return EXPORT_FILES.get(extension, "keras")
     if name in IMAGENET_VARIANTS:
         return "preset"
-    raise ValueError(f"model must be a {'/'.join(MODEL_FILES)} file, an export "
+    raise ValueError(f"model must be a {'/'.join(MODEL_EXTENSIONS)} file, an export "
                      f"({', '.join(EXPORT_FILES)}) or a preset "
                      f"({', '.join(IMAGENET_VARIANTS)}); got {name!r}.")
 

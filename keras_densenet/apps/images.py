@@ -43,13 +43,15 @@ def load_image(path, resize=256, crop=224, interpolation="bicubic", channels=3):
         raise ValueError(f"{path}: refused, too many pixels to decode safely ({error})") from error
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{path}: not a readable image ({error.__class__.__name__})") from error
-    return np.concatenate([_resized_crop(plane, resize, crop, interpolation)
-                           for plane in planes], axis=-1)
+    pixels = np.concatenate([_resized_crop(plane, resize, crop, interpolation)
+                             for plane in planes], axis=-1)
+    return np.repeat(pixels, 3, axis=-1) if channels == 3 and pixels.shape[-1] == 1 else pixels
 
 
 def _planes(image, path, channels):
     """The Pillow images that give the ``channels`` channels of ``image``: one RGB image,
-    or one single-band (``"L"``, or ``"F"`` for 16-bit) image per channel."""
+    or one single-band (``"L"``, or ``"F"`` for 16-bit) image per channel (a 16-bit gray
+    image once, for 3 channels too)."""
     from PIL import Image
 
     if channels == 3 and not _sixteen_bit(image, path):
@@ -65,8 +67,8 @@ def _planes(image, path, channels):
         return bands
     if channels == 1:
         return [_gray(image, path)]
-    if _sixteen_bit(image, path):  # a gray 16-bit image into a 3-channel model
-        return [_gray(image, path)] * 3
+    if _sixteen_bit(image, path):  # a gray 16-bit image (repeated for a 3-channel model)
+        return [_gray(image, path)]
     if len(image.getbands()) != channels:
         raise ValueError(f"{path}: {len(image.getbands())} bands ({image.mode}), but the model "
                          f"takes {channels} channels.")

@@ -31,7 +31,8 @@ import json
 import os
 import sys
 
-from keras_densenet.apps.benchmark import MODEL_FILES, RUNTIMES
+from keras_densenet.apps.benchmark import RUNTIMES
+from keras_densenet.apps.export import MODEL_EXTENSIONS
 from keras_densenet.apps.images import is_image_name
 from keras_densenet.checks import check_choice, check_positive_int
 from keras_densenet.utils import check_input_path
@@ -68,9 +69,9 @@ def run(args):
     check_positive_int("--calibration-size", args.calibration_size)
     check_input_path(args.folder, "DIR", "folder")
     check_input_path(args.model, "--model")
-    if not args.model.endswith(MODEL_FILES):
+    if not args.model.endswith(MODEL_EXTENSIONS):
         raise ValueError(f"--model {args.model!r} is not a Keras model file "
-                         f"({' or '.join(MODEL_FILES)}).")
+                         f"({' or '.join(MODEL_EXTENSIONS)}).")
     if "openvino-int8" in runtimes and not args.calibration:
         raise ValueError("--runtimes openvino-int8 needs --calibration DIR (images to "
                          "quantize with).")
