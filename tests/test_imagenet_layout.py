@@ -1,5 +1,6 @@
 """The ImageNet layout: train/ and val/ folders, the ImageNet transforms, files that are
-not images or are cut short, top-5 accuracy and the image counts in metrics.json."""
+not images, are cut short or fail to decode, top-5 accuracy and the image counts in
+metrics.json."""
 
 import csv
 import json
@@ -21,6 +22,23 @@ def _jpeg(path, height, width, value, seed=0):
     tf.io.write_file(str(path), tf.io.encode_jpeg(pixels))
 
 
+def _broken_header(path):
+    """A JPEG signature and end marker around zeros: no decoder reads it (the crop-window
+    decode of the ImageNet training transform included)."""
+    path.write_bytes(b"\xff\xd8\xff\xe0" + bytes(200) + b"\xff\xd9")
+
+
+def _corrupt_scan(path, value=100):
+    """A JPEG with intact headers, signature and end marker whose scan data begins with
+    a second frame header (``FF C0``): libjpeg stops with "two SOF markers"."""
+    _jpeg(path, 24, 40, value)
+    whole = bytearray(path.read_bytes())
+    scan = whole.index(b"\xff\xda")  # start of scan; its header's length follows
+    body = scan + 2 + int.from_bytes(whole[scan + 2:scan + 4], "big")
+    whole[body:body + 4] = b"\xff\xc0\x00\x11"
+    path.write_bytes(bytes(whole))
+
+
 def _layout(root, train_per_class=6, val_per_class=2):
     for split, count in (("train", train_per_class), ("val", val_per_class)):
         for c, name in enumerate(CLASSES):
@@ -35,18 +53,27 @@ def test_train_and_val_folders_with_a_cut_jpeg(tmp_path, capsys):
     whole = (tmp_path / "train" / CLASSES[0] / "0.JPEG").read_bytes()
     cut = tmp_path / "train" / CLASSES[1] / "cut.JPEG"
     cut.write_bytes(whole[: len(whole) // 2])
+    broken = tmp_path / "train" / CLASSES[2] / "broken.JPEG"
+    corrupt = tmp_path / "val" / CLASSES[3] / "corrupt.JPEG"
+    _broken_header(broken)
+    _corrupt_scan(corrupt)
     run = tmp_path / "run"
     assert cli.main(["train", "--data", train, "--val-data", val, "--transform", "imagenet",
                      "--output", str(run), "--epochs", "1", "--image-size", "16",
                      "--batch-size", "8", "--depth", "10", "--growth-rate", "4",
                      "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "images: 36 train, 12 validation, 12 test" in printed
+    assert "images: 37 train, 13 validation, 13 test" in printed
     assert f"skipped 1 image files cut short (metrics.json lists them): {str(cut)!r}" in printed
+    # named once, after the epoch that met them (the test split is the val folder)
+    assert printed.count("failed to decode") == 1
+    assert ("2 image files failed to decode and were skipped (metrics.json lists them): "
+            f"{str(broken)!r}, {str(corrupt)!r}") in printed
     assert "top-5" in printed
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["images"] == {"train": 36, "validation": 12, "test": 12}
+    assert metrics["images"] == {"train": 37, "validation": 13, "test": 13}
     assert metrics["skipped_images"] == [str(cut)]
+    assert metrics["failed_images"] == [str(broken), str(corrupt)]
     assert 0 <= metrics["test_accuracy"] <= metrics["test_top5_accuracy"] <= 1
     with open(run / "log.csv") as handle:
         assert {"val_accuracy", "val_top5_accuracy", "images_per_second"} <= set(
@@ -87,16 +114,44 @@ def test_file_state_reads_only_the_ends(tmp_path):
     assert data.file_state(str(tmp_path / "text.jpg")) == "not an image"
 
 
-def test_a_file_that_fails_to_decode_in_training_is_dropped(tmp_path):
-    """A JPEG with both its signature and its end marker but a broken header passes the
-    check; training drops it instead of stopping."""
+def test_files_that_fail_to_decode_are_skipped_and_named_in_every_split(tmp_path):
+    """JPEGs with their signature and end marker whose header or scan data is broken
+    pass the byte checks; each pipeline skips them and its DecodeCheck names them."""
     train, val = _layout(tmp_path, 2, 1)
-    (tmp_path / "train" / CLASSES[0] / "broken.JPEG").write_bytes(
-        b"\xff\xd8\xff\xe0" + bytes(200) + b"\xff\xd9")
+    broken, corrupt = tmp_path / "train" / CLASSES[0] / "broken.JPEG", tmp_path / "val" / "x.JPEG"
+    _broken_header(broken)
+    _corrupt_scan(corrupt)
+    for path in (broken, corrupt):
+        assert data.file_state(str(path)) == "complete"
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            tf.io.decode_image(path.read_bytes())
+    os.replace(corrupt, tmp_path / "val" / CLASSES[1] / "corrupt.JPEG")
+    corrupt = tmp_path / "val" / CLASSES[1] / "corrupt.JPEG"
     for transform in ("resize", "imagenet"):
         splits = data.load(train, 16, 4, augment=True, val_dataset=val, transform=transform)
-        assert splits.counts["train"] == 13
-        assert sum(int(y.shape[0]) for _, y in splits.train) == 12
+        assert splits.counts == {"train": 13, "validation": 7, "test": 7}
+        checks = splits.decode_checks
+        assert len(checks["train"].failed()) == 13  # nothing decoded yet
+        for _ in range(2):  # marks accumulate over epochs
+            assert sum(int(y.shape[0]) for _, y in splits.train) == 12
+            assert checks["train"].failed() == [str(broken)]
+        assert sum(int(y.shape[0]) for _, y in splits.validation) == 6
+        assert checks["validation"] is checks["test"] and checks["test"].failed() == [
+            str(corrupt)]
+
+
+def test_a_shard_reads_and_decodes_only_its_files(tmp_path):
+    train, _ = _layout(tmp_path, 3, 0)
+    for transform in ("resize", "imagenet"):
+        splits = data.load(train, 16, 4, augment=True, val_dataset=train, transform=transform)
+        check = splits.decode_checks["train"]
+        sizes = []
+        for index in range(2):
+            check.decoded.assign(tf.zeros_like(check.decoded))
+            sizes.append(sum(int(y.shape[0]) for _, y in splits.train_shard(2, index, 4)))
+            decoded = set(check.files) - set(check.failed())
+            assert decoded == set(check.files[index::2])  # every other file: balanced classes
+        assert sizes == [9, 9]
 
 
 def test_the_evaluation_transform_resizes_the_shorter_side_and_crops_the_center():

@@ -70,7 +70,7 @@ def test_multi_label_run_reaches_the_auroc_bar(trained):
     with open(os.path.join(run, "metrics.json")) as handle:
         metrics = json.load(handle)
     assert set(metrics) == {"test_loss", "test_mean_auroc", "test_auroc", "images",
-                            "skipped_images"}
+                            "skipped_images", "failed_images"}
     assert sorted(metrics["test_auroc"]) == sorted(MARKS)
     assert metrics["test_mean_auroc"] >= 0.9  # the bar `multi-label`
     assert metrics["test_mean_auroc"] == pytest.approx(np.mean(list(

@@ -373,7 +373,7 @@ def test_resume_finishes_a_run_killed_while_writing_final_files(finished_run, tm
         assert os.path.getmtime(os.path.join(run, "model.keras")) == model_time
     with open(os.path.join(run, "metrics.json")) as handle:
         assert set(json.load(handle)) == {"test_loss", "test_accuracy", "test_top5_accuracy",
-                                          "images", "skipped_images"}
+                                          "images", "skipped_images", "failed_images"}
 
 
 def test_resume_survives_a_kill_while_keras_writes_its_backup(finished_run, tmp_path):

@@ -28,10 +28,10 @@ def test_training_writes_model_log_curves_and_metrics(tmp_path):
     run = str(tmp_path / "run")
     metrics = train_lib.train(TINY, run, verbose=0)
     assert set(metrics) == {"test_loss", "test_accuracy", "test_top5_accuracy", "images",
-                            "skipped_images"}
+                            "skipped_images", "failed_images"}
     assert 0.0 <= metrics["test_accuracy"] <= metrics["test_top5_accuracy"] <= 1.0
     assert metrics["images"] == {"train": 1257, "validation": 180, "test": 360}
-    assert metrics["skipped_images"] == []
+    assert metrics["skipped_images"] == [] and metrics["failed_images"] == []
     assert sorted(os.listdir(run)) == ["config.json", "curves.png", "log.csv",
                                        "metrics.json", "model.keras"]
     assert _log_epochs(run) == [0, 1]

@@ -21,15 +21,21 @@ from keras_densenet.preprocessing import TORCH_MEAN, TORCH_STD
 from keras_densenet.utils import check_input_path
 
 Splits = collections.namedtuple(
-    "Splits", "train validation test class_names image_shape statistics counts skipped",
-    defaults=(None, None, ()))
+    "Splits", "train validation test class_names image_shape statistics counts skipped "
+    "train_shard decode_checks", defaults=(None, None, (), None, None))
 """``train``/``validation``/``test``: ``tf.data.Dataset``, disjoint unless a separate
 validation folder is both (validation for model selection during training, test
 reported once at the end); ``class_names``: list of str; ``image_shape``: ``(size,
 size, 3)``; ``statistics``: ``None`` or the first ``statistics_images`` training
 images in the evaluation transform, in a fixed order, batched (for
 ``precise_bn``); ``counts``: ``{"train": n, "validation": n, "test": n}`` images;
-``skipped``: image files left out because they are cut short."""
+``skipped``: image files left out because they are cut short; ``train_shard``:
+``train_shard(shards, index, batch_size)``, the training pipeline of every
+``shards``-th file from the ``index``-th, batched by ``batch_size`` (a worker's
+share of ``train``: ``train`` is ``train_shard(1, 0, batch_size)``);
+``decode_checks``: ``{"train": DecodeCheck, "validation": ..., "test": ...}`` for
+image files (one object for validation and test where they are one folder), ``{}``
+for in-memory datasets."""
 
 IMAGE_SIGNATURES = {
     # magic bytes of the formats tf.io.decode_image reads
@@ -90,14 +96,20 @@ def load(dataset, image_size, batch_size, augment=False, flip=True, seed=0,
         return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder).map(
             _normalize_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
-    train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(
-        len(x_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size, drop_remainder)
+    def train_shard(shards, index, shard_batch_size):
+        train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shard(shards, index)
+        train = train.shuffle(-(-len(x_train) // shards), seed=seed,
+                              reshuffle_each_iteration=True).batch(shard_batch_size,
+                                                                   drop_remainder)
+        return _augmented(train, image_size, augment, flip, seed)
+
     n = min(statistics_images, len(x_train))
-    return Splits(_augmented(train, image_size, augment, flip, seed),
+    return Splits(train_shard(1, 0, batch_size),
                   evaluation(x_val, y_val), evaluation(x_test, y_test), list(names),
                   (image_size, image_size, 3),
                   statistics=evaluation(x_train[:n], y_train[:n]) if n else None,
-                  counts=dict(train=len(x_train), validation=len(x_val), test=len(x_test)))
+                  counts=dict(train=len(x_train), validation=len(x_val), test=len(x_test)),
+                  train_shard=train_shard, decode_checks={})
 
 
 def digits(image_size=32, seed=0):
@@ -157,7 +169,8 @@ def image_folder(path, image_size, batch_size, augment=False, flip=True, seed=0,
     Files are checked by their first and last bytes only (``image_folder_files``):
     a file that is no image is an error before anything is decoded; a file cut
     short is skipped and listed in ``Splits.skipped``; a file that still fails
-    to decode while training is dropped (``tf.data`` ``ignore_errors``).
+    to decode while training or evaluating is skipped (``tf.data``
+    ``ignore_errors``) and its split's ``DecodeCheck`` names it afterwards.
     """
     folder = image_folder_files(path)
     files, labels = np.array(folder.files), folder.labels
@@ -214,26 +227,106 @@ def _file_splits(train, validation, test, class_names, image_size, batch_size, a
     """The ``Splits`` of ``(files, labels)`` pairs for each split (see ``image_folder``)."""
     train_files, train_labels = train
     evaluate = _center_crop if transform == "imagenet" else _resize_whole
+    checks = {"train": DecodeCheck(train_files), "validation": DecodeCheck(validation[0])}
+    checks["test"] = checks["validation"] if test is validation else DecodeCheck(test[0])
 
-    def evaluation(split_files, split_labels):
-        return _decoded(split_files, split_labels, image_size, evaluate).batch(
+    def evaluation(split_files, split_labels, check=None):
+        return _decoded(split_files, split_labels, image_size, evaluate, check=check).batch(
             batch_size, drop_remainder).map(_normalize_batch, num_parallel_calls=tf.data.AUTOTUNE
                                             ).prefetch(tf.data.AUTOTUNE)
 
-    if transform == "imagenet" and augment:
-        train = imagenet_train_pipeline(train_files, train_labels, image_size, batch_size, flip,
-                                        seed, drop_remainder=drop_remainder)
-    else:
-        train = _decoded(train_files, train_labels, image_size, evaluate, shuffle_seed=seed
-                         ).batch(batch_size, drop_remainder)
-        train = _augmented(train, image_size, augment and transform == "resize", flip, seed)
+    def train_shard(shards, index, shard_batch_size):
+        if transform == "imagenet" and augment:
+            return imagenet_train_pipeline(
+                train_files, train_labels, image_size, shard_batch_size, flip, seed,
+                drop_remainder=drop_remainder, check=checks["train"], shard=(shards, index))
+        dataset = _decoded(train_files, train_labels, image_size, evaluate, shuffle_seed=seed,
+                           check=checks["train"], shard=(shards, index))
+        return _augmented(dataset.batch(shard_batch_size, drop_remainder), image_size,
+                          augment and transform == "resize", flip, seed)
+
     n = min(statistics_images, len(train_files))
-    return Splits(train, evaluation(*validation), evaluation(*test), list(class_names),
+    return Splits(train_shard(1, 0, batch_size), evaluation(*validation, checks["validation"]),
+                  evaluation(*test, checks["test"]), list(class_names),
                   (image_size, image_size, 3),
                   statistics=evaluation(train_files[:n], train_labels[:n]) if n else None,
                   counts=dict(train=len(train_files), validation=len(validation[0]),
                               test=len(test[0])),
-                  skipped=skipped)
+                  skipped=skipped, train_shard=train_shard, decode_checks=checks)
+
+
+class DecodeCheck:
+    """Which of a split's image ``files`` decoded, for naming the ones that did not.
+
+    The split's pipeline passes each image it decoded through ``mark`` with the
+    file's index; an image whose decoding fails never reaches it (the pipeline
+    skips it), so the files never marked are the ones that failed. The marks are
+    one float32 per file in a ``tf.Variable`` (4 bytes per file: 5 MB for
+    ImageNet's 1.28 M), set by a scatter update, safe under parallel ``map``, and
+    they accumulate over passes (a file is marked once it decoded in any pass).
+    """
+
+    def __init__(self, files):
+        self.files = [str(f) for f in files]
+        self.decoded = tf.Variable(tf.zeros([len(self.files)]), trainable=False,
+                                   name="decoded_files")
+
+    def mark(self, index, image):
+        """``image``, after marking file ``index`` (a scalar) as decoded."""
+        with tf.control_dependencies([image]):
+            update = self.decoded.scatter_update(
+                tf.IndexedSlices(tf.ones([1]), tf.reshape(tf.cast(index, "int32"), [1])))
+        with tf.control_dependencies([update]):
+            return tf.identity(image)
+
+    def failed(self, strategy=None):
+        """The files not marked yet, in ``files`` order. ``strategy``: a
+        ``tf.distribute`` strategy whose workers each read a shard of the files:
+        the marks of every worker are combined (a collective: every worker must
+        call this at the same point)."""
+        marks = self.decoded
+        if strategy is not None:
+            marks = strategy.reduce("MEAN", strategy.run(lambda: tf.identity(self.decoded)),
+                                    axis=None)
+        return [self.files[i] for i in np.flatnonzero(np.asarray(marks) == 0)]
+
+
+def named_files(files, shown=10):
+    """``'a.jpg', 'b.jpg' and 3 more``: the first ``shown`` of ``files`` and how many
+    more (for the one-line reports of skipped files)."""
+    more = len(files) - shown
+    return ", ".join(repr(f) for f in files[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+class DecodeFailures(keras.callbacks.Callback):
+    """Names the image files that failed to decode, from the ``DecodeCheck``s of a
+    ``Splits`` (``decode_checks``): after every epoch the training and validation
+    files (``report`` the test files after testing), each file once, in a printed
+    line ``N image files failed to decode and were skipped: ...``. ``failed``: every
+    file named so far, in order. ``strategy``: the ``tf.distribute`` strategy whose
+    workers each read a shard of the training files (``DecodeCheck.failed``).
+
+    The training files are known only after an epoch ran in this process: a run
+    resumed after its last epoch names only the validation and test files.
+    """
+
+    def __init__(self, checks, strategy=None):
+        super().__init__()
+        self.checks, self.strategy = checks, strategy
+        self.failed = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.checks:
+            self.report(self.checks["train"].failed(self.strategy)
+                        + self.checks["validation"].failed())
+
+    def report(self, files):
+        """Print and add to ``failed`` those of ``files`` not named before."""
+        new = [f for f in dict.fromkeys(files) if f not in set(self.failed)]
+        if new:
+            print(f"{len(new)} image files failed to decode and were skipped (metrics.json "
+                  f"lists them): {named_files(new)}")
+            self.failed += new
 
 
 ImageFiles = collections.namedtuple("ImageFiles", "files labels class_names skipped")
@@ -341,15 +434,29 @@ def label_array(labels):
     return labels.astype("float32" if labels.ndim == 2 else "int32")
 
 
-def _decoded(files, labels, image_size, decode, shuffle_seed=None):
+def _decoded(files, labels, image_size, decode, shuffle_seed=None, check=None, shard=None):
     """Unbatched ``(image, label)``: each file read and ``decode``d to a float32
     ``(image_size, image_size, 3)`` image in [0, 255]; files that fail to decode
-    are dropped. Reshuffled every epoch if ``shuffle_seed`` is given."""
-    dataset = tf.data.Dataset.from_tensor_slices((list(files), label_array(labels)))
+    are skipped (and, with ``check``, a ``DecodeCheck`` of ``files``, left
+    unmarked). ``shard``: ``(shards, index)``, only every ``shards``-th file from
+    the ``index``-th is read. Reshuffled every epoch if ``shuffle_seed`` is given."""
+    dataset = _indexed_files(files, labels, shard)
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return dataset.map(lambda file, label: (decode(tf.io.read_file(file), image_size), label),
-                       num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+
+    def read_and_decode(file, label, index):
+        image = decode(tf.io.read_file(file), image_size)
+        return (check.mark(index, image) if check else image), label
+
+    return dataset.map(read_and_decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+
+
+def _indexed_files(files, labels, shard=None):
+    """``(file, label, index)`` of each of ``files`` (``index``: its position in
+    ``files``); ``shard``: ``(shards, index)``, every ``shards``-th from the ``index``-th."""
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (list(files), label_array(labels), tf.range(len(files), dtype="int32")))
+    return dataset.shard(*shard) if shard else dataset
 
 
 def _decode_rgb(encoded):
@@ -388,7 +495,8 @@ def _pad_crop_flip(images, pad, flip, seed):
 
 
 def imagenet_train_pipeline(files, labels, image_size, batch_size, flip=True, seed=0,
-                            parallel=True, cache=False, drop_remainder=False):
+                            parallel=True, cache=False, drop_remainder=False, check=None,
+                            shard=None):
     """The ImageNet training input: read, decode, random-resized-crop, flip, normalize.
 
     Per image: a random crop of 8-100% of the area with aspect ratio 3/4-4/3
@@ -396,7 +504,7 @@ def imagenet_train_pipeline(files, labels, image_size, batch_size, flip=True, se
     from the JPEG window only (``decode_and_crop_jpeg``; PNG/GIF/BMP decode
     whole), resized to ``image_size`` (bilinear), flipped left-right at random,
     normalized like ``preprocess_input(mode="torch")``; files that fail to
-    decode are dropped; then batched and prefetched. Yields ``(batch,
+    decode are skipped; then batched and prefetched. Yields ``(batch,
     image_size, image_size, 3)`` float32 and int32 labels, reshuffled every
     epoch.
 
@@ -408,12 +516,19 @@ def imagenet_train_pipeline(files, labels, image_size, batch_size, flip=True, se
         cache: keep the encoded files in memory after the first epoch (disk
             reads once; needs the dataset's size in RAM). ``cache`` may also
             be a file path (``tf.data.Dataset.cache``) for a local-disk copy.
+        check: ``None`` or a ``DecodeCheck`` of ``files``: each decoded image marked.
+        shard: ``None`` or ``(shards, index)``: only every ``shards``-th file from
+            the ``index``-th is read (a worker's share).
     """
     calls = tf.data.AUTOTUNE if parallel else None
-    dataset = tf.data.Dataset.from_tensor_slices((list(files), label_array(labels)))
+    dataset = _indexed_files(files, labels, shard)
 
-    def read(file, label):
-        return tf.io.read_file(file), label
+    def read(file, label, index):
+        return tf.io.read_file(file), label, index
+
+    def crop(encoded, label, index):
+        image = _random_resized_crop(encoded, image_size, flip)
+        return (check.mark(index, image) if check else image), label
 
     if cache:
         dataset = dataset.map(read, num_parallel_calls=calls).cache(
@@ -421,9 +536,7 @@ def imagenet_train_pipeline(files, labels, image_size, batch_size, flip=True, se
     dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     if not cache:
         dataset = dataset.map(read, num_parallel_calls=calls)
-    dataset = dataset.map(
-        lambda encoded, label: (_random_resized_crop(encoded, image_size, flip), label),
-        num_parallel_calls=calls).ignore_errors()
+    dataset = dataset.map(crop, num_parallel_calls=calls).ignore_errors()
     if parallel:
         options = tf.data.Options()
         options.deterministic = False

@@ -13,7 +13,8 @@ A run directory holds ``config.json`` (the recipe), ``backup/`` (the state
 saved after every epoch, removed once the run completes), ``log.csv``,
 ``curves.png``, ``model.keras`` (the final model) and ``metrics.json`` (test
 loss, accuracy, top-5 accuracy with more than 5 classes, the number of images
-of each split, the image files skipped). The data is split into train,
+of each split, the image files skipped because cut short and those that
+failed to decode). The data is split into train,
 validation (reported each epoch) and test (evaluated once, at the end); with
 ``--val-data`` all of ``--data`` is trained on and the validation folder is
 both. With ``--labels`` (a CSV naming images of ``--data`` and their labels)
@@ -59,8 +60,6 @@ from keras_densenet.utils import atomic_path, write_text
 
 MEMORY_EFFICIENT_FLAGS = {"off": False, "on": True, "full": "full"}
 """``--memory-efficient`` values and the ``memory_efficient`` they give the model."""
-SHOWN_SKIPPED = 10
-"""How many skipped image files the log names (``metrics.json`` lists all)."""
 
 
 def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbose=1):
@@ -79,7 +78,8 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
         verbose: ``model.fit`` verbosity (1: progress bars).
 
     Returns ``{"test_loss", "test_accuracy", ["test_top5_accuracy",] "images":
-    {"train", "validation", "test"}, "skipped_images": [paths]}``, as in
+    {"train", "validation", "test"}, "skipped_images": [paths], "failed_images":
+    [paths]}``, as in
     ``metrics.json``; with ``recipe.labels`` (multi-label) ``"test_mean_auroc"``
     and ``"test_auroc"`` (``{class: AUROC or None}``, ``None`` where the test
     split has only positives or only negatives of a class) replace the accuracies.
@@ -118,10 +118,8 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
     print("images: " + ", ".join(f"{n} {split}" for split, n in splits.counts.items())
           + (" (the validation folder is the test split)" if recipe.val_dataset else ""))
     if splits.skipped:
-        shown = ", ".join(repr(f) for f in splits.skipped[:SHOWN_SKIPPED])
-        more = len(splits.skipped) - SHOWN_SKIPPED
         print(f"skipped {len(splits.skipped)} image files cut short (metrics.json lists them): "
-              f"{shown}" + (f" and {more} more" if more > 0 else ""))
+              f"{data_lib.named_files(splits.skipped)}")
     config = dict(recipe=dataclasses.asdict(recipe), class_names=splits.class_names)
     steps_per_epoch = (splits.counts["train"] // global_batch if drop_remainder
                        else -(-splits.counts["train"] // global_batch))
@@ -140,6 +138,7 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
     """Build, train and evaluate; write the run files (the chief only), resumably."""
     import keras
 
+    from keras_densenet.apps.data import DecodeFailures
     from keras_densenet.apps.precise_bn import PreciseBatchNorm
     from keras_densenet.apps.throughput import ImagesPerSecond
 
@@ -163,6 +162,7 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
     log_path = os.path.join(output_dir, "log.csv")
     model_path = os.path.join(output_dir, "model.keras")
     statistics = PreciseBatchNorm(splits.statistics)
+    failures = DecodeFailures(splits.decode_checks, strategy)
     if not (resume and os.path.exists(model_path)):
         if worker.chief:
             run_dir.trim_log(log_path, run_dir.restorable_epoch(backup_dir))
@@ -172,13 +172,14 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
                   f"started with {started_in!r})")
             write_text(os.path.join(output_dir, "config.json"), json.dumps(config, indent=2))
         model.fit(
-            splits.train,
+            _training_data(splits, strategy, global_batch),
             validation_data=splits.validation,  # model selection; test is reported once, below
             epochs=recipe.epochs,
             shuffle=False,  # the pipeline reshuffles every epoch itself
             verbose=verbose,
             callbacks=[
                 ImagesPerSecond(global_batch, splits.counts["train"]),
+                failures,  # on every worker: it combines their marks (a collective)
                 # Before each validation, and so before each backup (on_epoch_end).
                 statistics,
                 # The log row of an epoch is written before its backup, and cut on
@@ -197,7 +198,7 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
             model.update_config(thresholds=choose_thresholds(
                 *_targets_and_scores(model, splits.validation)))
         if not worker.chief:  # every worker evaluates (collectives); the chief writes
-            metrics = _evaluate(model, splits, recipe.labels is not None)
+            metrics = _evaluate(model, splits, recipe.labels is not None, failures)
             shutil.rmtree(backup_dir, ignore_errors=True)
             return metrics
         with atomic_path(model_path) as temporary:
@@ -209,7 +210,7 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
         with open(metrics_path) as handle:
             metrics = json.load(handle)
     else:
-        metrics = _evaluate(model, splits, recipe.labels is not None)
+        metrics = _evaluate(model, splits, recipe.labels is not None, failures)
         write_text(metrics_path, json.dumps(metrics, indent=2))
     curves_path = os.path.join(output_dir, "curves.png")
     if not os.path.exists(curves_path):
@@ -223,10 +224,26 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
     return metrics
 
 
-def _evaluate(model, splits, multi_label):
-    """The ``metrics.json`` of a trained model: test metrics, image counts, skipped files.
-    ``multi_label``: the test loss and the per-class and mean AUROC (``per_class_auroc``)."""
+def _training_data(splits, strategy, global_batch):
+    """``splits.train`` for ``model.fit``; under a ``tf.distribute`` ``strategy``, each
+    worker's pipeline reads and decodes only its own shard of the training files
+    (``Splits.train_shard``), batched per replica, so a global step still trains on
+    ``global_batch`` images."""
+    if strategy is None:
+        return splits.train
+    return strategy.distribute_datasets_from_function(lambda context: splits.train_shard(
+        context.num_input_pipelines, context.input_pipeline_id,
+        context.get_per_replica_batch_size(global_batch)))
+
+
+def _evaluate(model, splits, multi_label, failures):
+    """The ``metrics.json`` of a trained model: test metrics, image counts, the image
+    files skipped (cut short) and failed (``failures``: a ``data.DecodeFailures``, told
+    the test split's). ``multi_label``: the test loss and the per-class and mean AUROC
+    (``per_class_auroc``)."""
     results = model.evaluate(splits.test, verbose=0, return_dict=True)
+    if splits.decode_checks:
+        failures.report(splits.decode_checks["test"].failed())
     if multi_label:
         from keras_densenet.apps.labels import per_class_auroc
 
@@ -237,7 +254,8 @@ def _evaluate(model, splits, multi_label):
     else:
         per_class = {}
     return {**{f"test_{name}": float(value) for name, value in results.items()}, **per_class,
-            "images": dict(splits.counts), "skipped_images": list(splits.skipped)}
+            "images": dict(splits.counts), "skipped_images": list(splits.skipped),
+            "failed_images": list(failures.failed)}
 
 
 def _targets_and_scores(model, split):
