@@ -56,8 +56,8 @@ class Cluster:
     """``WORKERS`` processes of ``keras-densenet train --distribute multiworker``
     on loopback ports, each with its own ``TF_CONFIG``; logs under ``log_dir``."""
 
-    def __init__(self, argv, log_dir):
-        self.argv, self.log_dir = argv, log_dir
+    def __init__(self, argv, log_dir, command=("-m", "keras_densenet.apps.cli", "train")):
+        self.argv, self.log_dir, self.command = argv, log_dir, list(command)
         self.workers = [f"127.0.0.1:{port}" for port in _free_ports(WORKERS)]
         self.processes = [None] * WORKERS
         self.starts = [0] * WORKERS
@@ -70,8 +70,8 @@ class Cluster:
         self.starts[index] += 1
         log = open(os.path.join(self.log_dir, f"worker{index}-start{self.starts[index]}.log"), "w")
         self.processes[index] = subprocess.Popen(
-            [sys.executable, "-m", "keras_densenet.apps.cli", "train", "--distribute", "multiworker",
-             *self.argv, *extra_args], env=env, stdout=log, stderr=subprocess.STDOUT)
+            [sys.executable, *self.command, "--distribute", "multiworker", *self.argv,
+             *extra_args], env=env, stdout=log, stderr=subprocess.STDOUT)
         self.processes[index].log = log.name
 
     def wait(self, index, timeout=TIMEOUT):
@@ -87,9 +87,9 @@ class Cluster:
                 process.wait()
 
 
-def _run_cluster(argv, log_dir):
+def _run_cluster(argv, log_dir, **cluster):
     """Run the ``WORKERS`` workers to the end; their outputs (each must exit 0)."""
-    workers = Cluster(argv, log_dir)
+    workers = Cluster(argv, log_dir, **cluster)
     try:
         for index in range(WORKERS):
             workers.start(index)
@@ -156,6 +156,60 @@ def test_two_loopback_workers_train_like_one_process(two_workers, reference):
     assert [int(row["epoch"]) for row in _log(run)] == [0, 1]
     assert _optimizer_steps(run) == 2 * GLOBAL_STEPS_PER_EPOCH  # global batches
     _assert_like(run, reference)
+
+
+# A worker that records the training files it decoded itself (its own marks, before
+# DecodeFailures combines every worker's) in decoded-worker{N}.json.
+RECORDING_WORKER = """
+import json, os, sys
+from keras_densenet.apps import cli, data
+combined = data.DecodeCheck.failed
+def failed(self, strategy=None):
+    if strategy is not None:  # the training files
+        task = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+        with open(os.path.join(os.environ["DECODED_DIR"], f"decoded-worker{task}.json"), "w") as f:
+            json.dump(sorted(set(self.files) - set(combined(self))), f)
+    return combined(self, strategy)
+data.DecodeCheck.failed = failed
+sys.exit(cli.main(["train", *sys.argv[1:]]))
+"""
+
+
+def test_each_worker_decodes_only_its_shard_of_an_image_folder(tmp_path, monkeypatch):
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 12), ("val", 2)):
+        for name in ("dark", "light"):
+            os.makedirs(tmp_path / split / name)
+            for i in range(count):
+                pixels = rng.normal(60 if name == "dark" else 190, 20, (10, 10, 3))
+                tf.io.write_file(str(tmp_path / split / name / f"{i}.png"),
+                                 tf.io.encode_png(np.clip(pixels, 0, 255).astype("uint8")))
+    broken = tmp_path / "train" / "dark" / "broken.jpg"  # passes the byte checks only
+    broken.write_bytes(b"\xff\xd8\xff\xe0" + bytes(200) + b"\xff\xd9")
+    monkeypatch.setenv("DECODED_DIR", str(tmp_path))
+    run = str(tmp_path / "run")
+    outputs = _run_cluster(["--data", str(tmp_path / "train"), "--val-data",
+                            str(tmp_path / "val"), "--output", run, "--epochs", "1", *TINY_ARGS],
+                           str(tmp_path), command=("-c", RECORDING_WORKER))
+    decoded = []
+    for index in range(WORKERS):
+        with open(tmp_path / f"decoded-worker{index}.json") as handle:
+            decoded.append(set(json.load(handle)))
+    train_files = {str(p) for p in (tmp_path / "train").glob("*/*")}
+    assert len(train_files) == 25
+    assert decoded[0].isdisjoint(decoded[1]) and decoded[0] | decoded[1] == train_files - {
+        str(broken)}
+    # shards of 13 and 12 files (every other one of the shuffled list), one file broken
+    assert sorted(len(files) for files in decoded) in ([11, 13], [12, 12])
+    line = ("1 image files failed to decode and were skipped (metrics.json lists them): "
+            f"{str(broken)!r}")
+    assert all(line in output for output in outputs)  # both workers combined their marks
+    with open(os.path.join(run, "metrics.json")) as handle:
+        metrics = json.load(handle)
+    assert metrics["failed_images"] == [str(broken)] and metrics["images"]["train"] == 25
 
 
 def _wait_for(condition, what, workers, timeout=TIMEOUT):

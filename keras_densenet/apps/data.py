@@ -286,8 +286,8 @@ class DecodeCheck:
         call this at the same point)."""
         marks = self.decoded
         if strategy is not None:
-            marks = strategy.reduce("MEAN", strategy.run(lambda: tf.identity(self.decoded)),
-                                    axis=None)
+            marks = tf.function(lambda: strategy.reduce(
+                "MEAN", strategy.run(lambda: tf.identity(self.decoded)), axis=None))()
         return [self.files[i] for i in np.flatnonzero(np.asarray(marks) == 0)]
 
 

@@ -126,7 +126,7 @@ def train(recipe, output_dir, resume=False, distribute=None, callbacks=(), verbo
 
     scope = distribution.scope() if distribution else contextlib.nullcontext()
     with precision_policy(recipe.precision), scope, warnings.catch_warnings():
-        # Image files that fail to decode are dropped, so a folder's pipelines have no
+        # Image files that fail to decode are skipped, so a folder's pipelines have no
         # known length: Keras learns it in the first epoch, and warns, needlessly.
         warnings.filterwarnings("ignore", "Your input ran out of data")
         return _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_dir,
