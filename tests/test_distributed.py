@@ -1,12 +1,14 @@
 """Distributed training on this machine: two tf.distribute workers on loopback
-(``--distribute multiworker``), a worker killed and restarted, and JAX's
-``keras.distribution.DataParallel`` over two host devices.
+(``--distribute multiworker``), each decoding only its shard of an image folder, a
+worker killed and restarted, and JAX's ``keras.distribution.DataParallel`` over two
+host devices.
 
 Every worker is a subprocess with a timeout, killed if the test fails; the
-settings are tiny (depth 10, 8x8 digits, 2 epochs). Most of the time is process
-start-up and loopback collectives: the module took about 5 minutes on the shared
-2-core machine at load average ~7 (the worker-restart test about 2 of them), and
-11 minutes at load ~15.
+settings are tiny (depth 10, 8x8 digits or 10x10 images, 1-2 epochs). Most of the
+time is process start-up and loopback collectives: the module took about 5 minutes
+on the shared 2-core machine at load average ~7 (the worker-restart test about 2 of
+them), and 11 minutes at load ~15; with the image-folder shard test (about 1
+minute), 6 min 45 s at load ~4.
 """
 
 import csv
@@ -175,6 +177,7 @@ sys.exit(cli.main(["train", *sys.argv[1:]]))
 """
 
 
+@pytest.mark.slow
 def test_each_worker_decodes_only_its_shard_of_an_image_folder(tmp_path, monkeypatch):
     import numpy as np
     import tensorflow as tf

@@ -12,7 +12,9 @@ class ImagesPerSecond(keras.callbacks.Callback):
     (validation excluded).
 
     Place it before ``keras.callbacks.CSVLogger`` in the callback list; the
-    progress bar comes after every callback anyway.
+    progress bar comes after every callback anyway. Under ``tf.distribute``,
+    pass the global batch and the whole training split: every worker counts the
+    global steps, so each reports the cluster's rate, not its own share.
     """
 
     def __init__(self, batch_size, images_per_epoch):
