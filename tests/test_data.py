@@ -76,3 +76,19 @@ def test_image_folder_errors(tmp_path):
 def test_unknown_dataset_name():
     with pytest.raises(ValueError, match="dataset must be 'digits', 'cifar10'"):
         data.load("mnist", 16, 4)
+
+
+def test_decode_failures_are_named_once_each(capsys):
+    files = [f"{i}.jpg" for i in range(13)]
+    checks = {"train": data.DecodeCheck(files), "validation": data.DecodeCheck(files[:1])}
+    checks["train"].decoded.assign(tf.constant([1.0] * 12 + [0.0]))  # 12.jpg never decoded
+    failures = data.DecodeFailures(checks)
+    for epoch in range(2):
+        failures.on_epoch_end(epoch)
+    assert capsys.readouterr().out == (
+        "2 image files failed to decode and were skipped (metrics.json lists them): "
+        "'12.jpg', '0.jpg'\n")
+    failures.report(files)  # 11 not named before: the first 10 shown
+    printed = capsys.readouterr().out
+    assert printed.startswith("11 image files") and printed.endswith("'10.jpg' and 1 more\n")
+    assert failures.failed == ["12.jpg", "0.jpg", *files[1:12]]

@@ -322,7 +322,8 @@ class DecodeFailures(keras.callbacks.Callback):
 
     def report(self, files):
         """Print and add to ``failed`` those of ``files`` not named before."""
-        new = [f for f in dict.fromkeys(files) if f not in set(self.failed)]
+        named = set(self.failed)
+        new = [f for f in dict.fromkeys(files) if f not in named]
         if new:
             print(f"{len(new)} image files failed to decode and were skipped (metrics.json "
                   f"lists them): {named_files(new)}")
