@@ -22,7 +22,8 @@ the model is multi-label: sigmoid outputs trained with binary cross-entropy,
 AUROC logged every epoch, ``metrics.json`` holding the test loss and the
 per-class and mean AUROC, and each class's decision threshold chosen on the
 validation split recorded in ``model.keras``'s config (classify reads it).
-With ``--distribute multiworker`` only the chief writes these; every
+With ``--distribute multiworker`` every worker reads and decodes only its
+own shard of the training files, and only the chief writes these; every
 other worker keeps only its own backup, in ``backup-worker{N}/``. See
 docs/distributed.md and docs/training.md.
 
