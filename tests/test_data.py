@@ -92,3 +92,11 @@ def test_decode_failures_are_named_once_each(capsys):
     printed = capsys.readouterr().out
     assert printed.startswith("11 image files") and printed.endswith("'10.jpg' and 1 more\n")
     assert failures.failed == ["12.jpg", "0.jpg", *files[1:12]]
+
+
+def test_a_shard_with_a_batch_count_runs_exactly_that_many_full_batches():
+    splits = data.load("digits", image_size=8, batch_size=16)  # 1257 training images
+    shard = splits.train_shard(2, 1, 8, batches=79)  # 628 images: 632 needed
+    for _ in range(2):
+        assert [int(y.shape[0]) for _, y in shard] == [8] * 79
+    assert [int(y.shape[0]) for _, y in splits.train_shard(2, 1, 8)][-1] == 4

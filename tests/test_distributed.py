@@ -183,12 +183,14 @@ def test_each_worker_decodes_only_its_shard_of_an_image_folder(tmp_path, monkeyp
     import numpy as np
     import tensorflow as tf
 
+    from keras_densenet.apps import data as data_lib
+
     rng = np.random.default_rng(0)
-    # 17 training files: shards of 9 and 8 (the broken one, with seed 0, in the 8), so
-    # with batches of 8 per replica one worker has no batch for the last step
-    # (tf.distribute hands it an empty one)
-    for split, count in (("train", 8), ("val", 2)):
-        for name in ("dark", "light"):
+    # 18 training files, one broken: shards of 9 and 9, 8 and 9 images, so with batches
+    # of 8 per replica one worker has no batch for the last step (tf.distribute hands
+    # it an empty one)
+    for split, counts in (("train", (9, 8)), ("val", (2, 2))):
+        for name, count in zip(("dark", "light"), counts):
             os.makedirs(tmp_path / split / name)
             for i in range(count):
                 pixels = rng.normal(60 if name == "dark" else 190, 20, (10, 10, 3))
@@ -205,19 +207,19 @@ def test_each_worker_decodes_only_its_shard_of_an_image_folder(tmp_path, monkeyp
     for index in range(WORKERS):
         with open(tmp_path / f"decoded-worker{index}.json") as handle:
             decoded.append(set(json.load(handle)))
-    train_files = {str(p) for p in (tmp_path / "train").glob("*/*")}
-    assert len(train_files) == 17
-    assert decoded[0].isdisjoint(decoded[1]) and decoded[0] | decoded[1] == train_files - {
-        str(broken)}
-    # every other file of the shuffled list: 9 decoded, and 8 less the broken one
-    assert sorted(len(files) for files in decoded) == [7, 9]
+    # worker i: every other file of the shuffled training list from the i-th
+    order = data_lib.load(str(tmp_path / "train"), 8, 8, val_dataset=str(tmp_path / "val"),
+                          augment=False).decode_checks["train"].files
+    assert len(order) == 18
+    for index in range(WORKERS):
+        assert decoded[index] == set(order[index::WORKERS]) - {str(broken)}
     line = ("1 image files failed to decode and were skipped (metrics.json lists them): "
             f"{str(broken)!r}")
     assert all(line in output for output in outputs)  # both workers combined their marks
     with open(os.path.join(run, "metrics.json")) as handle:
         metrics = json.load(handle)
-    assert metrics["failed_images"] == [str(broken)] and metrics["images"]["train"] == 17
-    assert _optimizer_steps(run) == 2  # the longer shard's steps: ceil(17 / 16)
+    assert metrics["failed_images"] == [str(broken)] and metrics["images"]["train"] == 18
+    assert _optimizer_steps(run) == 2  # the longer shard's steps: ceil(9 / 8)
     assert math.isfinite(metrics["test_loss"]) and math.isfinite(float(_log(run)[0]["loss"]))
 
 

@@ -145,13 +145,13 @@ def test_a_shard_reads_and_decodes_only_its_files(tmp_path):
     for transform in ("resize", "imagenet"):
         splits = data.load(train, 16, 4, augment=True, val_dataset=train, transform=transform)
         check = splits.decode_checks["train"]
-        sizes = []
         for index in range(2):
-            check.decoded.assign(tf.zeros_like(check.decoded))
-            sizes.append(sum(int(y.shape[0]) for _, y in splits.train_shard(2, index, 4)))
-            decoded = set(check.files) - set(check.failed())
-            assert decoded == set(check.files[index::2])  # every other file: balanced classes
-        assert sizes == [9, 9]
+            for batches in (None, 3):  # 3 x 4: the 9 files of the shard, then 3 again
+                check.decoded.assign(tf.zeros_like(check.decoded))
+                sizes = [int(y.shape[0]) for _, y in splits.train_shard(2, index, 4, batches)]
+                assert sizes == ([4, 4, 1] if batches is None else [4, 4, 4])
+                decoded = set(check.files) - set(check.failed())
+                assert decoded == set(check.files[index::2])  # every other file
 
 
 def test_the_evaluation_transform_resizes_the_shorter_side_and_crops_the_center():

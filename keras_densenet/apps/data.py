@@ -30,9 +30,10 @@ size, 3)``; ``statistics``: ``None`` or the first ``statistics_images`` training
 images in the evaluation transform, in a fixed order, batched (for
 ``precise_bn``); ``counts``: ``{"train": n, "validation": n, "test": n}`` images;
 ``skipped``: image files left out because they are cut short; ``train_shard``:
-``train_shard(shards, index, batch_size)``, the training pipeline of every
-``shards``-th file from the ``index``-th, batched by ``batch_size`` (a worker's
-share of ``train``: ``train`` is ``train_shard(1, 0, batch_size)``);
+``train_shard(shards, index, batch_size, batches=None)``, the training pipeline of
+every ``shards``-th file from the ``index``-th, batched by ``batch_size`` (a worker's
+share of ``train``: ``train`` is ``train_shard(1, 0, batch_size)``); ``batches``:
+exactly that many full batches per epoch (see ``_batched``);
 ``decode_checks``: ``{"train": DecodeCheck, "validation": ..., "test": ...}`` for
 image files (one object for validation and test where they are one folder), ``{}``
 for in-memory datasets."""
@@ -96,11 +97,11 @@ def load(dataset, image_size, batch_size, augment=False, flip=True, seed=0,
         return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder).map(
             _normalize_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
-    def train_shard(shards, index, shard_batch_size):
+    def train_shard(shards, index, shard_batch_size, batches=None):
         train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shard(shards, index)
         train = train.shuffle(-(-len(x_train) // shards), seed=seed,
-                              reshuffle_each_iteration=True).batch(shard_batch_size,
-                                                                   drop_remainder)
+                              reshuffle_each_iteration=True)
+        train = _batched(train, shard_batch_size, drop_remainder, batches)
         return _augmented(train, image_size, augment, flip, seed)
 
     n = min(statistics_images, len(x_train))
@@ -235,15 +236,16 @@ def _file_splits(train, validation, test, class_names, image_size, batch_size, a
             batch_size, drop_remainder).map(_normalize_batch, num_parallel_calls=tf.data.AUTOTUNE
                                             ).prefetch(tf.data.AUTOTUNE)
 
-    def train_shard(shards, index, shard_batch_size):
+    def train_shard(shards, index, shard_batch_size, batches=None):
         if transform == "imagenet" and augment:
             return imagenet_train_pipeline(
                 train_files, train_labels, image_size, shard_batch_size, flip, seed,
-                drop_remainder=drop_remainder, check=checks["train"], shard=(shards, index))
+                drop_remainder=drop_remainder, check=checks["train"], shard=(shards, index),
+                batches=batches)
         dataset = _decoded(train_files, train_labels, image_size, evaluate, shuffle_seed=seed,
                            check=checks["train"], shard=(shards, index))
-        return _augmented(dataset.batch(shard_batch_size, drop_remainder), image_size,
-                          augment and transform == "resize", flip, seed)
+        return _augmented(_batched(dataset, shard_batch_size, drop_remainder, batches),
+                          image_size, augment and transform == "resize", flip, seed)
 
     n = min(statistics_images, len(train_files))
     return Splits(train_shard(1, 0, batch_size), evaluation(*validation, checks["validation"]),
@@ -452,6 +454,19 @@ def _decoded(files, labels, image_size, decode, shuffle_seed=None, check=None, s
     return dataset.map(read_and_decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
 
 
+def _batched(dataset, batch_size, drop_remainder, batches=None):
+    """``dataset`` batched; with ``batches``, exactly ``batches`` full batches per pass,
+    the end filled from the next (reshuffled) pass over ``dataset``, so that every
+    worker of a cluster, whatever its shard's size and however many of its files
+    failed to decode, runs the same steps (tf.distribute would otherwise hand the
+    worker that runs out first an empty batch, which the model cannot take). With
+    ``batches`` at least ``len(shard) / batch_size``, every element of the first
+    pass is read (in order: ``dataset`` must be deterministic)."""
+    if batches is None:
+        return dataset.batch(batch_size, drop_remainder)
+    return dataset.repeat().take(batches * batch_size).batch(batch_size, drop_remainder=True)
+
+
 def _indexed_files(files, labels, shard=None):
     """``(file, label, index)`` of each of ``files`` (``index``: its position in
     ``files``); ``shard``: ``(shards, index)``, every ``shards``-th from the ``index``-th."""
@@ -497,7 +512,7 @@ def _pad_crop_flip(images, pad, flip, seed):
 
 def imagenet_train_pipeline(files, labels, image_size, batch_size, flip=True, seed=0,
                             parallel=True, cache=False, drop_remainder=False, check=None,
-                            shard=None):
+                            shard=None, batches=None):
     """The ImageNet training input: read, decode, random-resized-crop, flip, normalize.
 
     Per image: a random crop of 8-100% of the area with aspect ratio 3/4-4/3
@@ -520,6 +535,8 @@ def imagenet_train_pipeline(files, labels, image_size, batch_size, flip=True, se
         check: ``None`` or a ``DecodeCheck`` of ``files``: each decoded image marked.
         shard: ``None`` or ``(shards, index)``: only every ``shards``-th file from
             the ``index``-th is read (a worker's share).
+        batches: ``None`` or exactly that many full batches per epoch (``_batched``;
+            the images then come in order even with ``parallel``).
     """
     calls = tf.data.AUTOTUNE if parallel else None
     dataset = _indexed_files(files, labels, shard)
@@ -538,11 +555,11 @@ def imagenet_train_pipeline(files, labels, image_size, batch_size, flip=True, se
     if not cache:
         dataset = dataset.map(read, num_parallel_calls=calls)
     dataset = dataset.map(crop, num_parallel_calls=calls).ignore_errors()
-    if parallel:
+    if parallel and batches is None:
         options = tf.data.Options()
         options.deterministic = False
         dataset = dataset.with_options(options)
-    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    return _batched(dataset, batch_size, drop_remainder, batches).prefetch(tf.data.AUTOTUNE)
 
 
 def _random_resized_crop(encoded, image_size, flip):

@@ -173,7 +173,7 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
                   f"started with {started_in!r})")
             write_text(os.path.join(output_dir, "config.json"), json.dumps(config, indent=2))
         model.fit(
-            _training_data(splits, strategy, global_batch),
+            _training_data(splits, strategy, global_batch, steps_per_epoch),
             validation_data=splits.validation,  # model selection; test is reported once, below
             epochs=recipe.epochs,
             shuffle=False,  # the pipeline reshuffles every epoch itself
@@ -225,16 +225,24 @@ def _fit(recipe, output_dir, splits, config, resume, strategy, worker, backup_di
     return metrics
 
 
-def _training_data(splits, strategy, global_batch):
+def _training_data(splits, strategy, global_batch, steps_per_epoch):
     """``splits.train`` for ``model.fit``; under a ``tf.distribute`` ``strategy``, each
     worker's pipeline reads and decodes only its own shard of the training files
     (``Splits.train_shard``), batched per replica, so a global step still trains on
-    ``global_batch`` images."""
+    ``global_batch`` images. With several workers, each runs exactly
+    ``steps_per_epoch`` full batches per replica an epoch (its shard's end filled
+    from its next pass), as the collectives need."""
     if strategy is None:
         return splits.train
-    return strategy.distribute_datasets_from_function(lambda context: splits.train_shard(
-        context.num_input_pipelines, context.input_pipeline_id,
-        context.get_per_replica_batch_size(global_batch)))
+
+    def worker_data(context):
+        replicas = strategy.num_replicas_in_sync // context.num_input_pipelines
+        return splits.train_shard(
+            context.num_input_pipelines, context.input_pipeline_id,
+            context.get_per_replica_batch_size(global_batch),
+            batches=steps_per_epoch * replicas if context.num_input_pipelines > 1 else None)
+
+    return strategy.distribute_datasets_from_function(worker_data)
 
 
 def _evaluate(model, splits, multi_label, failures):
