@@ -7,8 +7,8 @@ Every worker is a subprocess with a timeout, killed if the test fails; the
 settings are tiny (depth 10, 8x8 digits or 10x10 images, 1-2 epochs). Most of the
 time is process start-up and loopback collectives: the module took about 5 minutes
 on the shared 2-core machine at load average ~7 (the worker-restart test about 2 of
-them), and 11 minutes at load ~15; with the image-folder shard test (about 1
-minute), 6 min 45 s at load ~4.
+them), and 11 minutes at load ~15; with the image-folder shard test (1 to 2.5
+minutes alone), 6 min 45 s at load ~4.
 """
 
 import csv
