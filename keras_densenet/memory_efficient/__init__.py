@@ -21,11 +21,11 @@ trained model between modes.
 
 from keras_densenet.memory_efficient.layers import (ConcatenationBatchNorm, KernelConv2D,
                                                     RecomputedConv, RecomputedDenseLayer,
-                                                    RecomputedStem)
+                                                    RecomputedStem, weights_layer)
 from keras_densenet.memory_efficient.moments import (FeatureMoments, channel_moments,
                                                      statistics_dtype)
 from keras_densenet.memory_efficient.recompute import recomputed
 
 __all__ = ["ConcatenationBatchNorm", "FeatureMoments", "KernelConv2D", "RecomputedConv",
            "RecomputedDenseLayer", "RecomputedStem", "channel_moments", "recomputed",
-           "statistics_dtype"]
+           "statistics_dtype", "weights_layer"]
