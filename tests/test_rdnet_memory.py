@@ -88,26 +88,32 @@ def _gradients(model, x, y):
     return {w.path: g.numpy() for w, g in zip(model.trainable_weights, gradients)}
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_gradients_and_one_sgd_step_equal_the_plain_models(mode):
-    plain = RDNetTiny(**SMALL)
-    model = RDNetTiny(**SMALL, memory_efficient=mode)
-    _randomize(plain, seed=2)
-    _copy_weights(plain, model)
+def test_gradients_and_one_sgd_step_equal_the_plain_models(models):
     x, y = _batch()
-    expected, got = _gradients(plain, x, y), _gradients(model, x, y)
-    for path, gradient in expected.items():
-        assert np.abs(gradient).max() > 0, path  # every weight takes part
-        np.testing.assert_allclose(got[path], gradient, rtol=1e-4,
-                                   atol=1e-5 * np.abs(gradient).max(), err_msg=path)
-    for network in (plain, model):
-        network.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True))
-        network.train_on_batch(x, y)
-    after = {w.path: w.numpy() for w in plain.weights}
-    for weight in model.weights:
-        np.testing.assert_allclose(weight.numpy(), after[weight.path], rtol=1e-4, atol=1e-6,
-                                   err_msg=weight.path)
+    expected = _gradients(models[False], x, y)
+    for mode in MODES:
+        got = _gradients(models[mode], x, y)
+        for path, gradient in expected.items():
+            assert np.abs(gradient).max() > 0, path  # every weight takes part
+            np.testing.assert_allclose(got[path], gradient, rtol=1e-4,
+                                       atol=1e-5 * np.abs(gradient).max(), err_msg=(mode, path))
+    initial = {w.path: w.numpy() for w in models[False].weights}
+    try:
+        for model in models.values():
+            model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True))
+            model.train_on_batch(x, y)
+        after = {w.path: w.numpy() for w in models[False].weights}
+        assert not np.allclose(after["stage6_block2_conv2/kernel"],
+                               initial["stage6_block2_conv2/kernel"])
+        for mode in MODES:
+            for weight in models[mode].weights:
+                np.testing.assert_allclose(weight.numpy(), after[weight.path], rtol=1e-4,
+                                           atol=1e-6, err_msg=(mode, weight.path))
+    finally:  # the other tests start from the same weights
+        for model in models.values():
+            for weight in model.weights:
+                weight.assign(initial[weight.path])
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -126,30 +132,27 @@ def test_recomputations_wait_for_the_backward_pass(models, mode):
 def test_weight_files_and_keras_files_load_in_every_mode(models, tmp_path):
     x, _ = _batch()
     expected = models[False].predict(x, verbose=0)
-    for saved_mode in (False, *MODES):
+    for saved_mode, mode in ((False, "full"), ("full", True), (True, False)):
         path = str(tmp_path / f"{saved_mode}.weights.h5")
         models[saved_mode].save_weights(path)
-        for mode in (False, *MODES):
-            model = RDNetTiny(**SMALL, memory_efficient=mode, weights=path)
-            assert _relative(model.predict(x, verbose=0), expected) < 1e-5, (saved_mode, mode)
-    for mode in MODES:
-        path = str(tmp_path / f"{mode}.keras")
-        models[mode].save(path)
-        loaded = keras.models.load_model(path)
-        assert loaded.densenet_config["memory_efficient"] == mode
-        assert isinstance(loaded.get_layer("stage0_block0_recomputed"), RecomputedSequence)
-        assert type(loaded.get_layer("stage0_block0_conv1")) is type(
-            models[mode].get_layer("stage0_block0_conv1"))
-        np.testing.assert_array_equal(loaded.predict(x, verbose=0),
-                                      models[mode].predict(x, verbose=0))
-        plain = RDNetTiny(**SMALL)
-        plain.load_weights(path)
-        assert _relative(plain.predict(x, verbose=0), expected) < 1e-5
+        model = RDNetTiny(**SMALL, memory_efficient=mode, weights=path)
+        assert _relative(model.predict(x, verbose=0), expected) < 1e-5, (saved_mode, mode)
+    path = str(tmp_path / "full.keras")
+    models["full"].save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.densenet_config["memory_efficient"] == "full"
+    for name in ("stem", "stage1_transition", "stage0_block0_recomputed"):
+        assert isinstance(loaded.get_layer(name), RecomputedSequence)
+    assert type(loaded.get_layer("stage0_block0_conv1")) is type(
+        models["full"].get_layer("stage0_block0_conv1"))
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0),
+                                  models["full"].predict(x, verbose=0))
+    models[False].load_weights(path)  # a .keras file's weights load into the plain layout
+    assert _relative(models[False].predict(x, verbose=0), expected) < 1e-5
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_drop_path_drops_whole_samples_in_training(mode):
-    model = RDNetTiny(**SMALL, drop_path_rate=0.5, memory_efficient=mode)
+def test_drop_path_drops_whole_samples_in_training():
+    model = RDNetTiny(**SMALL, drop_path_rate=0.5, memory_efficient=True)
     last = model.get_layer("stage6_block2_drop_path")  # rate 0.5: kept samples doubled
     assert isinstance(last.input._keras_history.operation, RecomputedSequence)
     probe = keras.Model(model.input, [last.input, last.output])
@@ -222,3 +225,14 @@ def test_train_command_trains_a_memory_efficient_rdnet(tmp_path):
     assert model.densenet_config["memory_efficient"] is True
     assert isinstance(model.get_layer("stage6_block2_recomputed"), RecomputedSequence)
     assert run_dir.read_run_config(str(run))["recipe"]["model"]["memory_efficient"] is True
+
+
+def test_gelu_and_its_written_out_gradient_are_tensorflows_exact_gelu():
+    from keras_densenet.rdnet import gelu_erf
+
+    x = tf.constant(np.linspace(-8, 8, 161), "float32")
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours, reference = gelu_erf(x), tf.nn.gelu(x, approximate=False)
+    np.testing.assert_allclose(ours, reference, atol=2e-6)
+    np.testing.assert_allclose(tape.gradient(ours, x), tape.gradient(reference, x), atol=1e-6)
