@@ -32,7 +32,7 @@ WORKER = r"""
 import json, os, resource, sys, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 implementation, task, size, batch, steps = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
-memory_efficient = {"False": False, "True": True, "full": "full"}[sys.argv[6]]
+memory_efficient = {"False": False, "True": True, "full": "full", "None": None}[sys.argv[6]]
 import numpy as np
 def rss_mb():
     with open("/proc/self/status") as f:
