@@ -104,6 +104,16 @@ def test_logits_match_timm(timm_files, variant, size, data_format, file):
     assert _relative_error(model.predict(x, verbose=0), expected) < TOLERANCE
 
 
+def test_timm_weights_load_in_a_memory_efficient_mode(timm_files):
+    """The state dict maps onto the weights layers of memory_efficient=True (same names)."""
+    reference, path, _ = timm_files["rdnet_tiny"]
+    images = _images(64, 64)
+    model = RDNetTiny(input_shape=(64, 64, 3), weights=path, memory_efficient=True)
+    expected = _timm_logits(reference, images)
+    assert _relative_error(model.predict(images.transpose(0, 2, 3, 1), verbose=0),
+                           expected) < TOLERANCE
+
+
 def test_headless_outputs_and_pyramid_match_timm(timm_files):
     """pooling="avg" is timm's headless model (pool, head LayerNorm); the pyramid levels are
     the stages of timm's feature_info."""
