@@ -1,7 +1,11 @@
 """RDNet-Tiny: ours (Keras 3) against timm's own, inference and a training step, side by side.
 
-    python benchmarks/rdnet.py                     # batch 8 at 224 px, 2 rounds
-    python benchmarks/rdnet.py --batch 4 --size 160 --steps 3 --rounds 1   # quicker
+    python benchmarks/rdnet.py                     # batch 8 at 224 px, 1 round
+    python benchmarks/rdnet.py --batch 4 --size 160 --steps 3   # quicker
+    python benchmarks/rdnet.py --out rdnet_epyc_zen3.csv         # another file name
+
+Training is measured for ours in each ``memory_efficient`` mode (``False``,
+``True``, ``"full"``) and for timm; inference for ours (plain) and timm.
 
 Every (implementation, task) runs in a fresh process, the implementations
 alternating within each round, so that both see the same machine load and
@@ -13,7 +17,7 @@ SGD with momentum 0.9 on sparse cross entropy, random images and labels. One
 warm-up step (tracing, allocator pools), then ``--steps`` timed ones: the
 median wall time per step, process CPU seconds per step (all threads), peak RSS
 and the RSS the steps added to the built model ("added MB"). Writes
-benchmarks/results/rdnet.csv.
+benchmarks/results/rdnet.csv (or ``--out``).
 """
 
 import argparse
@@ -28,6 +32,7 @@ WORKER = r"""
 import json, os, resource, sys, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 implementation, task, size, batch, steps = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
+memory_efficient = {"False": False, "True": True, "full": "full", "None": None}[sys.argv[6]]
 import numpy as np
 def rss_mb():
     with open("/proc/self/status") as f:
@@ -58,7 +63,7 @@ if implementation == "timm":
 else:
     import keras
     from keras_densenet.rdnet import RDNetTiny
-    model = RDNetTiny(input_shape=(size, size, 3))
+    model = RDNetTiny(input_shape=(size, size, 3), memory_efficient=memory_efficient)
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x = images.transpose(0, 2, 3, 1).copy()
@@ -79,19 +84,26 @@ print(json.dumps(dict(backend=backend, jit_compile=jit, step_s=round(float(np.me
                       added_mb=round(peak - built))))
 """
 
-IMPLEMENTATIONS = ("keras_densenet", "timm")
-TASKS = ("inference", "training")
+CONFIGURATIONS = {"inference": (("keras_densenet", False), ("timm", None)),
+                  "training": (("keras_densenet", False), ("keras_densenet", True),
+                               ("keras_densenet", "full"), ("timm", None))}
+"""Per task, the (implementation, memory_efficient) pairs measured."""
 
 
-def measure(implementation, task, size, batch, steps):
-    """One fresh process's row: backend, jit_compile, step_s, step_cpu_s, peak_mb, added_mb."""
+def measure(implementation, memory_efficient, task, size, batch, steps):
+    """One fresh process's row: backend, jit_compile, step_s, step_cpu_s, peak_mb, added_mb,
+    and the 1-minute load average before and after it."""
     load = round(os.getloadavg()[0], 2)
     result = subprocess.run([sys.executable, "-c", WORKER, implementation, task, str(size),
-                             str(batch), str(steps)], capture_output=True, text=True)
+                             str(batch), str(steps), str(memory_efficient)],
+                            capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{implementation} {task} failed:\n{result.stderr[-3000:]}")
-    return dict(implementation=implementation, task=task, size=size, batch=batch, steps=steps,
-                **json.loads(result.stdout.strip().splitlines()[-1]), load_1min=load)
+    return dict(implementation=implementation,
+                memory_efficient="" if memory_efficient is None else memory_efficient, task=task,
+                size=size, batch=batch, steps=steps,
+                **json.loads(result.stdout.strip().splitlines()[-1]), load_1min=load,
+                load_1min_after=round(os.getloadavg()[0], 2))
 
 
 def cpu_name():
@@ -107,19 +119,20 @@ def main():
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the warm-up")
-    parser.add_argument("--rounds", type=int, default=2, help="repeats of every configuration")
+    parser.add_argument("--rounds", type=int, default=1, help="repeats of every configuration")
+    parser.add_argument("--out", default="rdnet.csv", help="file name in benchmarks/results/")
     args = parser.parse_args()
     cpu = cpu_name()
     rows = []
     for round_index in range(args.rounds):
-        for task in TASKS:
-            order = IMPLEMENTATIONS if round_index % 2 == 0 else IMPLEMENTATIONS[::-1]
-            for implementation in order:
+        for task, configurations in CONFIGURATIONS.items():
+            order = configurations if round_index % 2 == 0 else configurations[::-1]
+            for implementation, memory_efficient in order:
                 rows.append(dict(round=round_index, **measure(
-                    implementation, task, args.size, args.batch, args.steps),
+                    implementation, memory_efficient, task, args.size, args.batch, args.steps),
                     cpu=cpu))
                 print(rows[-1], flush=True)
-    print(write_csv("rdnet.csv", rows))
+    print(write_csv(args.out, rows))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,11 @@ maps a timm state dict onto them: ``stem_conv``, ``stem_norm``,
 ``stage{i}_transition_norm`` / ``_conv``, ``stage{i}_block{j}_dwconv`` /
 ``_norm`` / ``_conv1`` / ``_conv2`` / ``_se_conv`` / ``_layer_scale``,
 ``head_norm``, ``predictions``.
+
+``memory_efficient=True`` recomputes each block in the backward pass
+(``RecomputedSequence``), ``"full"`` also each transition and the stem; the
+weighted layers are then ``*Weights`` layers (``memory_efficient.weights_layer``)
+with the same names, class names and variables.
 """
 
 import math
@@ -25,9 +30,12 @@ import keras
 from keras import layers, ops
 
 from keras_densenet.architectures import RDNET_VARIANTS
+from keras_densenet.arguments import MEMORY_EFFICIENT_MODES
 from keras_densenet.checks import (check_activation, check_bool, check_choice,
                                    check_data_format, check_fraction, check_positive_int)
 from keras_densenet.config import DEFAULTS
+from keras_densenet.memory_efficient import recomputed, weights_layer
+from keras_densenet.memory_efficient.recompute import concatenation_or_concat
 from keras_densenet.model import DenseNetModel, image_input
 from keras_densenet.preprocessing import normalization
 from keras_densenet.utils import channel_axis, check_input_path
@@ -43,9 +51,23 @@ def gelu_erf(x):
     """Exact GELU (not the tanh approximation): ``x * (1 + erf(x / sqrt(2))) / 2``.
 
     Written with ``erf``, which ONNX has: TensorFlow's own exact GELU lowers to
-    ``erfc``, which ONNX has not (tf2onnx writes an invalid ``Erfc`` node).
+    ``erfc``, which ONNX has not (tf2onnx writes an invalid ``Erfc`` node). Its
+    gradient, ``Phi(x) + x * phi(x)``, is written out so that only ``x`` is kept
+    for the backward pass, as PyTorch's GELU keeps it: TensorFlow's derivative of
+    the formula keeps ``x / sqrt(2)``, ``x / 2`` and ``1 + erf(...)`` as well, three
+    more tensors as wide as a block's bottleneck (4x its input), 0.8 GB of
+    RDNet-Tiny's training step at batch 8, 224 px (docs/rdnet.md).
     """
-    return 0.5 * x * (1.0 + ops.erf(x / math.sqrt(2.0)))
+    return _gelu_erf(x)
+
+
+@ops.custom_gradient
+def _gelu_erf(x):
+    def gradient(*args, upstream=None):
+        upstream = args[0] if upstream is None else upstream  # PyTorch passes it by name
+        cdf = 0.5 * (1.0 + ops.erf(x / math.sqrt(2.0)))
+        return upstream * (cdf + x * ops.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi))
+    return 0.5 * x * (1.0 + ops.erf(x / math.sqrt(2.0))), gradient
 
 
 @keras.saving.register_keras_serializable(package="keras_densenet")
@@ -76,9 +98,107 @@ class LayerScale(layers.Layer):
                 "data_format": self.data_format}
 
 
+DepthwiseConv2DWeights = weights_layer(layers.DepthwiseConv2D, "DepthwiseConv2DWeights")
+LayerNormalizationWeights = weights_layer(layers.LayerNormalization, "LayerNormalizationWeights")
+Conv2DWeights = weights_layer(layers.Conv2D, "Conv2DWeights")
+LayerScaleWeights = weights_layer(LayerScale, "LayerScaleWeights")
+"""The weighted layers of the memory-efficient modes (``memory_efficient.weights_layer``)."""
+
+
+@keras.saving.register_keras_serializable(package="keras_densenet")
+class RecomputedSequence(layers.Layer):
+    """A chain of RDNet's operations, recomputed in the backward pass (``memory_efficient``).
+
+    No weights of its own: it computes with those of ``*Weights`` layers, which
+    hold the plain layers' variables under their names. In training only its
+    input maps and its output are kept for the backward pass
+    (``memory_efficient.recomputed``), not what the steps compute in between.
+
+    Args:
+        steps: names of the operations, in order, each taking its weights from
+            ``weights`` in turn: ``"depthwise_conv"`` (7x7 "same", bias),
+            ``"layer_norm"`` (over channels, ``epsilon``: ``channel_layer_norm``),
+            ``"conv"`` ("valid", stride = kernel size: the patchify stem, the
+            transitions, 1x1 convs; bias), ``"gelu"`` (``gelu_erf``), ``"ese"``
+            (effective squeeze-excitation: mean, 1x1 conv, hard sigmoid, product)
+            and ``"layer_scale"``.
+        epsilon: the LayerNorms' epsilon.
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+
+    Call arguments:
+        features: list of ``(batch, H, W, C_i)`` maps (or channels first) whose
+            concatenation the steps start from.
+        weights: the steps' weight tensors, flat, in order.
+        concatenation: ``concat(features)``, as the graph has it (see ``recomputed``).
+        training: recompute in the backward pass (inference stores nothing anyway).
+    """
+
+    WEIGHTS = {"depthwise_conv": 2, "layer_norm": 2, "conv": 2, "gelu": 0, "ese": 2,
+               "layer_scale": 1}
+    """How many weight tensors each step takes."""
+
+    def __init__(self, steps, epsilon=1e-6, data_format="channels_last", **kwargs):
+        super().__init__(**kwargs)
+        unknown = [step for step in steps if step not in self.WEIGHTS]
+        if unknown:
+            raise ValueError(f"steps must be among {tuple(self.WEIGHTS)}; got {unknown}.")
+        self.steps, self.epsilon, self.data_format = list(steps), epsilon, data_format
+        self._convert_input_args = False
+
+    @property
+    def _axis(self):
+        return channel_axis(self.data_format)
+
+    def call(self, features, weights, concatenation=None, training=None):
+        if training:
+            return recomputed(self._forward, features, concatenation, self._axis, *weights)
+        return self._forward(concatenation_or_concat(features, concatenation, self._axis),
+                             *weights)
+
+    def _forward(self, x, *weights):
+        weights = list(weights)
+        for step in self.steps:
+            taken, weights = weights[:self.WEIGHTS[step]], weights[self.WEIGHTS[step]:]
+            x = getattr(self, f"_{step}")(x, *taken)
+        return x
+
+    def _with_bias(self, x, bias):
+        return x + (bias if self.data_format == "channels_last" else ops.reshape(bias, (-1, 1, 1)))
+
+    def _depthwise_conv(self, x, kernel, bias):
+        return self._with_bias(ops.depthwise_conv(x, kernel, padding="same",
+                                                  data_format=self.data_format), bias)
+
+    def _conv(self, x, kernel, bias):
+        return self._with_bias(ops.conv(x, kernel, strides=kernel.shape[0], padding="valid",
+                                        data_format=self.data_format), bias)
+
+    def _layer_norm(self, x, gamma, beta):
+        if self.data_format == "channels_last":
+            return ops.layer_normalization(x, gamma, beta, -1, self.epsilon)
+        x = ops.layer_normalization(ops.transpose(x, (0, 2, 3, 1)), gamma, beta, -1,
+                                    self.epsilon)
+        return ops.transpose(x, (0, 3, 1, 2))
+
+    def _gelu(self, x):
+        return gelu_erf(x)
+
+    def _ese(self, x, kernel, bias):
+        spatial = (1, 2) if self.data_format == "channels_last" else (2, 3)
+        gate = self._conv(ops.mean(x, axis=spatial, keepdims=True), kernel, bias)
+        return x * keras.activations.hard_sigmoid(gate)
+
+    def _layer_scale(self, x, gamma):
+        return x * (gamma if self.data_format == "channels_last" else ops.reshape(gamma, (-1, 1, 1)))
+
+    def get_config(self):
+        return {**super().get_config(), "steps": self.steps, "epsilon": self.epsilon,
+                "data_format": self.data_format}
+
+
 def RDNet(variant, include_top=True, weights=None, input_tensor=None, input_shape=None,
           pooling=None, classes=1000, classifier_activation=None, data_format=None,
-          drop_path_rate=0.0, weights_source=None, name=None):
+          drop_path_rate=0.0, weights_source=None, memory_efficient=False, name=None):
     """An RDNet named in ``RDNET_VARIANTS`` (``"rdnet_tiny"`` ... ``"rdnet_large"``).
 
     Args:
@@ -105,11 +225,16 @@ def RDNet(variant, include_top=True, weights=None, input_tensor=None, input_shap
             with probability ``drop_path_rate * b / (n - 1)`` in training.
         weights_source: with ``weights="imagenet"``, ``"timm_rdnet"`` (default:
             ``nv_in1k``, 224 px) or ``"timm_rdnet_384"`` (RDNet-Large at 384 px).
+        memory_efficient: ``False`` (default); ``True``: recompute each block
+            (depthwise conv to layer scale) in the backward pass, keeping only
+            its input maps and new maps; ``"full"``: also each transition
+            (LayerNorm and conv) and the stem. Same layer names, variables,
+            outputs and gradients (docs/rdnet.md measures the memory).
         name: the model's name (default ``variant``).
 
     Returns:
         A ``model.DenseNetModel`` (a functional ``keras.Model``) whose config records
-        ``published_name`` (the variant), the pyramid (``pyramid_layers``), the
+        ``published_name`` (the variant), ``memory_efficient``, the pyramid (``pyramid_layers``), the
         last stage's output as ``cam_layer`` and timm's eval transform (crop 0.9,
         bicubic); ``architecture`` is ``None`` (no DenseNet ``Architecture``).
     """
@@ -120,6 +245,7 @@ def RDNet(variant, include_top=True, weights=None, input_tensor=None, input_shap
     classes = check_positive_int("classes", classes)
     classifier_activation = check_activation("classifier_activation", classifier_activation)
     drop_path_rate = check_fraction("drop_path_rate", drop_path_rate)
+    check_choice("memory_efficient", memory_efficient, MEMORY_EFFICIENT_MODES)
     entry = None
     if weights == "imagenet":
         if include_top and classes != 1000:
@@ -134,7 +260,7 @@ def RDNet(variant, include_top=True, weights=None, input_tensor=None, input_shap
     config = RDNET_VARIANTS[variant]
     inputs = image_input(input_tensor, input_shape, data_format, MIN_SIZE)
 
-    x = rdnet_features(inputs, config, data_format, drop_path_rate)
+    x = rdnet_features(inputs, config, data_format, drop_path_rate, memory_efficient)
     cam_layer = x._keras_history.operation.name
     if include_top or pooling is not None:
         pool = layers.GlobalMaxPooling2D if pooling == "max" else layers.GlobalAveragePooling2D
@@ -154,7 +280,8 @@ def RDNet(variant, include_top=True, weights=None, input_tensor=None, input_shap
         "preprocessing": "torch" if weights else None,
         "input_normalization": normalization("torch", channels) if weights else None,
         "crop_pct": evaluation["crop_pct"], "interpolation": evaluation["interpolation"],
-        "pyramid": pyramid_layers(variant), "cam_layer": cam_layer})
+        "pyramid": pyramid_layers(variant), "cam_layer": cam_layer,
+        "memory_efficient": memory_efficient})
     if entry is not None:
         weights = registry.download(entry)
     if weights is not None:
@@ -166,36 +293,51 @@ def RDNet(variant, include_top=True, weights=None, input_tensor=None, input_shap
     return model
 
 
-def rdnet_features(x, config, data_format="channels_last", drop_path_rate=0.0):
+def rdnet_features(x, config, data_format="channels_last", drop_path_rate=0.0,
+                   memory_efficient=False):
     """The stem and dense stages of ``config`` (an ``RDNET_VARIANTS`` value) on images ``x``.
 
     ``(batch, H, W, 3)`` -> ``(batch, H/32, W/32, C)`` (floor division per
     stride; channels first ``(batch, C, H/32, W/32)``). Stage ``i`` ends in the
-    layer ``stage{i}_block{n-1}_concat`` (see ``pyramid_layers``).
+    layer ``stage{i}_block{n-1}_concat`` (see ``pyramid_layers``), in every
+    ``memory_efficient`` mode (see ``RDNet``).
     """
     axis = channel_axis(data_format)
     eps = config["norm_eps"]
     patch = config["patch_size"]
-    x = layers.Conv2D(config["num_init_features"], patch, strides=patch, padding="valid",
-                      kernel_initializer="he_normal", data_format=data_format,
-                      name="stem_conv")(x)
-    x = channel_layer_norm(x, eps, data_format, "stem_norm")
+    full = memory_efficient == "full"
+    stem = [("conv", "stem_conv", dict(filters=config["num_init_features"], kernel_size=patch,
+                                       strides=patch)),
+            ("layer_norm", "stem_norm", {})]
+    x = (_recomputed(x, [x], stem, eps, data_format, "stem", x.shape[axis]) if full
+         else _plain(x, stem, eps, data_format))
     channels = config["num_init_features"]
     rates = drop_path_rates(drop_path_rate, config["num_blocks_list"])
+    features = [x]
     for i, (blocks, growth_rate) in enumerate(zip(config["num_blocks_list"],
                                                   config["growth_rates"])):
         if i > 0:
-            channels = int(channels * config["transition_compression_ratio"] / 8) * 8
             kernel = 2 if config["is_downsample_block"][i] else 1
-            x = channel_layer_norm(x, eps, data_format, f"stage{i}_transition_norm")
-            x = layers.Conv2D(channels, kernel, strides=kernel, padding="valid",
-                              kernel_initializer="he_normal", data_format=data_format,
-                              name=f"stage{i}_transition_conv")(x)
+            transition = [("layer_norm", f"stage{i}_transition_norm", {}),
+                          ("conv", f"stage{i}_transition_conv", dict(
+                              filters=int(channels * config["transition_compression_ratio"] / 8)
+                              * 8, kernel_size=kernel, strides=kernel))]
+            x = (_recomputed(x, features, transition, eps, data_format, f"stage{i}_transition",
+                             channels) if full else _plain(x, transition, eps, data_format))
+            channels = x.shape[axis]
+            features = [x]
         ese = config["block_type"][i] == "BlockESE"
         for j in range(blocks):
-            y = _dense_block(x, config, channels, growth_rate, ese, rates[i][j], data_format,
-                             f"stage{i}_block{j}")
-            x = layers.Concatenate(axis=axis, name=f"stage{i}_block{j}_concat")([x, y])
+            name = f"stage{i}_block{j}"
+            block = _block_steps(config, channels, growth_rate, ese, name)
+            y = (_recomputed(x, features, block, eps, data_format, f"{name}_recomputed",
+                             channels) if memory_efficient
+                 else _plain(x, block, eps, data_format))
+            if rates[i][j] > 0:
+                y = layers.Dropout(rates[i][j], noise_shape=(None, 1, 1, 1),
+                                   name=f"{name}_drop_path")(y)
+            x = layers.Concatenate(axis=axis, name=f"{name}_concat")([x, y])
+            features.append(y)
             channels += growth_rate
     return x
 
@@ -214,27 +356,78 @@ def channel_layer_norm(x, epsilon, data_format, name):
     return layers.Permute((3, 1, 2), name=f"{name}_channels_first")(x)
 
 
-def _dense_block(x, config, channels, growth_rate, ese, drop_rate, data_format, name):
-    """The ``growth_rate`` new feature maps of one block (timm's ``DenseBlock``)."""
+def _block_steps(config, channels, growth_rate, ese, name):
+    """timm's ``DenseBlock`` (its ``growth_rate`` new maps) as ``(step, layer name, layer
+    arguments)`` triples: the steps of ``RecomputedSequence``, read by ``_plain`` and
+    ``_recomputed``."""
     inter = int(channels * config["bottleneck_width_ratio"] / 8) * 8
-    conv = dict(padding="valid", kernel_initializer="he_normal", data_format=data_format)
-    y = layers.DepthwiseConv2D(7, padding="same", depthwise_initializer="he_normal",
-                               data_format=data_format, name=f"{name}_dwconv")(x)
-    y = channel_layer_norm(y, config["norm_eps"], data_format, f"{name}_norm")
-    y = layers.Conv2D(inter, 1, name=f"{name}_conv1", **conv)(y)
-    y = layers.Activation(gelu_erf, name=f"{name}_gelu")(y)
-    y = layers.Conv2D(growth_rate, 1, name=f"{name}_conv2", **conv)(y)
+    steps = [("depthwise_conv", f"{name}_dwconv", {}),
+             ("layer_norm", f"{name}_norm", {}),
+             ("conv", f"{name}_conv1", dict(filters=inter, kernel_size=1, strides=1)),
+             ("gelu", f"{name}_gelu", {}),
+             ("conv", f"{name}_conv2", dict(filters=growth_rate, kernel_size=1, strides=1))]
     if ese:
-        gate = layers.GlobalAveragePooling2D(data_format=data_format, keepdims=True,
-                                             name=f"{name}_se_pool")(y)
-        gate = layers.Conv2D(growth_rate, 1, name=f"{name}_se_conv", **conv)(gate)
-        gate = layers.Activation("hard_sigmoid", name=f"{name}_se_gate")(gate)
-        y = layers.Multiply(name=f"{name}_se")([y, gate])
+        steps.append(("ese", f"{name}_se", dict(filters=growth_rate, kernel_size=1)))
     if config["ls_init_value"] > 0:
-        y = LayerScale(config["ls_init_value"], data_format, name=f"{name}_layer_scale")(y)
-    if drop_rate > 0:
-        y = layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=f"{name}_drop_path")(y)
-    return y
+        steps.append(("layer_scale", f"{name}_layer_scale",
+                      dict(init_value=config["ls_init_value"])))
+    return steps
+
+
+def _plain(x, steps, epsilon, data_format):
+    """``steps`` (see ``_block_steps``) as Keras layers on ``x``."""
+    conv = dict(padding="valid", kernel_initializer="he_normal", data_format=data_format)
+    for step, name, arguments in steps:
+        if step == "depthwise_conv":
+            x = layers.DepthwiseConv2D(7, padding="same", depthwise_initializer="he_normal",
+                                       data_format=data_format, name=name)(x)
+        elif step == "layer_norm":
+            x = channel_layer_norm(x, epsilon, data_format, name)
+        elif step == "conv":
+            x = layers.Conv2D(**arguments, name=name, **conv)(x)
+        elif step == "gelu":
+            x = layers.Activation(gelu_erf, name=name)(x)
+        elif step == "ese":
+            gate = layers.GlobalAveragePooling2D(data_format=data_format, keepdims=True,
+                                                 name=f"{name}_pool")(x)
+            gate = layers.Conv2D(**arguments, name=f"{name}_conv", **conv)(gate)
+            gate = layers.Activation("hard_sigmoid", name=f"{name}_gate")(gate)
+            x = layers.Multiply(name=name)([x, gate])
+        else:
+            x = LayerScale(**arguments, data_format=data_format, name=name)(x)
+    return x
+
+
+def _recomputed(x, features, steps, epsilon, data_format, name, channels):
+    """``steps`` on ``x`` (``concat(features)``, ``channels`` channels) as one
+    ``RecomputedSequence`` named ``name``, its weights in ``*Weights`` layers with the
+    plain layers' names, in their order."""
+    conv = dict(padding="valid", kernel_initializer="he_normal", data_format=data_format)
+    weights, previous = [], x
+    for step, layer_name, arguments in steps:
+        if step == "depthwise_conv":
+            layer = DepthwiseConv2DWeights(7, padding="same", depthwise_initializer="he_normal",
+                                           data_format=data_format, input_channels=channels,
+                                           name=layer_name)
+        elif step == "layer_norm":
+            layer = LayerNormalizationWeights(epsilon=epsilon, input_channels=channels,
+                                              name=layer_name)
+        elif step == "conv":
+            layer = Conv2DWeights(**arguments, input_channels=channels, name=layer_name, **conv)
+            channels = arguments["filters"]
+        elif step == "ese":
+            layer = Conv2DWeights(**arguments, input_channels=channels, name=f"{layer_name}_conv",
+                                  **conv)
+        elif step == "layer_scale":
+            layer = LayerScaleWeights(**arguments, data_format=data_format,
+                                      input_channels=channels, name=layer_name)
+        else:
+            continue
+        step_weights = list(layer(previous))
+        weights += step_weights
+        previous = step_weights[0]
+    return RecomputedSequence([step for step, _, _ in steps], epsilon, data_format,
+                              name=name)(features, weights, concatenation=x)
 
 
 def drop_path_rates(drop_path_rate, num_blocks_list):

@@ -104,6 +104,16 @@ def test_logits_match_timm(timm_files, variant, size, data_format, file):
     assert _relative_error(model.predict(x, verbose=0), expected) < TOLERANCE
 
 
+def test_timm_weights_load_in_a_memory_efficient_mode(timm_files):
+    """The state dict maps onto the weights layers of memory_efficient=True (same names)."""
+    reference, path, _ = timm_files["rdnet_tiny"]
+    images = _images(64, 64)
+    model = RDNetTiny(input_shape=(64, 64, 3), weights=path, memory_efficient=True)
+    expected = _timm_logits(reference, images)
+    assert _relative_error(model.predict(images.transpose(0, 2, 3, 1), verbose=0),
+                           expected) < TOLERANCE
+
+
 def test_headless_outputs_and_pyramid_match_timm(timm_files):
     """pooling="avg" is timm's headless model (pool, head LayerNorm); the pyramid levels are
     the stages of timm's feature_info."""
@@ -143,14 +153,47 @@ def test_feature_maps_match_timm_and_survive_saving(timm_files, tmp_path):
                                atol=1e-6)
 
 
-@pytest.mark.parametrize("file_format, name", [
-    pytest.param("onnx", "rdnet_tiny.onnx", marks=pytest.mark.slow),
-    ("openvino", "rdnet_tiny.xml")])
-def test_exports_run_without_keras_and_match_timm(timm_files, tmp_path, file_format, name):
-    """Keras' model.export with torch preprocessing baked in (uint8 images in), served by
-    keras_densenet.runtime: timm's logits on the same ImageNet-normalized images."""
-    pytest.importorskip("onnxruntime" if file_format == "onnx" else "openvino")
-    from keras_densenet import runtime
+EXPORT_RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino",
+                   "saved_model": "tensorflow", "tflite": "ai_edge_litert.interpreter"}
+
+
+def _run_export(file_format, path, raw):
+    """The outputs of the exported file ``path`` on ``raw`` images, by its own runtime:
+    ``keras_densenet.runtime`` (ONNX, OpenVINO), the SavedModel's serving signature,
+    LiteRT's interpreter."""
+    if file_format in ("onnx", "openvino"):
+        from keras_densenet import runtime
+
+        return runtime.load(path, precision="f32").predict(raw)
+    if file_format == "saved_model":
+        import tensorflow as tf
+
+        serving = tf.saved_model.load(path).signatures["serving_default"]
+        (output,) = serving(images=tf.constant(raw)).values()
+        return output.numpy()
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(path)
+    (input_detail,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(input_detail["index"], raw.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(input_detail["index"], raw)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+@pytest.mark.parametrize("file_format, name, memory_efficient", [
+    pytest.param("onnx", "rdnet_tiny.onnx", False, marks=pytest.mark.slow),
+    ("openvino", "rdnet_tiny.xml", False),
+    pytest.param("saved_model", "rdnet_tiny", False, marks=pytest.mark.slow),
+    pytest.param("tflite", "rdnet_tiny.tflite", False, marks=pytest.mark.slow),
+    pytest.param("tflite", "rdnet_tiny.tflite", "full", marks=pytest.mark.slow)])
+def test_exports_run_without_keras_and_match_timm(timm_files, tmp_path, file_format, name,
+                                                  memory_efficient):
+    """Keras' model.export with torch preprocessing baked in (uint8 images in), run by the
+    format's own runtime: timm's logits on the same ImageNet-normalized images, also from a
+    model built with ``memory_efficient`` (its inference graph computes the same)."""
+    pytest.importorskip(EXPORT_RUNTIMES[file_format])
     from keras_densenet.export import export
 
     reference, path, _ = timm_files["rdnet_tiny"]
@@ -158,9 +201,9 @@ def test_exports_run_without_keras_and_match_timm(timm_files, tmp_path, file_for
     mean, std = np.array(TORCH_MEAN, "float32"), np.array(TORCH_STD, "float32")
     normalized = ((raw / np.float32(255) - mean) / std).astype("float32")
     expected = _timm_logits(reference, normalized.transpose(0, 3, 1, 2).copy())
-    model = RDNetTiny(input_shape=(64, 64, 3), weights=path)
+    model = RDNetTiny(input_shape=(64, 64, 3), weights=path, memory_efficient=memory_efficient)
     exported = export(model, str(tmp_path / name), file_format, preprocessing="torch")
-    assert _relative_error(runtime.load(exported).predict(raw), expected) < TOLERANCE
+    assert _relative_error(_run_export(file_format, exported, raw), expected) < TOLERANCE
 
 
 def test_pyramid_levels_of_every_variant_are_timms_strides():

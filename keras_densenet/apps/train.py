@@ -324,9 +324,10 @@ def check_recipe(recipe):
     check_choice("arch", recipe.arch, ARCHS)
     if not isinstance(recipe.model, dict):
         raise ValueError(f"model must be a dict of DenseNet arguments; got {recipe.model!r}.")
-    if recipe.arch != "densenet" and set(recipe.model) - {"drop_path_rate"}:
+    rdnet_options = {"drop_path_rate", "memory_efficient"}  # RDNet's arguments in the recipe
+    if recipe.arch != "densenet" and set(recipe.model) - rdnet_options:
         raise ValueError(f"--arch {recipe.arch} takes no DenseNet options "
-                         f"({', '.join(sorted(set(recipe.model) - {'drop_path_rate'}))}).")
+                         f"({', '.join(sorted(set(recipe.model) - rdnet_options))}).")
     layout_fields = [field.name for field in dataclasses.fields(LabelsLayout)]
     if not isinstance(recipe.labels_layout, dict) or set(recipe.labels_layout) != set(
             layout_fields):

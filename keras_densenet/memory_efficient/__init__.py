@@ -14,6 +14,10 @@ Same layer names, variables and gradients as the plain model: weight files and
 ``.keras`` files load whatever the mode (``layers``); ``memory_modes`` moves a
 trained model between modes.
 
+RDNet's modes (``rdnet.RDNet(memory_efficient=...)``) use the same ``recomputed``
+for each whole block (and in ``"full"`` each transition and the stem), with the
+weights of ``weights_layer`` layers (``rdnet.RecomputedSequence``).
+
 * ``recompute``: the recomputation (TensorFlow, JAX, PyTorch);
 * ``moments``: per-channel batch moments, computed once per map (``FeatureMoments``);
 * ``layers``: the layer classes.
@@ -21,11 +25,11 @@ trained model between modes.
 
 from keras_densenet.memory_efficient.layers import (ConcatenationBatchNorm, KernelConv2D,
                                                     RecomputedConv, RecomputedDenseLayer,
-                                                    RecomputedStem)
+                                                    RecomputedStem, weights_layer)
 from keras_densenet.memory_efficient.moments import (FeatureMoments, channel_moments,
                                                      statistics_dtype)
 from keras_densenet.memory_efficient.recompute import recomputed
 
 __all__ = ["ConcatenationBatchNorm", "FeatureMoments", "KernelConv2D", "RecomputedConv",
            "RecomputedDenseLayer", "RecomputedStem", "channel_moments", "recomputed",
-           "statistics_dtype"]
+           "statistics_dtype", "weights_layer"]

@@ -10,6 +10,7 @@ class                          stands for (name in weight files)   computes
 ``KernelConv2D``               ``Conv2D``                          passes on its kernel
 ``RecomputedDenseLayer``       ``BatchNormalization`` (``_bn2``)   a whole bottleneck layer
 ``RecomputedStem``             ``BatchNormalization`` (``stem_bn``) conv-BN-ReLU-pool of the stem
+``weights_layer(base, name)``  ``base`` (e.g. ``Conv2D``)          passes on its weights
 =============================  ==================================  ==========================
 
 Keras weight files (``save_weights``) address layers by snake-cased class
@@ -354,3 +355,48 @@ class RecomputedStem(keras.layers.BatchNormalization):
                 "anti_alias": self.anti_alias}
 
 
+
+
+def weights_layer(base, registered_name):
+    """A subclass of the weighted layer class ``base`` that passes on its weights: a recomputed
+    layer computes with them (RDNet's memory-efficient modes; ``KernelConv2D`` is DenseNet's
+    bias-free conv case).
+
+    Same arguments and variables as ``base``, the class name of ``base`` (see
+    ``_layer_class``: weight files load as into the plain layer), registered as
+    ``keras_densenet>{registered_name}``.
+
+    Args (besides ``base``'s):
+        input_channels: the channels of the input the plain layer reads, which
+            fix its weights' shapes.
+
+    Call: ``previous``, any tensor (the previous weights layer's first output, so that
+    the layers come in the plain model's order) -> a tuple of the layer's weights
+    (``base``'s order, e.g. ``(kernel, bias)``), in the compute dtype.
+    """
+
+    @_layer_class(base.__name__, registered_name)
+    class WeightsLayer(base):
+        def __init__(self, *args, input_channels, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.input_channels = input_channels
+            self._convert_input_args = False
+            self.input_spec = None
+
+        def build(self, previous_shape):
+            channels_first = getattr(self, "data_format", "channels_last") == "channels_first"
+            super().build((None, self.input_channels, None, None) if channels_first
+                          else (None, None, None, self.input_channels))
+            self.input_spec = None
+
+        def call(self, previous):
+            return tuple(ops.cast(weight, self.compute_dtype) for weight in self.weights)
+
+        def compute_output_spec(self, previous):
+            return tuple(keras.KerasTensor(weight.shape, self.compute_dtype)
+                         for weight in self.weights)
+
+        def get_config(self):
+            return {**super().get_config(), "input_channels": self.input_channels}
+
+    return WeightsLayer
