@@ -155,8 +155,9 @@ class Predictor:
         if self.input_dtype == "uint8" and images.dtype != np.uint8 and images.size and (
                 images.min() < 0 or images.max() > 255):
             raise ValueError(f"{prefix}{self.path} takes uint8 images, values 0..255 "
-                             f"(preprocessing is baked in); got {images.dtype} values {images.min()}..{images.max()} "
-                             "(scale 16-bit images to 0..255 first, e.g. np.round(images / 257)).")
+                             f"(preprocessing is baked in); got {images.dtype} values "
+                             f"{images.min()}..{images.max()} (scale 16-bit images to 0..255 "
+                             "first, e.g. np.round(images / 257)).")
 
     def __repr__(self):
         return (f"{type(self).__name__}({self.path!r}, precision={self.precision!r}, "

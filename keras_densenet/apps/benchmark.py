@@ -26,8 +26,8 @@ Streams: at batch size 1, each exported runtime also takes its turns with a
 stream of ``--stream`` single images (default 32; 0: none) through
 ``Predictor.predict_stream`` (OpenVINO: pipelined, several images in flight;
 onnxruntime: one after the other), mode ``stream``: images/s over the
-stream's time, p50/p90/p99 of one image's latency (from the stream taking it
-to its scores), and ``of_largest_batch``, its images/s over the same
+streams' time, p50/p90/p99 of one image's latency (from the stream taking it
+to its scores), ``iterations`` the timed streams, and ``of_largest_batch``, its images/s over the same
 runtime's at the largest of ``--batch-sizes`` (stream rows come last, once
 that is measured).
 
