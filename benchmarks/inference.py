@@ -173,7 +173,7 @@ def main():
                                  ratio=round(speed / baseline, 2),
                                  max_abs_diff=float(np.max(np.abs(output - expected))),
                                  load_average=round(os.getloadavg()[0], 1)))
-                print(f"batch {batch:>3}  {name:<58} {speed:8.2f} img/s  "
+                print(f"batch {batch:>3}  {name:<66} {speed:8.2f} img/s  "
                       f"{speed / baseline:5.2f}x  max|diff| {rows[-1]['max_abs_diff']:.1e}  "
                       f"load {rows[-1]['load_average']}", flush=True)
                 write_csv(args.output, rows)  # after every row: a long run keeps its rows
