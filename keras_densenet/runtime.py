@@ -3,14 +3,17 @@
     from keras_densenet.runtime import load
     predictor = load("densenet.xml", precision="bf16")   # or "densenet.onnx"
     scores = predictor.predict(images)                    # (batch, classes) numpy array
+    for row in predictor.predict_stream(camera_frames):   # one image at a time, in order
+        ...                                               # (classes,) numpy array each
 
 This module needs only numpy and the runtime of the file it loads
 (``onnxruntime`` for ``.onnx``, ``openvino`` for ``.xml``), imported when a
 file is loaded; it never imports Keras or TensorFlow, so a service can use it
 alone. Files come from ``keras_densenet.export.export`` (input ``images``;
 ``uint8`` when preprocessing is baked in). A predictor may be shared by the
-threads of a service: concurrent ``predict`` calls are safe (onnxruntime's
-session is; OpenVINO calls each run on infer requests of their own).
+threads of a service: concurrent ``predict`` and ``predict_stream`` calls
+are safe (onnxruntime's session is; OpenVINO calls each run on infer requests
+of their own).
 
 Precisions (``PRECISIONS``):
 
@@ -103,20 +106,58 @@ class Predictor:
         self._check(images)
         return self._run(images.astype(self.input_dtype, copy=False))
 
-    def _check(self, images):
+    def predict_stream(self, images):
+        """Yield the outputs of each item of the iterable ``images``, in order, float32.
+
+        An item is one image (``input_shape[1:]``: yields a ``(classes,)``
+        row) or a small batch (``(n, *input_shape[1:])``: yields ``(n,
+        classes)``), checked as ``predict`` checks a batch; ``images`` may be
+        a generator (read lazily) or an array (its rows are single images).
+        OpenVINO keeps several items in flight at once (``OpenVINOPredictor``);
+        onnxruntime runs each item as it comes (its threads already use every
+        core). An item's output is yielded once it is ready and the next item
+        has been taken, so the stream holds at most as many items as run at
+        once. A bad item raises a one-line ``ValueError`` naming its index
+        when it is reached, after the outputs of the items before it.
+        Safe to use from several threads at once, each with its own stream.
+        """
+        for single, output in self._stream(self._stream_items(images)):
+            yield output[0] if single else output
+
+    def _stream_items(self, images):
+        """``(single, batch)`` for each item: ``single`` when the item was one image."""
+        for index, image in enumerate(images):
+            image = np.asarray(image)
+            self._check(image, item=index)
+            single = image.ndim == len(self.input_shape) - 1
+            yield single, (image[None] if single else image).astype(self.input_dtype, copy=False)
+
+    def _stream(self, items):
+        """Yield ``(tag, outputs)`` for each ``(tag, batch)`` of ``items``, in order."""
+        for tag, batch in items:
+            yield tag, self._run(batch)
+
+    def _check(self, images, item=None):
+        """A one-line ``ValueError`` for ``images`` that ``predict`` cannot take: a batch, or
+        for ``item`` (an index of a stream) one image or a batch."""
         shape = self.input_shape[1:]
-        if images.ndim != len(self.input_shape) or any(
-                size is not None and size != actual for size, actual in zip(shape, images.shape[1:])):
-            wanted = "(batch, " + ", ".join("any" if s is None else str(s) for s in shape) + ")"
-            raise ValueError(f"images must have shape {wanted} for {self.path}; got {images.shape}.")
+        sizes = ", ".join("any" if s is None else str(s) for s in shape)
+        ranks = (len(shape) + 1,) if item is None else (len(shape), len(shape) + 1)
+        if images.ndim not in ranks or any(size is not None and size != actual for size, actual
+                                           in zip(shape, images.shape[images.ndim - len(shape):])):
+            wanted = (f"images must have shape (batch, {sizes})" if item is None else
+                      f"stream item {item} must be an image of shape ({sizes}) or a batch of them")
+            raise ValueError(f"{wanted} for {self.path}; got {images.shape}.")
+        prefix = "" if item is None else f"stream item {item}: "
         if self.input_dtype == "uint8" and not np.issubdtype(images.dtype, np.integer):
-            raise ValueError(f"{self.path} takes uint8 images (preprocessing is baked in); "
-                             f"got {images.dtype}.")
+            raise ValueError(f"{prefix}{self.path} takes uint8 images (preprocessing is baked "
+                             f"in); got {images.dtype}.")
         if self.input_dtype == "uint8" and images.dtype != np.uint8 and images.size and (
                 images.min() < 0 or images.max() > 255):
-            raise ValueError(f"{self.path} takes uint8 images, values 0..255 (preprocessing is "
-                             f"baked in); got {images.dtype} values {images.min()}..{images.max()} "
-                             "(scale 16-bit images to 0..255 first, e.g. np.round(images / 257)).")
+            raise ValueError(f"{prefix}{self.path} takes uint8 images, values 0..255 "
+                             f"(preprocessing is baked in); got {images.dtype} values "
+                             f"{images.min()}..{images.max()} (scale 16-bit images to 0..255 "
+                             "first, e.g. np.round(images / 257)).")
 
     def __repr__(self):
         return (f"{type(self).__name__}({self.path!r}, precision={self.precision!r}, "
@@ -156,14 +197,24 @@ class OpenVINOPredictor(Predictor):
     ``"latency"`` runs it as one request on every core; ``"auto"`` takes latency
     for a single image and throughput otherwise.
 
+    ``predict_stream`` pipelines a stream of single images (or small batches)
+    on an ``openvino.AsyncInferQueue`` per item shape, each shape compiled
+    static as ``predict`` compiles it: ``"auto"`` and ``"throughput"`` run it
+    with the throughput hint (one image per stream, as many in flight as
+    OpenVINO's optimal number of infer requests), ``"latency"`` with the
+    latency hint (every core on one image; ``STREAM_DEPTH`` in flight, so the
+    next image waits inside OpenVINO rather than in Python).
+
     One predictor can be shared by threads: each call runs on infer requests
-    that no other call holds (``InferRequestPool``), so calls from several
-    threads run concurrently; only finding (or compiling) a shape's model is
-    done under a lock.
+    that no other call holds (``InferRequestPool``; a stream makes its own
+    queue), so calls from several threads run concurrently; only finding (or
+    compiling) a shape's model is done under a lock.
     """
 
     runtime = "openvino"
     MAX_COMPILED = 8
+    STREAM_DEPTH = 2
+    """The fewest items a stream keeps in flight."""
 
     def __init__(self, path, precision=None, hint="auto", device="CPU", pinning=None):
         import openvino
@@ -207,6 +258,52 @@ class OpenVINOPredictor(Predictor):
             for request in requests:
                 request.wait()
             return np.concatenate([request.get_output_tensor(0).data for request in requests])
+
+    def _stream(self, items):
+        """``Predictor._stream`` with several items in flight, on ``AsyncInferQueue``s."""
+        import openvino
+        import openvino.properties as props
+
+        hint = "latency" if self.hint == "latency" else "throughput"
+        queues, done, position, taken = {}, {}, 0, 0
+
+        def finished(request, userdata):  # on an OpenVINO thread
+            index, tag = userdata
+            done[index] = tag, request.get_output_tensor(0).data.copy()
+
+        items, bad = enumerate(items), None
+        try:
+            while True:
+                try:
+                    index, (tag, batch) = next(items)
+                except StopIteration:
+                    break
+                except ValueError as error:  # a bad item: the outputs before it come first
+                    bad = error
+                    break
+                if batch.shape not in queues:
+                    compiled = self._pool(hint, batch.shape).compiled
+                    queues[batch.shape] = openvino.AsyncInferQueue(compiled, max(
+                        self.STREAM_DEPTH,
+                        compiled.get_property(props.optimal_number_of_infer_requests)))
+                    queues[batch.shape].set_callback(finished)
+                queues[batch.shape].start_async(batch, (index, tag))  # waits for an idle request
+                while position in done:
+                    yield done.pop(position)
+                    position += 1
+                taken = index + 1
+            for queue in queues.values():
+                queue.wait_all()
+            while position in done:
+                yield done.pop(position)
+                position += 1
+            if position < taken:
+                raise RuntimeError(f"OpenVINO gave no output for stream item {position}.")
+            if bad is not None:
+                raise bad
+        finally:  # also when the caller stops early or an item is bad: nothing left running
+            for queue in queues.values():
+                queue.wait_all()
 
     def _config(self, hint):
         import openvino

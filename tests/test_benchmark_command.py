@@ -79,20 +79,74 @@ def test_table_and_csv_with_the_ratio_against_keras_applications(tiny_model, tmp
     assert code == 0
     columns, rows = read_csv(output)
     assert tuple(columns) == benchmark.COLUMNS
+    ways = [f"keras.applications.DenseNet121 {how}"
+            for how in ("predict", "predict_on_batch", "tf.function")]
     assert [(row["runtime"], row["batch_size"]) for row in rows] == [
-        ("keras.applications.DenseNet121", "1"), ("keras", "1"),
-        ("keras.applications.DenseNet121", "2"), ("keras", "2")]
-    for reference, ours in (rows[:2], rows[2:]):
-        assert float(reference["ratio"]) == 1.0
-        assert float(ours["ratio"]) == pytest.approx(
-            float(ours["images_per_s"]) / float(reference["images_per_s"]), rel=1e-3)
+        *((way, "1") for way in ways), ("keras", "1"), *((way, "2") for way in ways),
+        ("keras", "2")]
+    for batch in (rows[:4], rows[4:]):
+        fastest = max(float(row["images_per_s"]) for row in batch[:3])
+        for row in batch:
+            assert float(row["ratio"]) == pytest.approx(float(row["images_per_s"]) / fastest,
+                                                        rel=1e-3, abs=1e-4)
+        assert max(float(row["ratio"]) for row in batch[:3]) == 1.0
     for row in rows:
         assert row["status"] == "ok" and row["iterations"] == "3" and row["image_size"] == "32"
+        assert row["mode"] == "call" and row["of_largest_batch"] == ""  # keras has no stream
         assert float(row["p50_ms"]) <= float(row["p90_ms"]) <= float(row["p99_ms"])
         assert float(row["load_before"]) >= 0 and float(row["load_after"]) >= 0
         assert row["backend"] and row["cpu"] and int(row["cores"]) >= 1
     assert "images/s" in table and "p99 ms" in table and "1.00x" in table
     assert f"wrote {output}" in table
+
+
+def test_a_stream_times_each_image_from_being_taken_to_its_scores():
+    def predict_stream(images):  # two images in flight: each output comes one image late
+        pending = []
+        for image in images:
+            time.sleep(0.01)
+            pending.append(image)
+            if len(pending) == 2:
+                yield pending.pop(0)
+        yield from pending
+
+    stream = benchmark.Stream(predict_stream)
+    latencies = stream(list(range(5)))
+    assert len(latencies) == 5
+    assert all(0.01 <= latency < 0.2 for latency in latencies[:4])
+    measured = benchmark.measure({"stream": (stream, list(range(5)))}, warmup=0, seconds=10,
+                                 iterations=2)["stream"]
+    assert measured["iterations"] == 2  # streams, each of 5 images
+    assert measured["images_per_s"] == pytest.approx(100, rel=0.5)  # an image every 10 ms
+    assert 10 <= measured["p50_ms"] <= measured["p99_ms"] < 200  # one image's, not a stream's
+
+
+def test_streams_run_at_batch_size_1_and_compare_with_the_largest_batch(tiny_model, tmp_path,
+                                                                         capsys):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    output = tmp_path / "speed.csv"
+    assert benchmark.main([tiny_model, "--runtimes", "keras", "onnx", "openvino-f32",
+                           "--batch-sizes", "1", "4", "--stream", "6", "--csv", str(output),
+                           *SHORT]) == 0
+    table = capsys.readouterr().out
+    _, rows = read_csv(output)
+    ok = [(row["runtime"], row["mode"], row["batch_size"]) for row in rows
+          if row["status"] == "ok"]
+    assert ok == [(name, "call", size) for size in ("1", "4")
+                  for name in ("keras", "onnx", "openvino-f32")] + [
+        ("onnx", "stream", "1"), ("openvino-f32", "stream", "1")]  # keras has no stream
+    batch = {row["runtime"]: float(row["images_per_s"]) for row in rows
+             if row["batch_size"] == "4"}
+    for row in rows[-2:]:
+        assert float(row["of_largest_batch"]) == pytest.approx(
+            float(row["images_per_s"]) / batch[row["runtime"]], rel=1e-3)
+        assert float(row["p50_ms"]) <= float(row["p90_ms"]) <= float(row["p99_ms"])
+        assert row["iterations"] == "3"
+    assert "openvino-f32 stream" in table and "of the largest batch's images/s" in table
+    assert benchmark.main([tiny_model, "--runtimes", "onnx", "--batch-sizes", "4",
+                           *SHORT]) == 0  # no batch size 1: no stream
+    assert " stream " not in capsys.readouterr().out
 
 
 def test_runtimes_not_installed_or_not_supported_are_skipped_with_the_reason(
@@ -129,7 +183,8 @@ def test_an_export_runs_under_its_own_runtime_only(tiny_model, tmp_path, capsys)
     assert benchmark.main([path, "--batch-sizes", "1", *SHORT]) == 0
     lines = capsys.readouterr().out.splitlines()
     onnx = [line for line in lines if line.split()[1:2] == ["onnx"]]
-    assert len(onnx) == 1 and "skipped" not in onnx[0]
+    assert len(onnx) == 2 and "skipped" not in " ".join(onnx)  # a call and a stream
+    assert "onnx stream" in onnx[1]
     assert any("keras " in line and "is an export" in line for line in lines)
     assert any("openvino-int8" in line and "runs under onnx only" in line for line in lines)
 
@@ -141,6 +196,7 @@ def test_an_export_runs_under_its_own_runtime_only(tiny_model, tmp_path, capsys)
     (["densenet121", "--batch-sizes", "0"], "--batch-sizes must be a positive integer"),
     (["densenet121", "--seconds", "0"], "--seconds must be a finite number in (0, inf)"),
     (["densenet121", "--reference", "resnet50"], "--reference must be one of"),
+    (["densenet121", "--stream", "-1"], "--stream must be a positive integer"),
     (["densenet121", "--csv", "{existing}"], "already exists; pass --overwrite"),
 ])
 def test_bad_arguments_are_one_line_errors(arguments, message, tmp_path, monkeypatch, capsys):

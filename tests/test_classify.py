@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from keras_densenet import DenseNet, preprocess_input
-from keras_densenet.apps import classify, cli
+from keras_densenet.apps import classify, cli, images
 from keras_densenet.apps import train as train_lib
 from keras_densenet.apps.recipes import RECIPES
 
@@ -153,7 +153,7 @@ def test_load_image_resizes_the_shorter_side_then_center_crops(tmp_path):
     pixels = np.zeros((300, 600, 3), dtype="uint8")
     pixels[:, 300:] = 255  # right half white
     Image.fromarray(pixels).save(tmp_path / "wide.png")
-    image = classify.load_image(str(tmp_path / "wide.png"), resize=64, crop=32)
+    image = images.load_image(str(tmp_path / "wide.png"), resize=64, crop=32)
     assert image.shape == (32, 32, 3) and image.dtype == np.uint8
     # 600x300 -> 128x64, center crop columns 48..80: left half black, right half white
     assert image[:, :14].max() < 10 and image[:, 18:].min() > 245
@@ -204,7 +204,7 @@ def test_cam_writes_each_image_with_its_heatmap(imagenet_like_model, photos, tmp
     assert sorted(path.name for path in out.iterdir()) == ["astronaut.png", "camera.png"]
     model = keras.models.load_model(imagenet_like_model)
     settings = classify.serving_settings(model, crop=32)
-    image = classify.load_image(str(photos / "camera.png"), settings["resize"], 32,
+    image = images.load_image(str(photos / "camera.png"), settings["resize"], 32,
                                 settings["interpolation"])
     heatmap = grad_cam(model, classify.model_input([image], settings))[0]
     written = np.asarray(Image.open(out / "camera.png"))
@@ -265,7 +265,7 @@ def multi_label_model(tmp_path, photos):
     model = DenseNet(depth=7, growth_rate=4, classes=3, activation="sigmoid",
                      input_shape=(32, 32, 3))
     settings = classify.serving_settings(model)
-    image = classify.load_image(str(photos / "astronaut.png"), settings["resize"], 32,
+    image = images.load_image(str(photos / "astronaut.png"), settings["resize"], 32,
                                 settings["interpolation"])
     scores = model.predict(classify.model_input([image], settings), verbose=0)[0]
     thresholds = [float(scores[0]) - 0.01, float(scores[1]) + 0.01, float(scores[2])]

@@ -51,10 +51,18 @@ def test_f32_exports_match_keras(trained, suffix):
         assert np.max(np.abs(output - _keras_outputs(model, images[:37]))) <= 1e-4
 
 
-def test_int8_export_agrees_with_keras(trained):
-    model, calibration, images, labels, folder = trained
-    path = export(model, str(folder / "int8.xml"), "openvino", preprocessing="torch", fuse=True,
-                  quantize=calibration[:100])
+@pytest.fixture(scope="module")
+def int8_path(trained):
+    """The trained model quantized; the held-out check at export (25 images) allows one miss,
+    the test below asks for 95% agreement on the test split."""
+    model, calibration, _, _, folder = trained
+    return export(model, str(folder / "int8.xml"), "openvino", preprocessing="torch", fuse=True,
+                  quantize=calibration[:100], min_agreement=0.95)
+
+
+def test_int8_export_agrees_with_keras(trained, int8_path):
+    model, _, images, labels, _ = trained
+    path = int8_path
     predictor = runtime.load(path)
     assert predictor.precision == "int8"
     expected = _keras_outputs(model, images)
@@ -64,6 +72,72 @@ def test_int8_export_agrees_with_keras(trained):
     assert accuracy > 0.9 and agreement >= 0.95, (accuracy, agreement)
     with pytest.raises(ValueError, match="is int8-quantized; use precision='int8'"):
         runtime.load(path, precision="f32")
+
+
+def _stream_export(trained, suffix):
+    model, _, _, _, folder = trained
+    path = str(folder / f"stream{suffix}")
+    if not os.path.exists(path):
+        export(model, path, "onnx" if suffix == ".onnx" else "openvino", preprocessing="torch")
+    return path
+
+
+@pytest.mark.parametrize("suffix, hint", [(".onnx", "auto"), (".xml", "auto"),
+                                          (".xml", "throughput"), (".xml", "latency")])
+def test_a_stream_gives_predicts_outputs_in_order(trained, suffix, hint):
+    images = trained[2][:9]
+    predictor = runtime.load(_stream_export(trained, suffix), hint=hint)
+    expected = predictor.predict(images)
+    rows = list(predictor.predict_stream(image for image in images))  # a generator
+    assert [row.shape for row in rows] == [(10,)] * 9
+    np.testing.assert_allclose(np.stack(rows), expected, atol=1e-5)
+    mixed = list(predictor.predict_stream([images[:4], images[4], images[5:]]))  # small batches
+    assert [output.shape for output in mixed] == [(4, 10), (10,), (4, 10)]
+    np.testing.assert_allclose(np.concatenate([mixed[0], mixed[1][None], mixed[2]]), expected,
+                               atol=1e-5)
+    assert list(predictor.predict_stream([])) == []
+
+
+def test_an_int8_stream_gives_predicts_outputs(trained, int8_path):
+    images = trained[2][:12]
+    predictor = runtime.load(int8_path)
+    np.testing.assert_allclose(np.stack(list(predictor.predict_stream(images))),
+                               predictor.predict(images), atol=1e-4)
+
+
+def test_a_stream_reads_its_images_as_it_goes(trained):
+    """Pipelined, not collected first: the first output comes while most images are unread."""
+    images, taken = trained[2][:40], []
+
+    def read():
+        for index, image in enumerate(images):
+            taken.append(index)
+            yield image
+
+    predictor = runtime.load(_stream_export(trained, ".xml"))
+    stream = predictor.predict_stream(read())
+    next(stream)
+    assert len(taken) < 20, len(taken)
+    stream.close()  # stops early: the requests in flight are waited for, nothing left running
+    assert len(list(predictor.predict_stream(images[:3]))) == 3
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".xml"])
+def test_a_bad_stream_item_is_a_one_line_error_naming_it(trained, suffix):
+    images = trained[2]
+    wide = images[0].astype("int32")
+    wide[0, 0, 0] = 256
+    predictor = runtime.load(_stream_export(trained, suffix))
+    for bad, message in [
+            (images[0, :8], r"stream item 2 must be an image of shape \(16, 16, 3\) or a batch "
+                            r"of them for .*; got \(8, 16, 3\)\.$"),
+            (images[:1, None], r"stream item 2 must be an image .*; got \(1, 1, 16, 16, 3\)"),
+            (images[0].astype("float32"), r"^stream item 2: .* takes uint8 images"),
+            (wide, r"^stream item 2: .* values 0\.\.255 .* got int32 values 0\.\.256")]:
+        stream = predictor.predict_stream([images[0], images[1], bad, images[3]])
+        assert len([next(stream), next(stream)]) == 2  # the items before it
+        with pytest.raises(ValueError, match=message):
+            next(stream)
 
 
 def test_int8_export_refuses_a_model_that_disagrees_on_held_out_images(trained):

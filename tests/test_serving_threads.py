@@ -1,4 +1,5 @@
-"""keras_densenet.runtime predictors shared by the threads of a service."""
+"""keras_densenet.runtime predictors shared by the threads of a service: half the threads call
+``predict``, the others run streams (``predict_stream``), at once on one predictor."""
 
 import threading
 import time
@@ -35,6 +36,7 @@ def test_threads_sharing_a_predictor_get_the_single_threaded_results(exports, su
     rng = np.random.default_rng(0)
     batches = [rng.integers(0, 256, (size, 32, 32, 3), dtype="uint8") for size in BATCH_SIZES]
     expected = [predictor.predict(batch) for batch in batches]
+    streamed = [np.stack(list(predictor.predict_stream(batch))) for batch in batches]
     calls, mismatches, errors = [0] * THREADS, [], []
     deadline = time.monotonic() + SECONDS
 
@@ -42,8 +44,13 @@ def test_threads_sharing_a_predictor_get_the_single_threaded_results(exports, su
         try:
             while time.monotonic() < deadline:
                 index = (thread + calls[thread]) % len(batches)
-                if not np.array_equal(predictor.predict(batches[index]), expected[index]):
-                    mismatches.append(BATCH_SIZES[index])
+                if thread % 2:
+                    outputs = np.stack(list(predictor.predict_stream(iter(batches[index]))))
+                    matched = np.array_equal(outputs, streamed[index])
+                else:
+                    matched = np.array_equal(predictor.predict(batches[index]), expected[index])
+                if not matched:
+                    mismatches.append((BATCH_SIZES[index], "stream" if thread % 2 else "call"))
                 calls[thread] += 1
         except Exception as error:  # reported below, with the thread's call count
             errors.append(repr(error))

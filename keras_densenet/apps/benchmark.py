@@ -22,12 +22,23 @@ of each in turn, so that a change of load slows them alike), until
 first. images/s is the images of the timed calls over their total time;
 p50/p90/p99 the percentiles of one call's latency.
 
+Streams: at batch size 1, each exported runtime also takes its turns with a
+stream of ``--stream`` single images (default 32; 0: none) through
+``Predictor.predict_stream`` (OpenVINO: pipelined, several images in flight;
+onnxruntime: one after the other), mode ``stream``: images/s over the
+streams' time, p50/p90/p99 of one image's latency (from the stream taking it
+to its scores), ``iterations`` the timed streams, and ``of_largest_batch``, its images/s over the same
+runtime's at the largest of ``--batch-sizes`` (stream rows come last, once
+that is measured).
+
 The reference is keras.applications' DenseNet of the same architecture
-(``weights=None``, same input size and output width) through
-``predict_on_batch``, measured beside the others; ``ratio`` is a runtime's
-images/s over the reference's at the same batch size. It applies to models
-that record a published architecture (121, 169, 201); ``--reference ARCH``
-names it for an export (1000 classes), ``--reference none`` leaves it out.
+(``weights=None``, same input size and output width), called each of
+``reference_calls``' ways (``predict``, ``predict_on_batch``, and on
+TensorFlow a ``tf.function``) beside the others; ``ratio`` is a runtime's
+images/s over the fastest of those at the same batch size. It applies to
+models that record a published architecture (121, 169, 201); ``--reference
+ARCH`` names it for an export (1000 classes), ``--reference none`` leaves it
+out.
 
 A runtime that is not installed, that this CPU or backend cannot run, or
 that does not fit MODEL (``keras`` for an export, ``onnx`` for an ``.xml``)
@@ -70,10 +81,12 @@ OpenVINO's TBB, TensorFlow's Eigen) spin a while after a call, which on a CPU wi
 would slow the next runtime's call."""
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 """The CPU flags (``/proc/cpuinfo``, as lscpu shows them) that decide what runs fast."""
-COLUMNS = ("model", "runtime", "precision", "batch_size", "image_size", "images_per_s", "p50_ms",
-           "p90_ms", "p99_ms", "iterations", "ratio", "load_before", "load_after", "status",
-           "reason", "backend", "cpu", "cores", "cpu_flags", "openvino_capabilities")
-"""The CSV's columns; a skipped runtime fills model, runtime, precision, status and reason."""
+COLUMNS = ("model", "runtime", "mode", "precision", "batch_size", "image_size", "images_per_s",
+           "p50_ms", "p90_ms", "p99_ms", "iterations", "ratio", "of_largest_batch", "load_before",
+           "load_after", "status", "reason", "backend", "cpu", "cores", "cpu_flags",
+           "openvino_capabilities")
+"""The CSV's columns; a skipped runtime fills model, runtime, precision, status and reason.
+``mode``: ``call`` (one call per batch) or ``stream``."""
 
 
 def build_parser():
@@ -98,6 +111,9 @@ def build_parser():
                         help="the keras.applications model to compare with: auto (the "
                              "architecture the model records), none, or one of "
                              f"{', '.join(REFERENCES)} (default: auto)")
+    parser.add_argument("--stream", type=int, default=32, metavar="N",
+                        help="single images per timed stream at batch size 1 (default 32; 0: "
+                             "no streams)")
     parser.add_argument("--calibration-size", type=int, default=32,
                         help="random calibration images for openvino-int8 (default 32)")
     parser.add_argument("--csv", metavar="FILE", help="also write the rows to FILE")
@@ -118,6 +134,8 @@ def run(args):
         if getattr(args, flag) is not None:
             check_positive_int("--" + flag.replace("_", "-"), getattr(args, flag))
     check_choice("--reference", args.reference, ("auto", "none", *REFERENCES))
+    if args.stream != 0:  # 0: no streams
+        check_positive_int("--stream", args.stream)
     kind = model_kind(args.model)
     if args.csv:
         check_output_path(args.csv, args.overwrite, inputs=[args.model], argument="--csv")
@@ -131,7 +149,7 @@ def run(args):
     rows = []
     for row in benchmark(args.model, kind, runtimes, batch_sizes, args.image_size,
                          args.reference, args.seconds, args.iterations, args.warmup,
-                         args.calibration_size):
+                         args.calibration_size, args.stream):
         rows.append({**row, **machine})
         print(format_row(row), flush=True)
     if args.csv:
@@ -155,12 +173,14 @@ def model_kind(name):
 
 
 def benchmark(name, kind, runtimes, batch_sizes, image_size=None, reference="auto", seconds=5.0,
-              iterations=100, warmup=2, calibration_size=32):
+              iterations=100, warmup=2, calibration_size=32, stream=32):
     """Yield one row (a dict of ``COLUMNS`` but the machine's) per skipped runtime, then
-    per batch size the reference's and each runtime's, measured together (``measure``).
+    per batch size the reference's and each runtime's, measured together (``measure``),
+    then the streams' (measured with batch size 1).
 
     ``name``, ``kind``: MODEL and its ``model_kind``; the rest as the command's
-    options (``reference``: ``"auto"``, ``"none"`` or a key of ``REFERENCES``).
+    options (``reference``: ``"auto"``, ``"none"`` or a key of ``REFERENCES``;
+    ``stream``: images per timed stream, 0 for none).
     """
     import tempfile
 
@@ -170,12 +190,14 @@ def benchmark(name, kind, runtimes, batch_sizes, image_size=None, reference="aut
         else:
             target = _export_target(name, kind, runtimes, image_size)
         predictors, skipped, shape, data_format, published, outputs = target
-        reference_name = None
+        references = []
         architecture = published if reference == "auto" else reference
         if architecture in REFERENCES and shape is not None and data_format == "channels_last":
-            reference_name = f"keras.applications.{REFERENCES[architecture]}"
             model = _reference_model(architecture, shape, outputs)
-            predictors = {reference_name: (model.predict_on_batch, "float32"), **predictors}
+            calls = {f"keras.applications.{REFERENCES[architecture]} {how}": (call, "float32", None)
+                     for how, call in reference_calls(model).items()}
+            references = list(calls)
+            predictors = {**calls, **predictors}
         elif reference != "none":
             skipped["keras.applications"] = (
                 f"MODEL records no architecture of keras.applications; --reference "
@@ -187,24 +209,42 @@ def benchmark(name, kind, runtimes, batch_sizes, image_size=None, reference="aut
             yield dict(model=label, runtime=runtime, precision=runtime_precision(runtime),
                        status="skipped", reason=reason)
         size = shape and shape[1 if data_format == "channels_first" else 0]
+        largest = max(batch_sizes)
+        rates, streams = {}, []  # runtime: images/s at the largest batch size; stream rows
         for batch_size in batch_sizes:
+            runs = {(runtime, "call"): (predict, random_images((batch_size, *shape), dtype))
+                    for runtime, (predict, dtype, _) in predictors.items()}
+            if batch_size == 1 and stream:
+                runs.update(((runtime, "stream"), (Stream(predict_stream),
+                                                   random_images((stream, *shape), dtype)))
+                            for runtime, (_, dtype, predict_stream) in predictors.items()
+                            if predict_stream)
             before = _load_average()
-            measured = measure({runtime: (predict, random_images((batch_size, *shape), dtype))
-                                for runtime, (predict, dtype) in predictors.items()},
-                               warmup, seconds, iterations)
+            measured = measure(runs, warmup, seconds, iterations)
             after = _load_average()
-            for runtime, timing in measured.items():
-                ratio = (timing["images_per_s"] / measured[reference_name]["images_per_s"]
-                         if reference_name else None)
-                yield dict(model=label, runtime=runtime, precision=runtime_precision(runtime),
-                           batch_size=batch_size, image_size=size, **timing, ratio=ratio,
+            fastest = max((measured[name, "call"]["images_per_s"] for name in references),
+                          default=None)
+            for (runtime, mode), timing in measured.items():
+                row = dict(model=label, runtime=runtime, mode=mode,
+                           precision=runtime_precision(runtime), batch_size=batch_size,
+                           image_size=size, **timing,
+                           ratio=None if fastest is None else timing["images_per_s"] / fastest,
                            load_before=before, load_after=after, status="ok", reason="")
+                if batch_size == largest:
+                    rates[runtime] = timing["images_per_s"]
+                if mode == "stream":
+                    streams.append(row)
+                else:
+                    yield row
+        for row in streams:
+            yield {**row, "of_largest_batch": row["images_per_s"] / rates[row["runtime"]]
+                   if largest > 1 else None}
 
 
 def _keras_target(name, kind, runtimes, image_size, calibration_size, folder):
     """What ``benchmark`` runs for a Keras model or a preset: ``({runtime: (predict, input
-    dtype)}, {runtime: why skipped}, input shape (no batch), data_format, published
-    architecture or None, output shape (no batch))``."""
+    dtype, predict_stream or None)}, {runtime: why skipped}, input shape (no batch),
+    data_format, published architecture or None, output shape (no batch))``."""
     from keras_densenet.config import model_config
 
     model = _keras_model(name, kind, image_size)
@@ -213,8 +253,10 @@ def _keras_target(name, kind, runtimes, image_size, calibration_size, folder):
     calibration = (random_images((calibration_size, *shape), "float32")
                    if "openvino-int8" in runtimes else None)
     exported, skipped = exported_predictors(model, runtimes, folder, calibration=calibration)
-    predictors = {"keras": (model.predict_on_batch, "float32")} if "keras" in runtimes else {}
-    predictors.update((runtime, (predictor.predict, predictor.input_dtype))
+    predictors = ({"keras": (model.predict_on_batch, "float32", None)} if "keras" in runtimes
+                  else {})
+    predictors.update((runtime, (predictor.predict, predictor.input_dtype,
+                                 predictor.predict_stream))
                       for runtime, predictor in exported.items())
     return (predictors, skipped, shape, config["data_format"], config.get("published_name"),
             tuple(model.output.shape[1:]))
@@ -237,7 +279,7 @@ def _export_target(path, kind, runtimes, image_size):
         if reason:
             skipped[runtime] = reason
             continue
-        predictors[runtime] = (predictor.predict, predictor.input_dtype)
+        predictors[runtime] = (predictor.predict, predictor.input_dtype, predictor.predict_stream)
         shape = predictor.input_shape[1:]
     if not predictors:
         return predictors, skipped, None, "channels_last", None, (1000,)
@@ -292,10 +334,11 @@ def measure(runs, warmup=2, seconds=5.0, iterations=100):
     ``warmup`` untimed calls of each, then rounds of one timed call of each
     (``SETTLE_S`` apart) until ``seconds`` per run have passed in all or
     ``iterations`` rounds were made (at least one): a load that changes
-    meanwhile slows every run alike.
+    meanwhile slows every run alike. A ``Stream`` is timed as one call per
+    stream of ``images``.
     Returns ``{name: {images_per_s, p50_ms, p90_ms, p99_ms, iterations}}``:
     the images of the timed calls over their total time, and the percentiles
-    of one call's latency.
+    of one call's latency (of a ``Stream``: of one image's).
     """
     import numpy as np
 
@@ -303,22 +346,60 @@ def measure(runs, warmup=2, seconds=5.0, iterations=100):
         for _ in range(warmup):
             predict(images)
     times = {name: [] for name in runs}
+    latencies = {name: [] for name in runs}
     deadline = time.perf_counter() + seconds * len(runs)
     for _ in range(iterations):
         for name, (predict, images) in runs.items():
             start = time.perf_counter()
-            predict(images)
+            images_latencies = predict(images)
             times[name].append(time.perf_counter() - start)
+            latencies[name].extend(images_latencies if isinstance(predict, Stream)
+                                   else times[name][-1:])
             if len(runs) > 1:
                 time.sleep(SETTLE_S)
         if time.perf_counter() >= deadline:
             break
     measured = {}
     for name, (_, images) in runs.items():
-        p50, p90, p99 = np.percentile(times[name], [50, 90, 99]) * 1000
+        p50, p90, p99 = np.percentile(latencies[name], [50, 90, 99]) * 1000
         measured[name] = dict(images_per_s=len(images) * len(times[name]) / sum(times[name]),
                               p50_ms=p50, p90_ms=p90, p99_ms=p99, iterations=len(times[name]))
     return measured
+
+
+class Stream:
+    """A run of ``measure`` that feeds ``images`` one at a time to ``predict_stream``
+    (``Predictor.predict_stream``); a call returns each image's latency in seconds, from the
+    stream taking it to its scores being yielded."""
+
+    def __init__(self, predict_stream):
+        self.predict_stream = predict_stream
+
+    def __call__(self, images):
+        taken = []
+
+        def feed():
+            for image in images:
+                taken.append(time.perf_counter())
+                yield image
+
+        return [time.perf_counter() - taken[index]
+                for index, _ in enumerate(self.predict_stream(feed()))]
+
+
+def reference_calls(model):
+    """``{how: call}``: the ways of running a keras.applications ``model`` on a batch whose
+    fastest is the reference (``benchmark``, ``benchmarks/inference.py``): ``predict``,
+    ``predict_on_batch`` and, on the TensorFlow backend, a ``tf.function`` of the call
+    (inference mode); each returns the outputs."""
+    calls = {"predict": lambda images: model.predict(images, verbose=0),
+             "predict_on_batch": model.predict_on_batch}
+    if _backend() == "tensorflow":
+        import tensorflow as tf
+
+        compiled = tf.function(lambda images: model(images, training=False))
+        calls["tf.function"] = compiled
+    return calls
 
 
 def random_images(shape, dtype):
@@ -366,15 +447,18 @@ def machine_description():
 def format_row(row):
     """One line of the table: the header for ``None``; a skipped runtime with its reason."""
     if row is None:
-        return (f"{'batch':>5}  {'runtime':<32} {'precision':<9} {'images/s':>9} {'p50 ms':>8} "
+        return (f"{'batch':>5}  {'runtime':<48} {'precision':<9} {'images/s':>9} {'p50 ms':>8} "
                 f"{'p90 ms':>8} {'p99 ms':>8} {'calls':>5} {'ratio':>6}  load before/after")
     if row["status"] == "skipped":
-        return f"{'-':>5}  {row['runtime']:<32} {row['precision']:<9} skipped: {row['reason']}"
+        return f"{'-':>5}  {row['runtime']:<48} {row['precision']:<9} skipped: {row['reason']}"
     ratio = "" if row["ratio"] is None else f"{row['ratio']:.2f}x"
-    return (f"{row['batch_size']:>5}  {row['runtime']:<32} {row['precision']:<9} "
+    runtime = row["runtime"] + (" stream" if row["mode"] == "stream" else "")
+    fraction = ("" if row.get("of_largest_batch") is None else
+                f"  = {row['of_largest_batch']:.2f} of the largest batch's images/s")
+    return (f"{row['batch_size']:>5}  {runtime:<48} {row['precision']:<9} "
             f"{row['images_per_s']:>9.1f} {row['p50_ms']:>8.1f} {row['p90_ms']:>8.1f} "
             f"{row['p99_ms']:>8.1f} {row['iterations']:>5} {ratio:>6}  "
-            f"{row['load_before']:.2f}/{row['load_after']:.2f}")
+            f"{row['load_before']:.2f}/{row['load_after']:.2f}{fraction}")
 
 
 def write_csv(path, rows, overwrite=False):

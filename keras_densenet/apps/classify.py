@@ -39,7 +39,7 @@ import os
 import sys
 import tempfile
 
-from keras_densenet.apps.images import IMAGE_EXTENSIONS, image_paths, load_image
+from keras_densenet.apps.images import IMAGE_EXTENSIONS, image_paths, read_batches
 from keras_densenet.architectures import IMAGENET_VARIANTS
 from keras_densenet.checks import check_positive_int
 from keras_densenet.runtime import PRECISIONS, RUNTIMES
@@ -193,22 +193,6 @@ def classify(paths, settings, scores, top=5, batch_size=16):
                 results[path] = [(names[i], int(i), float(row[i])) for i in shown]
         for path in chunk:
             yield path, results.get(path), errors.get(path)
-
-
-def read_batches(paths, settings, batch_size):
-    """Yield ``(chunk, images, errors)`` for each ``batch_size`` paths: ``images`` maps each
-    path read to its uint8 ``(size, size, channels)`` array (in ``chunk``'s order), ``errors`` each
-    other path to its one-line message; read and cropped as ``settings`` say."""
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
-        images, errors = {}, {}
-        for path in chunk:
-            try:
-                images[path] = load_image(path, settings["resize"], settings["size"],
-                                          settings["interpolation"], settings["channels"])
-            except (ValueError, FileNotFoundError) as error:
-                errors[path] = str(error)
-        yield chunk, images, errors
 
 
 def model_input(images, settings):

@@ -126,6 +126,23 @@ def image_paths(inputs):
     return paths
 
 
+def read_batches(paths, settings, batch_size):
+    """Yield ``(chunk, images, errors)`` for each ``batch_size`` paths: ``images`` maps each
+    path read to its uint8 ``(size, size, channels)`` array (in ``chunk``'s order), ``errors``
+    each other path to its one-line message; read and cropped as ``settings`` say (the
+    ``resize``, ``size``, ``interpolation`` and ``channels`` of ``classify.serving_settings``)."""
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        images, errors = {}, {}
+        for path in chunk:
+            try:
+                images[path] = load_image(path, settings["resize"], settings["size"],
+                                          settings["interpolation"], settings["channels"])
+            except (ValueError, FileNotFoundError) as error:
+                errors[path] = str(error)
+        yield chunk, images, errors
+
+
 def is_image_name(name):
     """Whether ``name`` ends with one of ``IMAGE_EXTENSIONS`` (any case)."""
     return name.lower().endswith(IMAGE_EXTENSIONS)

@@ -142,7 +142,8 @@ def validate(model, samples, folder, runtimes, calibration=None, calibration_siz
     import numpy as np
 
     from keras_densenet.apps.benchmark import exported_predictors, runtime_precision
-    from keras_densenet.apps.classify import serving_settings
+    from keras_densenet.apps.classify import model_input, serving_settings
+    from keras_densenet.apps.images import read_batches
     from keras_densenet.apps.export import calibration_images
     from keras_densenet.export import serving_model
     from keras_densenet.config import model_config
@@ -161,13 +162,15 @@ def validate(model, samples, folder, runtimes, calibration=None, calibration_siz
         predictors.update((runtime, predictor.predict) for runtime, predictor in served.items())
         tallies = {runtime: dict(top1=0, top5=0, agree=0, max_abs_diff=0.0)
                    for runtime in predictors}
-        unreadable, read = [], 0
-        for start in range(0, len(samples), batch_size):
-            batch, labels = _read(samples[start:start + batch_size], settings, unreadable)
-            if not len(batch):
+        unreadable, read, folder_of = [], 0, dict(samples)
+        raw = {**settings, "preprocessing": None}  # uint8, as the exports take it
+        for _, images, errors in read_batches(list(folder_of), settings, batch_size):
+            unreadable.extend(errors)
+            if not images:
                 continue
+            batch = model_input(list(images.values()), raw)
             read += len(batch)
-            labels = np.array([indices[name] for name in labels])
+            labels = np.array([indices[folder_of[path]] for path in images])
             expected = None
             for runtime, predict in predictors.items():
                 outputs = np.asarray(predict(batch), dtype="float32")
@@ -207,28 +210,6 @@ def format_report(report):
     lines.extend(f"{runtime:<14} skipped: {reason}" for runtime, reason in
                  report["skipped"].items())
     return "\n".join(lines)
-
-
-def _read(samples, settings, unreadable):
-    """``(uint8 batch as the model takes it, class folder names)`` of ``samples``; the paths
-    of images that cannot be read are appended to ``unreadable``."""
-    import numpy as np
-
-    from keras_densenet.apps.images import load_image
-
-    images, labels = [], []
-    for path, name in samples:
-        try:
-            images.append(load_image(path, settings["resize"], settings["size"],
-                                     settings["interpolation"], settings["channels"]))
-        except ValueError:
-            unreadable.append(path)
-            continue
-        labels.append(name)
-    batch = np.stack(images) if images else np.zeros((0,), "uint8")
-    if settings["data_format"] == "channels_first" and len(batch):
-        batch = batch.transpose(0, 3, 1, 2)
-    return batch, labels
 
 
 if __name__ == "__main__":
