@@ -13,7 +13,7 @@ from keras_densenet.arguments import Architecture
 
 CONFIG_KEYS = ("architecture", "published_name", "data_format", "input_shape", "preprocessing",
                "weights_source", "class_names", "crop_pct", "interpolation", "pyramid",
-               "input_normalization", "cam_layer", "multi_label", "thresholds")
+               "input_normalization", "cam_layer", "multi_label", "thresholds", "memory_efficient")
 """The keys of ``DenseNetModel.densenet_config``:
 
 * ``architecture``: the checked ``arguments.Architecture`` fields (``None`` when not recorded);
@@ -31,7 +31,9 @@ CONFIG_KEYS = ("architecture", "published_name", "data_format", "input_shape", "
   (``preprocessing.normalization``: ``reverse_channels``, ``scale``, ``offset``), or ``None``;
 * ``cam_layer``: the last activation before pooling (``"final_relu"``), for Grad-CAM;
 * ``multi_label``: ``True`` for independent sigmoid outputs (one per class), else ``False``;
-* ``thresholds``: with ``multi_label``, one decision threshold per class, or ``None``.
+* ``thresholds``: with ``multi_label``, one decision threshold per class, or ``None``;
+* ``memory_efficient``: an RDNet's memory mode (``rdnet.RDNet``); only RDNets record it
+  here, a DenseNet's is a field of ``architecture``.
 """
 DEFAULTS = {"input_normalization": None, "cam_layer": "final_relu", "multi_label": False,
             "thresholds": None}
