@@ -92,8 +92,9 @@ def test_grad_cam_equals_a_gradient_tape_on_final_relu(images):
     np.testing.assert_allclose(maps, expected, atol=1e-5)
     assert np.all(maps.min(axis=(1, 2)) == 0) and np.all(maps.max(axis=(1, 2)) == 1)
     models = cam_models(model)  # built once, for batch after batch
-    np.testing.assert_array_equal(np.concatenate([heatmaps(models, x[:1]),
-                                                  heatmaps(models, x[1:])]), maps)
+    # oneDNN picks kernels by batch size: batches of 1 and 2 differ from 3 in the last bits
+    np.testing.assert_allclose(np.concatenate([heatmaps(models, x[:1]),
+                                               heatmaps(models, x[1:])]), maps, atol=1e-6)
 
 
 def test_the_score_is_the_logit_before_softmax_or_sigmoid(images):
