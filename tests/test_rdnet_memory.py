@@ -213,20 +213,6 @@ def test_torch_trains_the_same_step():
     assert "ok torch" in result.stdout
 
 
-@pytest.mark.slow
-def test_train_command_trains_a_memory_efficient_rdnet(tmp_path):
-    from keras_densenet.apps import cli, run_dir
-
-    run = tmp_path / "rdnet"
-    assert cli.main(["train", "--arch", "rdnet_tiny", "--memory-efficient", "on", "--epochs", "1",
-                     "--image-size", "32", "--batch-size", "32", "--drop-path-rate", "0.1",
-                     "--output", str(run), "--quiet"]) == 0
-    model = keras.models.load_model(run / "model.keras")
-    assert model.densenet_config["memory_efficient"] is True
-    assert isinstance(model.get_layer("stage6_block2_recomputed"), RecomputedSequence)
-    assert run_dir.read_run_config(str(run))["recipe"]["model"]["memory_efficient"] is True
-
-
 def test_gelu_and_its_written_out_gradient_are_tensorflows_exact_gelu():
     from keras_densenet.rdnet import gelu_erf
 

@@ -237,17 +237,22 @@ def test_a_run_of_an_earlier_version_resumes(tmp_path):
 
 @pytest.mark.slow
 def test_train_arch_rdnet_trains_an_rdnet(tmp_path, capsys):
-    """--arch rdnet_*: the run trains timm's RDNet layout and saves it with its config."""
+    """--arch rdnet_*: the run trains timm's RDNet layout in the memory mode asked for and
+    saves it with its config."""
     from keras_densenet.apps import cli
+    from keras_densenet.rdnet import RecomputedSequence
 
     run = tmp_path / "rdnet"
-    assert cli.main(["train", "--arch", "rdnet_tiny", "--epochs", "1", "--image-size", "32",
-                     "--batch-size", "32", "--drop-path-rate", "0.1", "--output", str(run),
-                     "--quiet"]) == 0
+    assert cli.main(["train", "--arch", "rdnet_tiny", "--memory-efficient", "on", "--epochs",
+                     "1", "--image-size", "32", "--batch-size", "32", "--drop-path-rate", "0.1",
+                     "--output", str(run), "--quiet"]) == 0
     model = keras.models.load_model(run / "model.keras")
     assert model.densenet_config["published_name"] == "rdnet_tiny"
+    assert model.densenet_config["memory_efficient"] is True
+    assert isinstance(model.get_layer("stage6_block2_recomputed"), RecomputedSequence)
     assert model.get_layer("stage6_block2_drop_path").rate == pytest.approx(0.1)
-    assert json.loads((run / "config.json").read_text())["recipe"]["arch"] == "rdnet_tiny"
+    recipe = json.loads((run / "config.json").read_text())["recipe"]
+    assert recipe["arch"] == "rdnet_tiny" and recipe["model"]["memory_efficient"] is True
     assert cli.main(["train", "--arch", "rdnet_tiny", "--depth", "10",
                      "--output", str(tmp_path / "refused")]) == 2
     assert "--arch rdnet_tiny takes no DenseNet options (depth)" in capsys.readouterr().err
