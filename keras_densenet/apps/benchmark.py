@@ -134,8 +134,9 @@ def run(args):
         if getattr(args, flag) is not None:
             check_positive_int("--" + flag.replace("_", "-"), getattr(args, flag))
     check_choice("--reference", args.reference, ("auto", "none", *REFERENCES))
-    if args.stream != 0:  # 0: no streams
-        check_positive_int("--stream", args.stream)
+    if isinstance(args.stream, bool) or not isinstance(args.stream, int) or args.stream < 0:
+        raise ValueError(f"--stream must be a positive integer (or 0: no streams); got "
+                         f"{args.stream!r}.")
     kind = model_kind(args.model)
     if args.csv:
         check_output_path(args.csv, args.overwrite, inputs=[args.model], argument="--csv")

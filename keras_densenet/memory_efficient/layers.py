@@ -355,8 +355,6 @@ class RecomputedStem(keras.layers.BatchNormalization):
                 "anti_alias": self.anti_alias}
 
 
-
-
 def weights_layer(base, registered_name):
     """A subclass of the weighted layer class ``base`` that passes on its weights: a recomputed
     layer computes with them (RDNet's memory-efficient modes; ``KernelConv2D`` is DenseNet's
