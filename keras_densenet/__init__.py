@@ -70,12 +70,14 @@ def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
 
 
-SAVED_CLASS = "DenseNetModel"
-"""The class whose module (``_EXPORTS``) imports every class a saved model names."""
+SAVED_CLASSES = ("DenseNetModel", "RDNet")
+"""The names whose modules (``_EXPORTS``) import every class a saved model names:
+DenseNet's layers and model, and RDNet's layers and functions."""
 
 
 def _register_saved_classes():
-    importlib.import_module(f"keras_densenet.{_EXPORTS[SAVED_CLASS]}")
+    for name in SAVED_CLASSES:
+        importlib.import_module(f"keras_densenet.{_EXPORTS[name]}")
 
 
 class _RegisterWhenKerasIsImported(importlib.abc.MetaPathFinder):

@@ -109,6 +109,18 @@ def test_a_saved_model_loads_after_import_keras_densenet_in_any_order(imports, s
     assert result.stdout.split()[0] == "DenseNetModel"
 
 
+def test_a_saved_rdnet_loads_after_import_keras_densenet(tmp_path):
+    """RDNet's layers and its GELU live in ``rdnet``, which ``model`` does not import:
+    they are registered with the others."""
+    from keras_densenet.rdnet import RDNetTiny
+
+    path = str(tmp_path / "rdnet.keras")
+    RDNetTiny(input_shape=(32, 32, 3), classes=3).save(path)
+    result = python(f"import sys\nimport keras_densenet\nimport keras\n{LOAD}", path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[0] == "DenseNetModel"
+
+
 def test_import_keras_densenet_loads_no_framework():
     result = python(f"import sys\nimport keras_densenet\n"
                     f"print([m for m in {FRAMEWORKS!r} if m in sys.modules])")
